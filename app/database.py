@@ -1,0 +1,82 @@
+"""The database: SQLite under the data directory by default, PostgreSQL when configured.
+
+The same SQLAlchemy code serves both. Every write is committed before the request answers,
+and SQLite runs in WAL mode with full synchronisation, so a killed process loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+modules = Table(
+    "modules",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("leaves", LargeBinary, nullable=True),
+    Column("saved", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False, default=time.time),
+    Column("updated_at", Float, nullable=False, default=time.time),
+    Column("revision", Integer, nullable=False, default=0),
+    Index("ix_modules_workspace", "workspace", "created_at"),
+)
+
+shares = Table(
+    "shares",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("leaves", LargeBinary, nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False, default=time.time),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workspace", String(64), nullable=False, index=True),
+    Column("message", Text, nullable=False),
+    Column("created_at", Float, nullable=False, default=time.time),
+)
+
+
+def _enable_sqlite_durability(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_database_engine(url: str) -> Engine:
+    """An engine for ``url`` with every table created."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _enable_sqlite_durability)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    metadata.create_all(engine)
+    return engine

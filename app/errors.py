@@ -1,0 +1,95 @@
+"""Every error answer is a clear 4xx in plain words; HTML for htmx requests, JSON otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from markupsafe import escape
+from pydantic import ValidationError
+
+logger = logging.getLogger("playground")
+
+
+class PlaygroundError(Exception):
+    """A refusal with a status code and a message for the user (``field`` names the input)."""
+
+    def __init__(self, status_code: int, message: str, field: str | None = None, headers=None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+        self.headers = headers
+
+
+def _location(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "request"
+
+
+def describe_validation_errors(errors) -> str:
+    """One line per problem: ``params.in_dim: Input should be less than or equal to 4096``."""
+    return "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
+
+
+def _jsonable_errors(errors) -> list[dict]:
+    out = []
+    for error in errors:
+        out.append(
+            {
+                "loc": [p if isinstance(p, int | str) else str(p) for p in error.get("loc", ())],
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
+    return out
+
+
+def wants_html(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def error_response(request: Request, status: int, message: str, detail=None, headers=None):
+    if wants_html(request):
+        html = f'<div class="error" role="alert"><strong>Error {status}.</strong> {escape(message)}</div>'
+        return HTMLResponse(html, status_code=status, headers=headers)
+    return JSONResponse(
+        {"detail": detail if detail is not None else message, "message": message},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def request_validation(request: Request, exc: RequestValidationError):
+        errors = _jsonable_errors(exc.errors())
+        return error_response(request, 422, describe_validation_errors(errors), errors)
+
+    @app.exception_handler(ValidationError)
+    async def model_validation(request: Request, exc: ValidationError):
+        errors = _jsonable_errors(exc.errors())
+        return error_response(request, 422, describe_validation_errors(errors), errors)
+
+    @app.exception_handler(PlaygroundError)
+    async def playground_error(request: Request, exc: PlaygroundError):
+        detail = [{"loc": exc.field.split("."), "msg": exc.message}] if exc.field else None
+        return error_response(request, exc.status_code, exc.message, detail, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error_response(
+            request, exc.status_code, str(exc.detail), None, getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            f"The server failed on this request ({type(exc).__name__}). "
+            "This is a bug in the playground; please report it with what you did.",
+        )

@@ -1,0 +1,53 @@
+"""The app factory: ``app.main:app`` is the playground with settings from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.errors import install_error_handlers
+from app.routers import health, modules, pages, runs, sharing, training
+from app.security import SecurityMiddleware
+from app.services import Services
+from app.settings import Settings
+from app.workspaces import WorkspaceMiddleware
+
+ROOT = Path(__file__).resolve().parent.parent
+PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A playground app; ``settings`` default to the environment's."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Pytree Playground",
+        summary="Build JAX/Equinox modules, see their pytrees, run grad, vmap and jit live.",
+        version="0.1.0",
+    )
+    app.state.services = Services.create(settings)
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.mount("/vendor/plotly", StaticFiles(directory=PLOTLY_JS_DIR), name="plotly")
+    for router in (
+        health.router,
+        modules.router,
+        runs.router,
+        training.router,
+        sharing.router,
+        pages.router,
+    ):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(WorkspaceMiddleware, secure=settings.cookie_secure)
+    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str):
+    # ``app.main:app`` is made on first use, so importing ``create_app`` touches no data.
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

@@ -1,0 +1,5 @@
+"""The sharing API (placeholder until its part lands)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["sharing"])

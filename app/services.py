@@ -1,0 +1,68 @@
+"""The shared things every request may need, made once per app and reached through dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.engine import Engine
+
+from app.compute import ComputeSlots
+from app.database import create_database_engine
+from app.settings import Settings
+from app.store import ModuleRecord, ModuleStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    store: ModuleStore
+    compute: ComputeSlots
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        if not settings.database_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_database_engine(settings.sqlalchemy_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            store=ModuleStore(engine, settings.max_modules_per_workspace),
+            compute=ComputeSlots(
+                settings.max_concurrent_computations, settings.compute_wait_seconds
+            ),
+        )
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(services: Services = Depends(get_services)) -> Settings:
+    return services.settings
+
+
+def get_store(services: Services = Depends(get_services)) -> ModuleStore:
+    return services.store
+
+
+def get_workspace(request: Request) -> str:
+    """The caller's workspace id (set by the workspace middleware from its cookie)."""
+    return request.state.workspace
+
+
+def get_module_record(
+    module_id: str,
+    workspace: str = Depends(get_workspace),
+    store: ModuleStore = Depends(get_store),
+) -> ModuleRecord:
+    """The module ``module_id`` of the caller's workspace; 404 for any other."""
+    record = store.get(workspace, module_id) if len(module_id) <= 32 else None
+    if record is None:
+        raise HTTPException(
+            status_code=404, detail=f"No module {module_id!r} in your workspace."
+        )
+    return record

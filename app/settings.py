@@ -1,0 +1,57 @@
+"""Every setting of the playground, read from the environment (prefix ``PLAYGROUND_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The playground's settings. Each field is ``PLAYGROUND_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PLAYGROUND_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Where the SQLite database lives.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; PostgreSQL for several replicas. Default: SQLite."
+    )
+    cookie_secure: bool = Field(False, description="Mark the workspace cookie Secure (HTTPS).")
+
+    max_array_elements: int = Field(1_000_000, description="Elements in any one array.")
+    max_input_elements: int = Field(100_000, description="Elements in a run's input.")
+    max_module_params: int = Field(2_000_000, description="Array elements in one module.")
+    max_module_leaves: int = Field(20_000, description="Leaves in one module's tree.")
+    max_modules_per_workspace: int = Field(
+        40, description="Modules kept per workspace; the oldest unsaved ones are evicted."
+    )
+    max_body_bytes: int = Field(2_000_000, description="Request body size in bytes.")
+    max_expression_length: int = Field(500, description="Characters in one expression.")
+    max_expression_nodes: int = Field(200, description="Syntax-tree nodes in one expression.")
+    max_run_flops: float = Field(2e10, description="Estimated flops of one run.")
+    max_concurrent_computations: int = Field(2, description="Computations at once, server-wide.")
+    compute_wait_seconds: float = Field(
+        5.0, description="How long a request waits for a compute slot before a 503."
+    )
+    max_jobs_per_workspace: int = Field(2, description="Training jobs running per workspace.")
+    max_train_steps: int = Field(20_000, description="Gradient steps in one training job.")
+    max_train_epochs: int = Field(50, description="Epochs in one library training job.")
+    max_dataset_rows: int = Field(20_000, description="Rows in a dataset or uploaded CSV.")
+    compile_cache_size: int = Field(256, description="Compiled functions kept in memory.")
+    leaf_values_limit: int = Field(
+        4_096, description="Values sent for one array; larger ones are cut (truncated=true)."
+    )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'playground.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

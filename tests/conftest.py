@@ -1,0 +1,159 @@
+"""Shared fixtures: an app on a temporary data directory, its test client, a live server and a
+real headless Chromium page that records console errors and any request leaving localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> TestClient:
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A uvicorn server on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the live server did not start in 30 s")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "live-data"))
+    with LiveServer(app) as server:
+        yield server
+
+
+def chromium_executable() -> str | None:
+    """Debian's ``chromium`` (or another on PATH); None means Playwright's own build."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium; the browser tests fail (never skip) when none can be started."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(
+                executable_path=chromium_executable(),
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
+        except Exception as error:  # noqa: BLE001 - reported as a test failure with its cause
+            pytest.fail(
+                "No Chromium could be started for the browser tests "
+                f"(install Debian's 'chromium' or run 'playwright install chromium'): {error}"
+            )
+        yield launched
+        launched.close()
+
+
+class PageProbe:
+    """What a page did: console errors, failed requests and requests to other hosts."""
+
+    def __init__(self):
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.foreign_requests: list[str] = []
+
+    def assert_clean(self):
+        assert self.foreign_requests == [], f"requests left localhost: {self.foreign_requests}"
+        assert self.page_errors == [], f"page errors: {self.page_errors}"
+        assert self.console_errors == [], f"console errors: {self.console_errors}"
+
+
+@pytest.fixture
+def page_probe():
+    return PageProbe()
+
+
+@pytest.fixture
+def page(browser, live_server, page_probe):
+    """A page at 1280x800 on the live server (``page.goto("/")``); requests to other hosts are
+    blocked and recorded."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+
+    def route(route_request):
+        url = route_request.request.url
+        if url.startswith(("http://127.0.0.1:", "http://localhost:", "data:", "blob:")):
+            route_request.continue_()
+        else:
+            page_probe.foreign_requests.append(url)
+            route_request.abort()
+
+    page.route("**/*", route)
+    page.on(
+        "console",
+        lambda message: page_probe.console_errors.append(message.text)
+        if message.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda error: page_probe.page_errors.append(str(error)))
+    yield page
+    context.close()
