@@ -55,3 +55,33 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+def _default_text(value) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return f"./{value}"
+    if isinstance(value, float) and value >= 1e6:
+        return f"{value:.0e}".replace("e+", "e")
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:_}"
+    return str(value)
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (printed by ``python -m app.settings``)."""
+    lines = [
+        "| Environment variable | Default | What it sets |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        variable = f"PLAYGROUND_{name.upper()}"
+        lines.append(f"| `{variable}` | `{_default_text(field.default)}` | {field.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_table())

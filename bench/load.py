@@ -1,0 +1,394 @@
+"""Load test: N simulated workshop users for T seconds against a playground on loopback.
+
+    .venv/bin/python bench/load.py --users 50 --seconds 300
+
+Unless ``--url`` is given, it starts ``python -m app`` on a free port of 127.0.0.1 with a fresh
+temporary data directory, and stops it at the end. Only loopback addresses are accepted.
+
+Each user has its own cookie jar (so its own workspace) and walks the workshop flow in a loop,
+with a think time between clicks: open the page, build the seed's Linear (or a small MLP),
+inspect its tree, click a leaf, run ``jit(grad)`` of the loss (the first run of a structure
+compiles, the next are warm), run per-example gradients, train a little and watch the job,
+share the module, open the shared link and fork it. Every user stops after ``--max-requests``
+requests or when the time is up, whichever comes first.
+
+It prints the throughput, p50/p95/max latency and errors per request type (``run (warm)`` is a
+run that compiled nothing), and the server's resident memory (VmRSS of /proc/<pid>/status, with
+its children) sampled over time. ``--json FILE`` also writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
+RUN_GRAD = {
+    "function": "loss",
+    "loss": "mean(out)",
+    "wrt": "params",
+    "transforms": ["grad", "jit"],
+    "input": {"shape": [5, 2], "init": "ones"},
+}
+RUN_PER_EXAMPLE = {
+    "function": "loss",
+    "loss": "mean(out)",
+    "wrt": "params",
+    "transforms": ["grad", "vmap", "jit"],
+    "input": {"shape": [8, 2], "init": "normal", "seed": 1},
+}
+TRAIN = {
+    "dataset": {"name": "circle", "n": 200, "noise": 0.1, "seed": 0},
+    "optimizer": "adam",
+    "learning_rate": 0.05,
+    "steps": 40,
+    "batch_size": 32,
+    "seed": 0,
+}
+
+
+def mlp(seed: int) -> dict:
+    return {
+        "kind": "eqx.nn.MLP",
+        "params": {
+            "in_size": 2,
+            "out_size": 1,
+            "width_size": 16,
+            "depth": 2,
+            "activation": "tanh",
+            "seed": seed,
+        },
+    }
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    sys.exit(f"refusing to load {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its children, in KiB (from /proc/<pid>/status)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(child) for child in children]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, list[str]] = defaultdict(list)
+        self.count = 0
+
+    def add(self, name: str, seconds: float) -> None:
+        self.latencies[name].append(seconds * 1000)
+        self.count += 1
+
+    def error(self, name: str, message: str) -> None:
+        self.errors[name].append(message)
+        self.count += 1
+
+
+class User:
+    def __init__(self, index: int, base: str, stats: Stats, deadline: float, args) -> None:
+        self.index = index
+        self.stats = stats
+        self.deadline = deadline
+        self.args = args
+        self.requests = 0
+        self.random = random.Random(index)
+        self.client = httpx.AsyncClient(base_url=base, timeout=args.timeout)
+
+    @property
+    def done(self) -> bool:
+        return time.monotonic() >= self.deadline or self.requests >= self.args.max_requests
+
+    async def think(self) -> None:
+        low, high = self.args.think
+        pause = self.random.uniform(low, high)
+        await asyncio.sleep(max(0.0, min(pause, self.deadline - time.monotonic())))
+
+    async def call(self, name: str, method: str, url: str, expect=(200,), **kwargs):
+        if self.done:
+            raise TimeoutError
+        self.requests += 1
+        start = time.perf_counter()
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            self.stats.error(name, f"{type(error).__name__}: {error}")
+            return None
+        elapsed = time.perf_counter() - start
+        if response.status_code not in expect:
+            self.stats.error(name, f"{response.status_code}: {response.text[:200]}")
+            return None
+        if name == "run":
+            compiled = response.json().get("compiled")
+            name = "run (cold)" if compiled else "run (warm)"
+        self.stats.add(name, elapsed)
+        return response
+
+    async def flow(self) -> None:
+        response = await self.call("page", "GET", "/")
+        await self.think()
+        spec = LINEAR if self.random.random() < 0.6 else mlp(self.random.randrange(1000))
+        response = await self.call("build", "POST", "/api/modules", json=spec, expect=(201,))
+        if response is None:
+            return
+        module = response.json()["id"]
+        await self.think()
+        await self.call("tree", "GET", f"/api/modules/{module}")
+        await self.think()
+        leaf = ".weight" if spec["kind"] == "library.Linear" else ".layers[0].weight"
+        await self.call("leaf", "GET", f"/api/modules/{module}/leaf", params={"path": leaf})
+        await self.think()
+        run = dict(RUN_GRAD)
+        if spec["kind"] != "library.Linear":
+            run = {**run, "loss": "mean(out ** 2)", "input": {"shape": [2], "init": "ones"}}
+            run_vmap = {**RUN_PER_EXAMPLE, "loss": "mean(out ** 2)"}
+        else:
+            run_vmap = RUN_PER_EXAMPLE
+        for _ in range(3):
+            await self.call("run", "POST", f"/api/modules/{module}/run", json=run)
+            await self.think()
+        await self.call("run", "POST", f"/api/modules/{module}/run", json=run_vmap)
+        await self.think()
+        if self.random.random() < self.args.train_fraction:
+            response = await self.call(
+                "train", "POST", f"/api/modules/{module}/train", json=TRAIN, expect=(202,)
+            )
+            if response is not None:
+                job = response.json()["job"]
+                for _ in range(60):
+                    await asyncio.sleep(0.5)
+                    status = await self.call("job", "GET", f"/api/jobs/{job}")
+                    if status is None or status.json()["status"] in {"done", "failed", "stopped"}:
+                        if status is not None and status.json()["status"] != "done":
+                            self.stats.error("train", f"job ended {status.json()['status']}")
+                        break
+                await self.think()
+        response = await self.call("share", "POST", f"/api/modules/{module}/share", expect=(201,))
+        if response is None:
+            return
+        share = response.json()["share_id"]
+        await self.think()
+        await self.call("shared", "GET", f"/api/shared/{share}")
+        await self.think()
+        await self.call("shared page", "GET", f"/s/{share}")
+        await self.think()
+        await self.call("fork", "POST", f"/api/shared/{share}/fork", expect=(201,))
+        await self.think()
+
+    async def run(self) -> None:
+        # users arrive over the first seconds, as people in a room do
+        await asyncio.sleep(self.random.uniform(0, self.args.ramp))
+        try:
+            while not self.done:
+                await self.flow()
+        except TimeoutError:
+            pass
+        finally:
+            await self.client.aclose()
+
+
+async def sample_memory(pid: int | None, samples: list, stop: asyncio.Event, every: float):
+    start = time.monotonic()
+    while pid is not None and not stop.is_set():
+        samples.append((round(time.monotonic() - start, 1), rss_kib(pid)))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            pass
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def load(base: str, pid: int | None, args) -> dict:
+    stats = Stats()
+    deadline = time.monotonic() + args.seconds
+    users = [User(i, base, stats, deadline, args) for i in range(args.users)]
+    memory: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_memory(pid, memory, stop, args.memory_every))
+    start = time.monotonic()
+    await asyncio.gather(*(user.run() for user in users))
+    elapsed = time.monotonic() - start
+    stop.set()
+    await sampler
+    if pid is not None:
+        memory.append((round(elapsed, 1), rss_kib(pid)))
+    rows = {}
+    for name in sorted(set(stats.latencies) | set(stats.errors)):
+        values = stats.latencies.get(name, [])
+        rows[name] = {
+            "count": len(values),
+            "errors": len(stats.errors.get(name, [])),
+            "p50_ms": round(percentile(values, 50), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+            "max_ms": round(max(values), 1) if values else None,
+            "mean_ms": round(statistics.fmean(values), 1) if values else None,
+        }
+    return {
+        "users": args.users,
+        "seconds": round(elapsed, 1),
+        "requests": stats.count,
+        "throughput_rps": round(stats.count / elapsed, 1),
+        "errors": sum(len(v) for v in stats.errors.values()),
+        "error_examples": {k: v[:3] for k, v in stats.errors.items()},
+        "by_type": rows,
+        "memory_kib": memory,
+    }
+
+
+def report(result: dict) -> str:
+    lines = [
+        f"{result['users']} users, {result['seconds']} s: {result['requests']} requests, "
+        f"{result['throughput_rps']} requests/s, {result['errors']} errors",
+        "",
+        f"{'request':<14}{'count':>7}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}",
+    ]
+    for name, row in result["by_type"].items():
+        lines.append(
+            f"{name:<14}{row['count']:>7}{row['errors']:>8}{row['p50_ms']:>9}{row['p95_ms']:>9}"
+            f"{row['max_ms'] if row['max_ms'] is not None else '-':>9}"
+        )
+    for name, examples in result["error_examples"].items():
+        lines.append(f"errors of {name}: {examples}")
+    memory = result["memory_kib"]
+    if memory:
+        lines.append("")
+        lines.append("server memory (VmRSS, MiB) over time:")
+        step = max(1, len(memory) // 12)
+        picked = memory[::step] + ([memory[-1]] if (len(memory) - 1) % step else [])
+        lines.append("  " + ", ".join(f"{t:g}s {kib / 1024:.0f}" for t, kib in picked))
+        warm = [kib for t, kib in memory if t >= min(60.0, result["seconds"] / 5)]
+        if len(warm) >= 2:
+            growth = (warm[-1] - warm[0]) / 1024
+            lines.append(
+                f"  after warm-up: {warm[0] / 1024:.0f} MiB -> {warm[-1] / 1024:.0f} MiB "
+                f"({growth:+.0f} MiB), peak {max(kib for _, kib in memory) / 1024:.0f} MiB"
+            )
+    return "\n".join(lines)
+
+
+def start_server(data_dir: Path, port: int, workers: int, env_extra: dict) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
+    env.update({"PLAYGROUND_DATA_DIR": str(data_dir), **env_extra})
+    command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers), "--log-level", "warning"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+
+
+def wait_healthy(base: str, process: subprocess.Popen | None, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            sys.exit(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    sys.exit(f"the server at {base} did not become healthy in {seconds:g} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--url", help="a running server on loopback (default: start one)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (started)")
+    parser.add_argument("--max-requests", type=int, default=2000, help="per user")
+    parser.add_argument("--think", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which users arrive")
+    parser.add_argument("--train-fraction", type=float, default=0.5, help="flows that train")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument("--memory-every", type=float, default=5.0, help="seconds")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if args.users < 1 or args.seconds <= 0 or args.max_requests < 1:
+        parser.error("--users, --seconds and --max-requests must be positive")
+
+    process = None
+    tmp = None
+    if args.url:
+        base = args.url.rstrip("/")
+        check_loopback(base)
+        pid = None
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="playground-load-")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env_extra = dict(item.split("=", 1) for item in args.env)
+        process = start_server(Path(tmp.name) / "data", port, args.workers, env_extra)
+        pid = process.pid
+    try:
+        wait_healthy(base, process)
+        print(f"load: {args.users} users for {args.seconds:g} s against {base}", flush=True)
+        result = asyncio.run(load(base, pid, args))
+    finally:
+        if process is not None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if tmp is not None:
+            tmp.cleanup()
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
