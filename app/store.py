@@ -16,11 +16,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import equinox as eqx
+import jax
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from app.catalog import CatalogEntry, parse_spec
 from app.database import modules, notices, shares
+from app.errors import PlaygroundError
+
+
+class WorkspaceFull(PlaygroundError):
+    """429: every module of the workspace is saved and the workspace is at its limit."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            429,
+            f"Your workspace is full: it keeps at most {limit} modules "
+            f"(max_modules_per_workspace={limit}) and all of them are saved (shared), so none "
+            "can be removed to make room. Delete a module first.",
+        )
 
 
 @dataclass(frozen=True)
@@ -74,25 +88,56 @@ def new_id(nbytes: int = 12) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-class BuiltModuleCache:
-    """Built modules kept in memory, keyed by what they were built from."""
+def tree_nbytes(model: Any) -> int:
+    """Bytes of the arrays in ``model``."""
+    return sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree_util.tree_leaves(model))
 
-    def __init__(self, size: int = 128):
+
+class BuiltModuleCache:
+    """Built modules kept in memory, keyed by what they were built from.
+
+    Bounded both in count and in the bytes of their arrays, least recently used first out, so a
+    crowd of users with big modules cannot fill the server's memory.
+    """
+
+    def __init__(self, size: int = 128, max_bytes: int = 256 * 2**20):
         self._size = size
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def get_or_build(self, key: tuple, build) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key][0]
         model = build()
+        nbytes = tree_nbytes(model)
         with self._lock:
-            self._items[key] = model
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self._bytes -= self._items.pop(key)[1]
+            self._items[key] = (model, nbytes)
+            self._bytes += nbytes
+            while len(self._items) > 1 and (
+                len(self._items) > self._size or self._bytes > self._max_bytes
+            ):
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
         return model
+
+    def forget(self, prefix: tuple) -> None:
+        """Drop every entry whose key starts with ``prefix``."""
+        with self._lock:
+            for key in [k for k in self._items if k[: len(prefix)] == prefix]:
+                self._bytes -= self._items.pop(key)[1]
 
 
 class ModuleStore:
@@ -104,14 +149,20 @@ class ModuleStore:
         self._built = BuiltModuleCache()
 
     # Modules -------------------------------------------------------------------------------
-    def create(self, workspace: str, spec: CatalogEntry, leaves: bytes | None = None) -> ModuleRecord:
-        """Store a new module; the oldest unsaved modules beyond the workspace's limit go."""
+    def create(
+        self, workspace: str, spec: CatalogEntry, leaves: bytes | None = None
+    ) -> ModuleRecord:
+        """Store a new module. A full workspace first loses its oldest unsaved modules (each
+        leaves a notice); one full of saved modules refuses with 429 (:class:`WorkspaceFull`)."""
+        return self._insert(workspace, spec.kind, spec.model_dump(mode="json"), leaves)
+
+    def _insert(self, workspace: str, kind: str, params: dict, leaves: bytes | None):
         now = time.time()
         row = {
             "id": new_id(),
             "workspace": workspace,
-            "kind": spec.kind,
-            "params": spec.model_dump(mode="json"),
+            "kind": kind,
+            "params": params,
             "leaves": leaves,
             "saved": False,
             "created_at": now,
@@ -119,52 +170,66 @@ class ModuleStore:
             "revision": 0,
         }
         with self.engine.begin() as connection:
+            self._make_room(connection, workspace)
             connection.execute(insert(modules).values(**row))
-            self._evict(connection, workspace, keep=row["id"])
         return ModuleRecord(**row)
 
-    def _evict(self, connection, workspace: str, keep: str) -> None:
+    def _make_room(self, connection, workspace: str) -> None:
+        """Evict the oldest unsaved modules so that one more fits under the limit."""
+        limit = self.max_modules_per_workspace
         count = connection.execute(
             select(func.count()).select_from(modules).where(modules.c.workspace == workspace)
         ).scalar_one()
-        excess = count - self.max_modules_per_workspace
+        excess = count + 1 - limit
         if excess <= 0:
             return
         oldest = connection.execute(
             select(modules.c.id, modules.c.kind)
             .where(modules.c.workspace == workspace, modules.c.saved.is_(False))
-            .where(modules.c.id != keep)
-            .order_by(modules.c.created_at)
+            .order_by(modules.c.created_at, modules.c.id)
             .limit(excess)
         ).all()
+        if len(oldest) < excess:
+            raise WorkspaceFull(limit)
         for module_id, kind in oldest:
             connection.execute(delete(modules).where(modules.c.id == module_id))
+            self._built.forget(("ModuleRecord", module_id))
             connection.execute(
                 insert(notices).values(
                     workspace=workspace,
                     created_at=time.time(),
                     message=(
-                        f"Module {module_id} ({kind}) was removed: a workspace keeps at most "
-                        f"{self.max_modules_per_workspace} modules, the oldest unsaved go first. "
-                        "Save or share a module to keep it."
+                        f"Module {module_id} ({kind}) was removed to make room: a workspace keeps "
+                        f"at most {limit} modules (max_modules_per_workspace={limit}), and the "
+                        "oldest unsaved ones go first. Share a module to keep it."
                     ),
                 )
             )
 
     def get(self, workspace: str, module_id: str) -> ModuleRecord | None:
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(modules).where(modules.c.id == module_id, modules.c.workspace == workspace)
-            ).mappings().first()
+            row = (
+                connection.execute(
+                    select(modules).where(
+                        modules.c.id == module_id, modules.c.workspace == workspace
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return ModuleRecord(**row) if row else None
 
     def list(self, workspace: str) -> list[ModuleRecord]:
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(modules).where(modules.c.workspace == workspace).order_by(
-                    modules.c.created_at.desc()
+            rows = (
+                connection.execute(
+                    select(modules)
+                    .where(modules.c.workspace == workspace)
+                    .order_by(modules.c.created_at.desc())
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         return [ModuleRecord(**row) for row in rows]
 
     def count(self, workspace: str) -> int:
@@ -190,12 +255,19 @@ class ModuleStore:
     def set_saved(self, record: ModuleRecord, saved: bool = True) -> None:
         with self.engine.begin() as connection:
             connection.execute(
-                update(modules).where(modules.c.id == record.id).values(saved=saved)
+                update(modules)
+                .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
+                .values(saved=saved)
             )
 
     def delete(self, record: ModuleRecord) -> None:
         with self.engine.begin() as connection:
-            connection.execute(delete(modules).where(modules.c.id == record.id))
+            connection.execute(
+                delete(modules).where(
+                    modules.c.id == record.id, modules.c.workspace == record.workspace
+                )
+            )
+        self._built.forget(("ModuleRecord", record.id))
 
     def load(self, record: ModuleRecord | ShareRecord) -> Any:
         """The built module of ``record``, with its stored parameters if it has any."""
@@ -223,9 +295,11 @@ class ModuleStore:
 
     # Shares --------------------------------------------------------------------------------
     def share(self, record: ModuleRecord, title: str = "") -> ShareRecord:
+        """A snapshot of ``record`` as it is now (spec and parameters); the module is kept
+        (marked saved, so it is never evicted)."""
         model = self.load(record)
         row = {
-            "id": new_id(9),
+            "id": new_id(12),
             "kind": record.kind,
             "params": record.params,
             "leaves": serialise_leaves(model),
@@ -234,10 +308,22 @@ class ModuleStore:
         }
         with self.engine.begin() as connection:
             connection.execute(insert(shares).values(**row))
-        self.set_saved(record)
+            connection.execute(
+                update(modules)
+                .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
+                .values(saved=True)
+            )
         return ShareRecord(**row)
 
     def get_share(self, share_id: str) -> ShareRecord | None:
+        if not isinstance(share_id, str) or len(share_id) > 32:
+            return None
         with self.engine.connect() as connection:
-            row = connection.execute(select(shares).where(shares.c.id == share_id)).mappings().first()
+            row = (
+                connection.execute(select(shares).where(shares.c.id == share_id)).mappings().first()
+            )
         return ShareRecord(**row) if row else None
+
+    def fork(self, workspace: str, share: ShareRecord) -> ModuleRecord:
+        """A new module of ``workspace`` holding exactly the snapshot's spec and parameters."""
+        return self._insert(workspace, share.kind, dict(share.params), share.leaves)

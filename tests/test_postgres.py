@@ -1,0 +1,73 @@
+"""The same sharing, forking and persistence tests against a real PostgreSQL.
+
+A session fixture starts Debian's PostgreSQL (``initdb`` + ``pg_ctl`` in a temporary directory,
+on a free port of 127.0.0.1, as the ``postgres`` OS user when the tests run as root) and the
+app talks to it through ``PLAYGROUND_DATABASE_URL`` (``postgresql+psycopg://...``): the same
+SQLAlchemy code as SQLite. Without the binaries the tests fail in CI (CI=true) and are skipped
+elsewhere, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from postgres_server import PostgresServer, find_bin_dir
+from sqlalchemy import inspect, text
+
+# The sharing and workspace tests, collected here a second time with the settings below.
+from test_sharing import *  # noqa: F403
+from test_workspaces import (  # noqa: F401
+    test_a_workspace_lists_only_its_own_modules,
+    test_modules_and_trained_parameters_survive_a_restart,
+    test_nobody_reaches_another_workspace_s_module,
+)
+
+from app.database import create_database_engine
+from app.settings import Settings
+
+pytestmark = pytest.mark.postgres
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        reason = (
+            "PostgreSQL's binaries (initdb, pg_ctl) are not installed: "
+            "apt-get install postgresql (as .ci/run does)"
+        )
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres) -> str:
+    return postgres.create_database("playground_test")
+
+
+@pytest.fixture
+def settings(tmp_path, postgres_url) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+
+
+def test_the_app_really_uses_postgresql(app, settings):
+    engine = app.state.services.engine
+    assert engine.dialect.name == "postgresql"
+    assert engine.dialect.driver == "psycopg"
+    with engine.connect() as connection:
+        assert connection.execute(text("select version()")).scalar().startswith("PostgreSQL")
+    assert {"modules", "shares", "notices"} <= set(inspect(engine).get_table_names())
+    assert not (settings.data_dir / "playground.db").exists()
+
+
+def test_creating_the_tables_twice_is_harmless(postgres):
+    url = postgres.create_database(f"twice_{uuid.uuid4().hex[:8]}")
+    for _ in range(2):
+        engine = create_database_engine(url)
+        engine.dispose()

@@ -1,0 +1,313 @@
+"""Save and share: snapshots in the database, the read-only page, forks with exactly the shared
+values, and links that survive a restart or a killed process.
+
+tests/test_postgres.py runs these same tests against a real PostgreSQL (it overrides the
+``settings`` fixture), so every test here goes through ``settings`` and the API only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jax
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.workspaces import COOKIE_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
+MLP = {
+    "kind": "eqx.nn.MLP",
+    "params": {"in_size": 2, "out_size": 1, "width_size": 4, "depth": 2, "seed": 3},
+}
+SAME_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+
+
+@pytest.fixture
+def users(app):
+    with (
+        TestClient(app, base_url="http://testserver") as alice,
+        TestClient(app, base_url="http://testserver") as bob,
+    ):
+        yield alice, bob
+
+
+def build(client, spec=LINEAR) -> dict:
+    response = client.post("/api/modules", json=spec)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def share(client, module_id: str) -> dict:
+    response = client.post(f"/api/modules/{module_id}/share")
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def leaf_bytes(app, client, module_id: str) -> dict[str, bytes]:
+    """Each array leaf's raw bytes, read from the stored module."""
+    store = app.state.services.store
+    record = store.get(client.cookies[COOKIE_NAME], module_id)
+    assert record is not None
+    model = store.load(record)
+    return {
+        jax.tree_util.keystr(path): np.asarray(leaf).tobytes()
+        for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0]
+        if hasattr(leaf, "dtype")
+    }
+
+
+def train_in_place(app, client, module_id: str) -> None:
+    """Give the module parameters of its own, as the end of a training job does."""
+    store = app.state.services.store
+    record = store.get(client.cookies[COOKIE_NAME], module_id)
+    model = store.load(record)
+    key = jax.random.PRNGKey(7)
+    trained = jax.tree_util.tree_map(
+        lambda a: a + jax.random.normal(key, a.shape, a.dtype) / 3 if hasattr(a, "dtype") else a,
+        model,
+    )
+    store.set_leaves(record, trained)
+
+
+def test_share_answers_201_with_the_link(users):
+    alice, _ = users
+    module = build(alice)
+    body = share(alice, module["id"])
+    assert set(body) >= {"share_id", "url"}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16,32}", body["share_id"])
+    assert body["url"] == f"/s/{body['share_id']}"
+    # each share is its own snapshot
+    assert share(alice, module["id"])["share_id"] != body["share_id"]
+
+
+def test_the_shared_module_has_the_module_s_fields_and_its_leaves(users):
+    alice, bob = users
+    module = build(alice)
+    link = share(alice, module["id"])
+    response = bob.get(f"/api/shared/{link['share_id']}")  # anyone with the link
+    assert response.status_code == 200, response.text
+    shared = response.json()
+    for key in ("kind", "params", "tree", "code"):
+        assert shared[key] == module[key], key
+    assert shared["share_id"] == link["share_id"]
+    assert set(shared["leaves"]) == {".weight", ".bias"}
+    weight = alice.get(f"/api/modules/{module['id']}/leaf", params={"path": ".weight"}).json()
+    assert shared["leaves"][".weight"] == weight["values"]
+    assert np.asarray(shared["leaves"][".weight"]).shape == (2, 3)
+    assert shared["truncated"] == []
+
+
+def test_a_fork_holds_exactly_the_shared_values(app, users):
+    alice, bob = users
+    module = build(alice, MLP)
+    train_in_place(app, alice, module["id"])
+    link = share(alice, module["id"])
+    original = leaf_bytes(app, alice, module["id"])
+
+    response = bob.post(f"/api/shared/{link['share_id']}/fork")
+    assert response.status_code == 201, response.text
+    fork = response.json()
+    assert fork["id"] != module["id"]
+    assert fork["kind"] == MLP["kind"] and fork["params"] == module["params"]
+    assert leaf_bytes(app, bob, fork["id"]) == original  # bitwise
+    # the fork is bob's own: he reads it, alice does not
+    assert bob.get(f"/api/modules/{fork['id']}").status_code == 200
+    assert alice.get(f"/api/modules/{fork['id']}").status_code == 404
+    shared = bob.get(f"/api/shared/{link['share_id']}").json()
+    leaf = bob.get(f"/api/modules/{fork['id']}/leaf", params={"path": ".layers[0].weight"})
+    assert leaf.json()["values"] == shared["leaves"][".layers[0].weight"]
+
+
+def test_a_share_is_a_snapshot(app, users):
+    alice, bob = users
+    module = build(alice)
+    link = share(alice, module["id"])
+    before = bob.get(f"/api/shared/{link['share_id']}").json()["leaves"]
+    train_in_place(app, alice, module["id"])
+    assert bob.get(f"/api/shared/{link['share_id']}").json()["leaves"] == before
+    later = share(alice, module["id"])
+    assert bob.get(f"/api/shared/{later['share_id']}").json()["leaves"] != before
+
+
+@pytest.mark.parametrize(
+    "share_id", ["nope", "a" * 16, "a" * 33, "../../etc/passwd", "%00", "x" * 5000, "é"]
+)
+def test_unknown_shares_are_404(users, share_id):
+    alice, _ = users
+    assert alice.get(f"/api/shared/{share_id}").status_code in (404, 422)
+    assert alice.post(f"/api/shared/{share_id}/fork").status_code in (404, 422)
+    assert alice.get(f"/s/{share_id}").status_code == 404
+
+
+def test_the_shared_page_is_a_read_only_view_with_a_fork_form(users):
+    alice, bob = users
+    module = build(alice)
+    link = share(alice, module["id"])
+    page = bob.get(link["url"])
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    html = page.text
+    assert "weight" in html and "bias" in html and "f32[2,3]" in html
+    form = re.search(r"<form[^>]*>", html, re.S).group(0)
+    assert 'method="post"' in form.lower()
+    assert f'action="/s/{link["share_id"]}/fork"' in form
+    assert "Fork into my workspace" in html
+    # read-only: no control that changes the shared module
+    assert f"/api/modules/{module['id']}" not in html
+    # nothing from another host
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", html)
+
+
+def test_the_fork_form_lands_on_the_new_module(app, users):
+    alice, bob = users
+    module = build(alice)
+    link = share(alice, module["id"])
+    response = bob.post(f"{link['url']}/fork", headers=SAME_ORIGIN, follow_redirects=False)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/")
+    fork_id = next(
+        r.id for r in app.state.services.store.list(bob.cookies[COOKIE_NAME]) if r.id in location
+    )
+    assert leaf_bytes(app, bob, fork_id) == leaf_bytes(app, alice, module["id"])
+    assert bob.get(location).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}]
+)
+def test_the_fork_form_refuses_cross_site_posts(app, users, headers):
+    alice, bob = users
+    link = share(alice, build(alice)["id"])
+    before = len(app.state.services.store.list(bob.cookies.get(COOKIE_NAME) or "none"))
+    response = bob.post(f"{link['url']}/fork", headers=headers, follow_redirects=False)
+    assert response.status_code == 403
+    after = len(app.state.services.store.list(bob.cookies.get(COOKIE_NAME) or "none"))
+    assert after == before
+
+
+def test_the_module_page_has_a_share_panel(users):
+    alice, _ = users
+    module = build(alice)
+    page = alice.get(f"/modules/{module['id']}")
+    if page.status_code == 404:
+        page = alice.get("/", params={"module": module["id"]})
+    assert page.status_code == 200
+    assert 'id="share-panel"' in page.text
+    assert f"/api/modules/{module['id']}/share" in page.text
+
+
+def test_the_share_button_answers_html_for_htmx(users):
+    alice, _ = users
+    module = build(alice)
+    response = alice.post(
+        f"/api/modules/{module['id']}/share", headers={"HX-Request": "true", **SAME_ORIGIN}
+    )
+    assert response.status_code == 201
+    assert response.headers["content-type"].startswith("text/html")
+    share_id = re.search(r"/s/([A-Za-z0-9_-]+)", response.text).group(1)
+    assert "Copy" in response.text
+    assert alice.get(f"/api/shared/{share_id}").status_code == 200
+
+
+def test_shares_survive_a_restart(settings):
+    app = create_app(settings)
+    with TestClient(app) as alice:
+        module = build(alice, MLP)
+        train_in_place(app, alice, module["id"])
+        link = share(alice, module["id"])
+        before = alice.get(f"/api/shared/{link['share_id']}").json()
+    app.state.services.engine.dispose()
+
+    again = create_app(settings)
+    with TestClient(again) as stranger:
+        after = stranger.get(f"/api/shared/{link['share_id']}")
+        assert after.status_code == 200
+        assert after.json() == before
+        fork = stranger.post(f"/api/shared/{link['share_id']}/fork")
+        assert fork.status_code == 201
+
+
+# A real server process, killed ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(settings) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
+    env["PLAYGROUND_DATA_DIR"] = str(settings.data_dir)
+    if settings.database_url:
+        env["PLAYGROUND_DATABASE_URL"] = settings.database_url
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not start in 60 s")
+
+
+def test_nothing_is_lost_when_the_server_is_killed(settings):
+    process, base = _serve(settings)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as user:
+            module = user.post("/api/modules", json=MLP)
+            assert module.status_code == 201, module.text
+            module = module.json()
+            link = user.post(f"/api/modules/{module['id']}/share")
+            assert link.status_code == 201
+            process.send_signal(signal.SIGKILL)  # right after the answer: no clean shutdown
+            process.wait(timeout=10)
+            cookie = user.cookies[COOKIE_NAME]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+    process, base = _serve(settings)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as user:
+            shared = user.get(link.json()["url"].replace("/s/", "/api/shared/"))
+            assert shared.status_code == 200, shared.text
+            assert shared.json()["tree"] == module["tree"]
+            user.cookies.set(COOKIE_NAME, cookie)
+            again = user.get(f"/api/modules/{module['id']}")
+            assert again.status_code == 200
+            assert again.json()["tree"] == module["tree"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

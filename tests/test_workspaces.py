@@ -1,0 +1,146 @@
+"""Workspaces: an HttpOnly SameSite cookie with an unguessable id; nobody reaches another
+workspace's modules (404 everywhere); modules and their trained parameters are persisted, so a
+new app on the same data directory (a restart) serves the same modules and links."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.workspaces import COOKIE_NAME
+
+LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
+RUN = {
+    "function": "loss",
+    "loss": "mean(out)",
+    "wrt": "params",
+    "transforms": ["grad"],
+    "input": {"shape": [5, 2], "init": "ones"},
+}
+
+
+def new_client(app) -> TestClient:
+    return TestClient(app, base_url="http://testserver")
+
+
+def test_the_cookie_is_httponly_samesite_and_unguessable(client):
+    response = client.get("/api/health")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=")
+    value = cookie.split(";", 1)[0].split("=", 1)[1]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", value)  # 24 random bytes
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "path", "max-age", "samesite"} <= attributes
+    assert "samesite=lax" in cookie.lower()
+    assert "secure" not in attributes
+    # once set, it is not set again
+    assert "set-cookie" not in client.get("/api/health").headers
+
+
+def test_every_browser_gets_its_own_workspace(app):
+    ids = set()
+    for _ in range(20):
+        with new_client(app) as fresh:
+            ids.add(fresh.get("/api/health").cookies[COOKIE_NAME])
+    assert len(ids) == 20
+
+
+def test_a_forged_or_malformed_cookie_gets_a_new_workspace(app):
+    with new_client(app) as fresh:
+        for bad in ("../../etc", "a" * 31, "a" * 33, "x;y", "é" * 32):
+            fresh.cookies.clear()
+            response = fresh.get("/api/health", headers={"Cookie": f"{COOKIE_NAME}={bad}"})
+            assert response.status_code == 200
+            issued = response.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+            assert issued != bad and len(issued) == 32
+
+
+def test_secure_cookie_when_configured(tmp_path):
+    from app.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "d", cookie_secure=True))
+    with new_client(app) as fresh:
+        assert "; Secure" in fresh.get("/api/health").headers["set-cookie"]
+
+
+@pytest.fixture
+def two_users(app):
+    with new_client(app) as alice, new_client(app) as bob:
+        yield alice, bob
+
+
+def test_nobody_reaches_another_workspace_s_module(two_users):
+    alice, bob = two_users
+    created = alice.post("/api/modules", json=LINEAR)
+    assert created.status_code == 201, created.text
+    module = created.json()["id"]
+    assert alice.get(f"/api/modules/{module}").status_code == 200
+    attempts = {
+        "read": bob.get(f"/api/modules/{module}"),
+        "leaf": bob.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}),
+        "run": bob.post(f"/api/modules/{module}/run", json=RUN),
+        "train": bob.post(
+            f"/api/modules/{module}/train",
+            json={"dataset": "circle", "optimizer": "adam", "learning_rate": 0.01, "steps": 5},
+        ),
+        "share": bob.post(f"/api/modules/{module}/share"),
+        "delete": bob.delete(f"/api/modules/{module}"),
+    }
+    for what, response in attempts.items():
+        assert response.status_code == 404, (what, response.status_code, response.text)
+        assert "weight" not in response.text.lower() or what == "leaf", what
+    # the tree view is the module's answer; a page of the module also hides it
+    page = bob.get(f"/modules/{module}")
+    assert page.status_code in (404, 405), page.status_code
+    # and alice's module is untouched
+    after = alice.get(f"/api/modules/{module}")
+    assert after.status_code == 200
+    assert after.json()["tree"] == created.json()["tree"]
+
+
+def test_a_workspace_lists_only_its_own_modules(two_users):
+    alice, bob = two_users
+    a = alice.post("/api/modules", json=LINEAR).json()["id"]
+    b = bob.post("/api/modules", json=LINEAR).json()["id"]
+    assert a != b
+    listing = alice.get("/api/modules")
+    if listing.status_code == 200:
+        ids = {m["id"] for m in listing.json()}
+        assert a in ids and b not in ids
+
+
+def test_modules_and_trained_parameters_survive_a_restart(settings):
+    app = create_app(settings)
+    with new_client(app) as user:
+        module = user.post("/api/modules", json=LINEAR).json()["id"]
+        cookie = user.cookies[COOKIE_NAME]
+        # train it (or, without the training part, store changed parameters as a job would)
+        services = app.state.services
+        record = services.store.get(cookie, module)
+        model = services.store.load(record)
+        import jax
+
+        changed = jax.tree_util.tree_map(lambda a: a * 2 + 1, model)
+        services.store.set_leaves(record, changed)
+        before = user.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}).json()
+        share = user.post(f"/api/modules/{module}/share").json()
+    services.engine.dispose()
+
+    restarted = create_app(settings)
+    with new_client(restarted) as user:
+        user.cookies.set(COOKIE_NAME, cookie)
+        again = user.get(f"/api/modules/{module}")
+        assert again.status_code == 200, again.text
+        after = user.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}).json()
+        assert after["values"] == before["values"]
+        np.testing.assert_array_equal(
+            np.asarray(after["values"], np.float32),
+            np.asarray(changed.weight, np.float32),
+        )
+        shared = user.get(f"/api/shared/{share['share_id']}")
+        assert shared.status_code == 200
+        assert shared.json()["leaves"][".weight"] == before["values"]
