@@ -50,6 +50,7 @@ shares = Table(
     Column("params", JSON, nullable=False),
     Column("leaves", LargeBinary, nullable=False),
     Column("title", Text, nullable=False, default=""),
+    Column("trained", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False, default=time.time),
 )
 

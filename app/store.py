@@ -68,6 +68,7 @@ class ShareRecord:
     params: dict
     leaves: bytes
     title: str
+    trained: bool
     created_at: float
 
     def spec(self) -> CatalogEntry:
@@ -304,6 +305,7 @@ class ModuleStore:
             "params": record.params,
             "leaves": serialise_leaves(model),
             "title": title,
+            "trained": record.trained,
             "created_at": time.time(),
         }
         with self.engine.begin() as connection:

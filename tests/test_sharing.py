@@ -202,9 +202,7 @@ def test_the_fork_form_refuses_cross_site_posts(app, users, headers):
 def test_the_module_page_has_a_share_panel(users):
     alice, _ = users
     module = build(alice)
-    page = alice.get(f"/modules/{module['id']}")
-    if page.status_code == 404:
-        page = alice.get("/", params={"module": module["id"]})
+    page = alice.get(f"/m/{module['id']}")
     assert page.status_code == 200
     assert 'id="share-panel"' in page.text
     assert f"/api/modules/{module['id']}/share" in page.text
@@ -301,8 +299,9 @@ def test_nothing_is_lost_when_the_server_is_killed(settings):
             shared = user.get(link.json()["url"].replace("/s/", "/api/shared/"))
             assert shared.status_code == 200, shared.text
             assert shared.json()["tree"] == module["tree"]
-            user.cookies.set(COOKIE_NAME, cookie)
-            again = user.get(f"/api/modules/{module['id']}")
+            again = user.get(
+                f"/api/modules/{module['id']}", headers={"Cookie": f"{COOKIE_NAME}={cookie}"}
+            )
             assert again.status_code == 200
             assert again.json()["tree"] == module["tree"]
     finally:

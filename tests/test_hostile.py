@@ -1,0 +1,444 @@
+"""A corpus of hostile inputs sent through the HTTP API: every one gets a 4xx, each within
+seconds, and the server is healthy afterwards (health answers, a normal run still works).
+
+The corpus covers escapes through dunder attributes, builtins and imports, Unicode look-alikes,
+lambdas and comprehensions, constant bombs (``9**9**9``: never folded in Python, refused by the
+size check on constant parts), deep nesting, giant shapes and lengths, NaN and infinities,
+overflowing seeds, path traversal in leaf paths, wrong JSON types, malformed and oversized
+bodies, and huge numbers of rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+SECONDS_PER_CASE = 5.0
+JSON = {"content-type": "application/json"}
+LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
+GOOD_RUN = {
+    "function": "loss",
+    "loss": "mean(out)",
+    "wrt": "params",
+    "transforms": ["grad"],
+    "input": {"shape": [5, 2], "init": "ones"},
+}
+GOOD_TRAIN = {
+    "dataset": "circle",
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "steps": 10,
+    "batch_size": 16,
+    "seed": 0,
+}
+
+
+def custom(call="x @ weight + bias", fields=None, name="Mine", seed=0) -> dict:
+    if fields is None:
+        fields = [
+            {"name": "weight", "role": "param", "shape": [2, 3], "init": "normal"},
+            {"name": "bias", "role": "param", "shape": [3], "init": "zeros"},
+        ]
+    return {
+        "kind": "custom",
+        "params": {"name": name, "seed": seed, "fields": fields, "call": call},
+    }
+
+
+def field(name="weight", role="param", shape=(2, 3), init="normal", value=None) -> dict:
+    out = {"name": name, "role": role, "shape": list(shape) if shape else shape, "init": init}
+    if value is not None:
+        out["value"] = value
+    return out
+
+
+def run(**changes) -> dict:
+    body = json.loads(json.dumps(GOOD_RUN))
+    body.update(changes)
+    return body
+
+
+def run_input(**changes) -> dict:
+    return run(input={**GOOD_RUN["input"], **changes})
+
+
+def train(**changes) -> dict:
+    return {**GOOD_TRAIN, **changes}
+
+
+CALLS = {
+    # escapes through dunders, builtins, imports
+    "dunder-class": "x.__class__",
+    "dunder-subclasses": "x.__class__.__bases__[0].__subclasses__()",
+    "dunder-globals": "relu.__globals__",
+    "dunder-import": "__import__('os').system('id')",
+    "builtin-open": "open('/etc/passwd')",
+    "builtin-eval": "eval('1+1')",
+    "builtin-exec": "exec('import os')",
+    "builtin-getattr": "getattr(x, '__class__')",
+    "builtin-globals": "globals()",
+    "import-statement": "import os",
+    "semicolon-statement": "x @ weight; import os",
+    "walrus": "(y := x) @ weight",
+    "numpy-escape": "np.load('/etc/passwd')",
+    "jax-escape": "jax.numpy.load('/etc/passwd')",
+    "jnp-io": "jnp.save('/tmp/pwned', x)",
+    "jax-config": "jax.config.update('jax_platforms', 'cpu')",
+    "private-attr": "x._value",
+    "string-literal": "'a' * 100000000",
+    "fstring": "f'{x}'",
+    "bytes-literal": "b'x'",
+    # lambdas and comprehensions
+    "lambda": "(lambda: x)()",
+    "list-comprehension": "[w for w in weight]",
+    "generator": "sum(w for w in weight)",
+    "dict-literal": "{'a': x}",
+    "conditional": "x if x else weight",
+    "boolean-ops": "x and weight",
+    # unicode look-alikes
+    "cyrillic-e-exp": "\u0435xp(x)",
+    "fullwidth-x": "\uff58 @ weight",
+    "greek-omicron-attribute": "x.\u03a4",
+    "zero-width-joiner": "x\u200d @ weight",
+    "nfkc-dunder": "x.\uff3f\uff3fclass\uff3f\uff3f",
+    "null-byte": "x @ weight\x00",
+    "newline": "x @ weight\n+ bias",
+    # constant bombs (never folded in Python)
+    "power-tower": "9**9**9",
+    "power-tower-times-x": "x @ weight * 9**9**9",
+    "huge-power": "x @ weight + 2**100000",
+    "huge-int-literal": "x @ weight + " + "9" * 5000,
+    "huge-float-literal": "x @ weight * 1e308",
+    # deep nesting and giant lengths
+    "deep-parens": "(" * 200 + "x" + ")" * 200 + " @ weight",
+    "deep-calls": "sin(" * 100 + "x" + ")" * 100,
+    "deep-unary": "-" * 2000 + "x",
+    "long-chain": "x @ weight" + " + bias" * 400,
+    "ten-thousand-chars": "x" * 10_000,
+    "giant-index": "x[999999999999999999999]",
+    "giant-reshape": "reshape(x, (100000, 100000))",
+}
+
+CASES: list[tuple[str, str, str, dict]] = []
+for name, call in CALLS.items():
+    CASES.append((f"call:{name}", "POST", "/api/modules", {"json": custom(call=call)}))
+
+CASES += [
+    # class and field names
+    ("class:dunder", "POST", "/api/modules", {"json": custom(name="__class__")}),
+    ("class:keyword", "POST", "/api/modules", {"json": custom(name="import")}),
+    ("class:code", "POST", "/api/modules", {"json": custom(name="A; import os")}),
+    ("class:cyrillic", "POST", "/api/modules", {"json": custom(name="\u0410bc")}),
+    ("class:long", "POST", "/api/modules", {"json": custom(name="A" * 10_000)}),
+    ("class:empty", "POST", "/api/modules", {"json": custom(name="")}),
+    (
+        "field:dunder",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ __dict__", fields=[field(name="__dict__")])},
+    ),
+    (
+        "field:dotted",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(name="weight.__class__")])},
+    ),
+    (
+        "field:duplicate",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ weight", fields=[field(), field()])},
+    ),
+    (
+        "field:shadows-input",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ x", fields=[field(name="x")])},
+    ),
+    (
+        "field:shadows-function",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ relu", fields=[field(name="relu")])},
+    ),
+    (
+        "field:cyrillic",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ \u0441", fields=[field(name="\u0441")])},
+    ),
+    (
+        "field:too-many",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(name=f"f{i}", shape=(1,)) for i in range(5000)])},
+    ),
+    # giant shapes
+    (
+        "shape:giant",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ weight", fields=[field(shape=(100_000, 100_000))])},
+    ),
+    (
+        "shape:many-axes",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(shape=(2,) * 40)])},
+    ),
+    (
+        "shape:negative",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(shape=(-1, 3))])},
+    ),
+    (
+        "shape:2**64",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(shape=(2**64,))])},
+    ),
+    (
+        "shape:text",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x", fields=[field(shape="2,3,__import__")])},
+    ),
+    (
+        "linear:giant",
+        "POST",
+        "/api/modules",
+        {"json": {"kind": "library.Linear", "params": {"in_dim": 10**9, "out_dim": 10**9}}},
+    ),
+    (
+        "mlp:deep-and-wide",
+        "POST",
+        "/api/modules",
+        {
+            "json": {
+                "kind": "eqx.nn.MLP",
+                "params": {"in_size": 4096, "out_size": 4096, "width_size": 4096, "depth": 4096},
+            }
+        },
+    ),
+    # NaN and infinities
+    (
+        "value:nan",
+        "POST",
+        "/api/modules",
+        {
+            "content": json.dumps(
+                custom(call="x * c", fields=[field(name="c", role="static", shape=None, value=1)])
+            ).replace('"value": 1', '"value": NaN'),
+            "headers": JSON,
+        },
+    ),
+    (
+        "value:inf-constant",
+        "POST",
+        "/api/modules",
+        {
+            "content": json.dumps(
+                custom(call="x @ weight", fields=[field(init="constant", value=1)])
+            ).replace('"value": 1', '"value": Infinity'),
+            "headers": JSON,
+        },
+    ),
+    (
+        "value:1e308-constant",
+        "POST",
+        "/api/modules",
+        {"json": custom(call="x @ weight", fields=[field(init="constant", value=1e308)])},
+    ),
+    # overflowing seeds and wrong types
+    ("seed:2**64", "POST", "/api/modules", {"json": custom(seed=2**64)}),
+    ("seed:-1", "POST", "/api/modules", {"json": custom(seed=-1)}),
+    ("seed:1e308", "POST", "/api/modules", {"json": custom(seed=1e308)}),
+    ("seed:text", "POST", "/api/modules", {"json": custom(seed="0; rm -rf /")}),
+    ("seed:list", "POST", "/api/modules", {"json": custom(seed=[0])}),
+    ("kind:unknown", "POST", "/api/modules", {"json": {"kind": "os.system", "params": {}}}),
+    ("kind:number", "POST", "/api/modules", {"json": {"kind": 123, "params": {}}}),
+    ("kind:traversal", "POST", "/api/modules", {"json": {"kind": "../../etc", "params": {}}}),
+    ("params:list", "POST", "/api/modules", {"json": {"kind": "library.Linear", "params": []}}),
+    ("params:extra", "POST", "/api/modules", {"json": {**LINEAR, "params": {"__class__": 1}}}),
+    ("body:list", "POST", "/api/modules", {"json": [LINEAR]}),
+    ("body:string", "POST", "/api/modules", {"json": "library.Linear"}),
+    ("body:null", "POST", "/api/modules", {"json": None}),
+    (
+        "body:malformed",
+        "POST",
+        "/api/modules",
+        {
+            "content": b'{"kind": "library.Linear", ',
+            "headers": JSON,
+        },
+    ),
+    (
+        "body:deep-json",
+        "POST",
+        "/api/modules",
+        {"content": "[" * 100_000 + "]" * 100_000, "headers": JSON},
+    ),
+    (
+        "body:oversized",
+        "POST",
+        "/api/modules",
+        {
+            "content": b"{" + b" " * 3_000_000 + b"}",
+            "headers": JSON,
+        },
+    ),
+    (
+        "body:not-utf8",
+        "POST",
+        "/api/modules",
+        {"content": b"\xff\xfe\x00{", "headers": JSON},
+    ),
+    # leaf paths
+    ("leaf:traversal", "GET", "/api/modules/{id}/leaf?path=../../etc/passwd", {}),
+    ("leaf:dunder", "GET", "/api/modules/{id}/leaf?path=.__class__", {}),
+    ("leaf:dunder-of-leaf", "GET", "/api/modules/{id}/leaf?path=.weight.__class__", {}),
+    ("leaf:index-out-of-range", "GET", "/api/modules/{id}/leaf?path=[0]", {}),
+    ("leaf:array-index", "GET", "/api/modules/{id}/leaf?path=.weight[99]", {}),
+    ("leaf:giant-index", "GET", "/api/modules/{id}/leaf?path=.weight[99999999999999999999]", {}),
+    ("leaf:10k-chars", "GET", "/api/modules/{id}/leaf?path=" + ".weight" * 1500, {}),
+    ("leaf:null-byte", "GET", "/api/modules/{id}/leaf?path=.weight%00", {}),
+    ("leaf:missing", "GET", "/api/modules/{id}/leaf", {}),
+    ("module:traversal", "GET", "/api/modules/..%2F..%2Fetc%2Fpasswd", {}),
+    ("module:long-id", "GET", "/api/modules/" + "a" * 5000, {}),
+    # runs
+    ("run:loss-dunder", "POST", "/api/modules/{id}/run", {"json": run(loss="out.__class__")}),
+    ("run:loss-import", "POST", "/api/modules/{id}/run", {"json": run(loss="__import__('os')")}),
+    ("run:loss-lambda", "POST", "/api/modules/{id}/run", {"json": run(loss="(lambda: out)()")}),
+    ("run:loss-bomb", "POST", "/api/modules/{id}/run", {"json": run(loss="mean(out) * 9**9**9")}),
+    ("run:loss-long", "POST", "/api/modules/{id}/run", {"json": run(loss="out" + "+out" * 3000)}),
+    ("run:loss-type", "POST", "/api/modules/{id}/run", {"json": run(loss=["mean(out)"])}),
+    ("run:transform-unknown", "POST", "/api/modules/{id}/run", {"json": run(transforms=["eval"])}),
+    (
+        "run:transforms-many",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run(transforms=["grad", "jacfwd", "jacrev"] * 200)},
+    ),
+    (
+        "run:input-giant",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run_input(shape=[100_000, 100_000])},
+    ),
+    (
+        "run:input-many-elements",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run_input(shape=[10_000_000, 2])},
+    ),
+    ("run:input-negative", "POST", "/api/modules/{id}/run", {"json": run_input(shape=[-5, 2])}),
+    ("run:input-init", "POST", "/api/modules/{id}/run", {"json": run_input(init="/etc/passwd")}),
+    (
+        "run:input-nan",
+        "POST",
+        "/api/modules/{id}/run",
+        {
+            "content": json.dumps(run_input(init="values", values=[[1.0, 2.0]] * 5)).replace(
+                "1.0", "NaN"
+            ),
+            "headers": JSON,
+        },
+    ),
+    (
+        "run:input-values-deep",
+        "POST",
+        "/api/modules/{id}/run",
+        {
+            "content": json.dumps(run_input(init="values", values=[0])).replace(
+                "[0]", "[" * 5000 + "0" + "]" * 5000
+            ),
+            "headers": JSON,
+        },
+    ),
+    (
+        "run:input-seed-overflow",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run_input(init="normal", seed=2**64)},
+    ),
+    ("run:vmap-axis", "POST", "/api/modules/{id}/run", {"json": run(vmap_axis=10**9)}),
+    ("run:function", "POST", "/api/modules/{id}/run", {"json": run(function="os.system")}),
+    ("run:body-list", "POST", "/api/modules/{id}/run", {"json": [GOOD_RUN]}),
+    # training
+    ("train:steps-huge", "POST", "/api/modules/{id}/train", {"json": train(steps=10**12)}),
+    ("train:steps-zero", "POST", "/api/modules/{id}/train", {"json": train(steps=0)}),
+    ("train:lr-negative", "POST", "/api/modules/{id}/train", {"json": train(learning_rate=-1)}),
+    (
+        "train:lr-nan",
+        "POST",
+        "/api/modules/{id}/train",
+        {
+            "content": json.dumps(train(learning_rate=0.5)).replace("0.5", "NaN"),
+            "headers": JSON,
+        },
+    ),
+    ("train:lr-1e308", "POST", "/api/modules/{id}/train", {"json": train(learning_rate=1e308)}),
+    ("train:batch-zero", "POST", "/api/modules/{id}/train", {"json": train(batch_size=0)}),
+    ("train:seed-overflow", "POST", "/api/modules/{id}/train", {"json": train(seed=2**64)}),
+    ("train:dataset-path", "POST", "/api/modules/{id}/train", {"json": train(dataset="../etc")}),
+    ("train:optimizer", "POST", "/api/modules/{id}/train", {"json": train(optimizer="eval")}),
+    (
+        "train:loss-dunder",
+        "POST",
+        "/api/modules/{id}/train",
+        {"json": train(loss="out.__class__")},
+    ),
+    # jobs and shares
+    ("job:traversal", "GET", "/api/jobs/..%2F..%2Fetc%2Fpasswd", {}),
+    ("job:unknown", "GET", "/api/jobs/" + "z" * 40, {}),
+    ("share:unknown", "GET", "/api/shared/../../etc/passwd", {}),
+    ("fork:unknown", "POST", "/api/shared/%2E%2E/fork", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("hostile") / "data")
+    app = create_app(settings)
+    with TestClient(app, base_url="http://testserver") as client:
+        created = client.post("/api/modules", json=LINEAR)
+        assert created.status_code == 201, created.text
+        client.module_id = created.json()["id"]
+        yield client
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CASES) >= 60
+    assert len({name for name, *_ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs"),
+    [pytest.param(m, u, k, id=name) for name, m, u, k in CASES],
+)
+def test_hostile_input_is_refused_quickly(server, method, url, kwargs):
+    url = url.replace("{id}", server.module_id)
+    start = time.perf_counter()
+    response = server.request(method, url, **kwargs)
+    elapsed = time.perf_counter() - start
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"
+    text = response.text
+    assert "Traceback" not in text and 'File "' not in text
+    assert "root:" not in text  # nothing of /etc/passwd
+
+
+def test_the_server_is_healthy_afterwards(server):
+    health = server.get("/api/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    response = server.post(f"/api/modules/{server.module_id}/run", json=GOOD_RUN)
+    assert response.status_code == 200, response.text
+    values = response.json()["values"]
+    assert values[".weight"] == [[pytest.approx(1 / 3)] * 3] * 2
