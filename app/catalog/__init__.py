@@ -1,0 +1,185 @@
+"""The catalog: every kind of module the playground can build, one pydantic model per kind.
+
+Each model is the single source of truth for its kind: it renders the HTML form (titles,
+descriptions, bounds, widget hints in ``json_schema_extra``), validates the JSON API, builds the
+module, runs its forward pass and writes the Python code that rebuilds it.
+
+>>> entry = parse_spec("library.Linear", {"in_dim": 2, "out_dim": 3})
+>>> model = entry.build()  # library.modules.Linear(2, 3, jax.random.PRNGKey(0))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from app.catalog.base import (
+    ACTIVATIONS,
+    BATCH,
+    MAX_SEED,
+    MAX_SIZE,
+    Activation,
+    CatalogEntry,
+    KeyedEntry,
+)
+from app.catalog.custom import CustomField, CustomModuleEntry
+from app.catalog.equinox_kinds import (
+    Conv1dEntry,
+    Conv2dEntry,
+    EmbeddingEntry,
+    EqxLinearEntry,
+    GRUCellEntry,
+    LayerNormEntry,
+    LSTMCellEntry,
+    MLPEntry,
+    MultiheadAttentionEntry,
+)
+from app.catalog.library_kinds import (
+    FerromagneticEntry,
+    FrozenFullyConnectedEntry,
+    FullyConnectedEntry,
+    LibraryLinearEntry,
+    NetworkEntry,
+    OutputLayerEntry,
+    RecurrentDiscreteEntry,
+    RecurrentTanhEntry,
+)
+from app.catalog.stack import STACK_LAYERS, StackEntry, StackRow
+
+__all__ = [
+    "ACTIVATIONS",
+    "BATCH",
+    "CATALOG",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "STACK_LAYERS",
+    "Activation",
+    "CatalogEntry",
+    "CustomField",
+    "CustomModuleEntry",
+    "KeyedEntry",
+    "NetworkEntry",
+    "StackEntry",
+    "StackRow",
+    "UnknownKind",
+    "describe_catalog",
+    "entry_class",
+    "params_from_form",
+    "parse_spec",
+]
+
+CATALOG: dict[str, type[CatalogEntry]] = {
+    entry.kind: entry
+    for entry in (
+        LibraryLinearEntry,
+        RecurrentDiscreteEntry,
+        RecurrentTanhEntry,
+        FerromagneticEntry,
+        FullyConnectedEntry,
+        FrozenFullyConnectedEntry,
+        OutputLayerEntry,
+        NetworkEntry,
+        EqxLinearEntry,
+        MLPEntry,
+        Conv1dEntry,
+        Conv2dEntry,
+        GRUCellEntry,
+        LSTMCellEntry,
+        LayerNormEntry,
+        EmbeddingEntry,
+        MultiheadAttentionEntry,
+        StackEntry,
+        CustomModuleEntry,
+    )
+}
+"""Every kind, in picker order: the seed's ``library.Linear`` first."""
+
+
+class UnknownKind(ValueError):
+    """A kind that is not in the catalog."""
+
+    def __init__(self, kind: object) -> None:
+        self.kind = kind
+        known = ", ".join(CATALOG)
+        super().__init__(f"unknown kind {str(kind)[:80]!r}; the kinds are: {known}")
+
+
+def entry_class(kind: str) -> type[CatalogEntry]:
+    """The catalog model of ``kind``; ``UnknownKind`` if there is none."""
+    try:
+        return CATALOG[kind]
+    except (KeyError, TypeError):
+        raise UnknownKind(kind) from None
+
+
+def parse_spec(kind: str, params: Mapping[str, Any] | None) -> CatalogEntry:
+    """Validate ``params`` for ``kind``.
+
+    Raises ``UnknownKind`` (a ValueError) for an unknown kind and ``pydantic.ValidationError``
+    (locations relative to ``params``) for bad parameters.
+    """
+    return entry_class(kind).model_validate({} if params is None else params)
+
+
+def describe_catalog() -> list[dict[str, Any]]:
+    """``[{"kind", "title", "summary", "group", "schema"}]`` for every kind, in picker order."""
+    return [
+        {
+            "kind": kind,
+            "title": entry.title,
+            "summary": entry.summary,
+            "group": entry.group,
+            "schema": entry.model_json_schema(),
+        }
+        for kind, entry in CATALOG.items()
+    ]
+
+
+def params_from_form(
+    kind: str, form: Mapping[str, Any] | Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
+    """Turn flat HTML form fields into the nested params that ``parse_spec`` validates.
+
+    - Dotted names nest: ``rows.0.params.in_features`` -> ``{"rows": [{"params": {...}}]}``;
+      all-numeric keys become a list in index order (gaps left by removed rows close up).
+    - Empty values are left out, so the model's default (or "missing") applies.
+    - Values stay strings; the models parse them (``"3"``, ``"0.5"``, ``"2,3"`` shapes,
+      ``"on"``/``"true"``/``"false"`` booleans).
+    - A repeated name keeps its last value, so a checkbox can follow a hidden input of the same
+      name holding ``false``: unchecked sends ``false``, checked sends ``false`` then ``on``.
+    - Names whose first part is not a parameter of ``kind`` (``kind``, a CSRF token) are left out.
+    - Non-text values (file uploads) are left out.
+
+    Raises ``UnknownKind`` for an unknown kind.
+    """
+    parameters = entry_class(kind).model_fields
+    if isinstance(form, Mapping):
+        multi_items = getattr(form, "multi_items", None)
+        pairs = multi_items() if callable(multi_items) else form.items()
+    else:
+        pairs = form
+    root: dict[str, Any] = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not isinstance(value, str) or not value.strip():
+            continue
+        path = name.split(".")
+        if path[0] not in parameters:
+            continue
+        node = root
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value.strip()
+    return _lists_from_numbered_dicts(root)
+
+
+def _lists_from_numbered_dicts(node: Any) -> Any:
+    """Dicts whose keys are all digits become lists, in numeric order."""
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _lists_from_numbered_dicts(value) for key, value in node.items()}
+    if converted and all(key.isdigit() for key in converted):
+        return [converted[key] for key in sorted(converted, key=int)]
+    return converted
