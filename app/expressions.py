@@ -29,9 +29,12 @@ Numbers and Python
 ------------------
 No arithmetic is ever done on Python numbers: when both sides of an operator are plain numbers,
 the left one is made a float32 array (``9 ** 9 ** 9`` becomes
-``9.0 ** jnp.float32(9.0) ** 9.0``), so constant "bombs" are computed by JAX in float32 and give
-``inf`` at once. The canonical Python text of :meth:`Expression.to_python` is
-exactly what ``evaluate`` runs, so exported code reproduces the playground's values to the bit.
+``9.0 ** jnp.float32(9.0) ** 9.0``), so nothing can make Python compute a huge number. Constant
+"bombs" are refused before that: a part made only of numbers whose size passes the limit of
+numbers (``9**9**9``, ``1e20 * 1e20``) is an error, found in float64 arithmetic that
+costs the same for ``9**9**9`` as for ``2**3``. The canonical Python text of
+:meth:`Expression.to_python` is exactly what ``evaluate`` runs, so exported code reproduces the
+playground's values to the bit.
 """
 
 from __future__ import annotations
@@ -375,6 +378,7 @@ def parse_expression(
     try:
         built = builder.top(tree.body)
         canonical = ast.unparse(built.tree)
+        _check_constant_parts(tree.body, source, shift, allowed_variables)
     except RecursionError:
         raise ExpressionError("the expression is nested too deeply") from None
     return Expression(
@@ -516,6 +520,69 @@ def _check_size(tree: ast.Expression, shift: int, max_nodes: int, max_depth: int
                 getattr(node, "col_offset", 0) + shift,
             )
         stack.extend((child, depth + 1) for child in _syntax_children(node))
+
+
+_CONSTANT_OPERATORS: dict[type, Callable[[float, float], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+}
+
+
+def _check_constant_parts(
+    node: ast.expr, source: str, shift: int, variables: tuple[str, ...]
+) -> float | None:
+    """Refuse a part made only of numbers whose value leaves the range of numbers.
+
+    Such parts (``9**9**9``, ``1e20 * 1e20``) are never computed in Python by the
+    evaluator (they run in float32 and give inf); this check only bounds their size, in float64
+    arithmetic, which is as cheap for ``9**9**9`` as for ``2**3``. Answers the part's
+    value, or None for a part that is not made only of numbers.
+    """
+    value: Any = None
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            return None
+        value = node.value
+    elif isinstance(node, ast.Name):
+        if node.id in variables or node.id not in _CONSTANT_VALUES:
+            return None
+        return _CONSTANT_VALUES[node.id]
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        operand = _check_constant_parts(node.operand, source, shift, variables)
+        if operand is None:
+            return None
+        value = -operand if isinstance(node.op, ast.USub) else operand
+    elif isinstance(node, ast.BinOp) and type(node.op) in _CONSTANT_OPERATORS:
+        left = _check_constant_parts(node.left, source, shift, variables)
+        right = _check_constant_parts(node.right, source, shift, variables)
+        if left is None or right is None:
+            return None
+        try:
+            value = _CONSTANT_OPERATORS[type(node.op)](float(left), float(right))
+        except OverflowError:
+            value = float("inf")
+        except ZeroDivisionError:
+            return None  # 1 / 0: inf in float32, as in NumPy; cheap, not a size problem
+    else:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr):
+                _check_constant_parts(child, source, shift, variables)
+        return None
+    if isinstance(value, complex):
+        return None  # (-2) ** 0.5: NaN in float32, like sqrt(-2); not a size problem
+    if not abs(float(value)) <= MAX_FLOAT_LITERAL:
+        segment = ast.get_source_segment(source, node) or "a constant"
+        raise ExpressionError(
+            f"the constant part '{_short(segment)}' is too large: numbers, and parts made only"
+            f" of numbers, can be at most {MAX_FLOAT_LITERAL:g} in size (in float32 it would"
+            " be inf)",
+            getattr(node, "col_offset", 0) + shift,
+        )
+    return float(value)
 
 
 # --------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def test_names_functions_and_canonical_text():
 def test_numbers_are_floats_and_never_folded_in_python():
     assert parse("x ** 2").to_python() == "x ** 2.0"
     assert parse("2 * 3").to_python() == "jnp.float32(2.0) * 3.0"
-    assert parse("9**9**9").to_python() == "9.0 ** jnp.float32(9.0) ** 9.0"
+    assert parse("2**3**2").to_python() == "2.0 ** jnp.float32(3.0) ** 2.0"
     assert parse("3").to_python() == "jnp.float32(3.0)"
     assert parse("x[-1]").to_python() == "x[-1]"
 
@@ -207,7 +207,7 @@ def test_pickle_keeps_the_expression():
 
 
 ROUND_TRIP = [text for text, _ in NUMPY_CASES] + [
-    "9**9**9",
+    "2**3**2",
     "(-2) ** 0.5",
     "x ** -2 ** -1",
     "-(-x)",
@@ -305,24 +305,21 @@ def test_nan_and_inf_inputs_flow_through():
 
 @pytest.mark.parametrize(
     "text",
-    [
-        "9**9**9",
-        "2**10000",
-        "10.0 ** 1e30",
-        "x ** 9 ** 9 ** 9",
-        "exp(exp(exp(1e30)))",
-        "1e30 ** 1e30",
-    ],
+    ["9**9**9", "2**10000", "10.0 ** 1e30", "x ** 9 ** 9 ** 9", "1e30 ** 1e30", "1e20 * 1e20"],
 )
-def test_constant_bombs_evaluate_to_inf_quickly(text):
+def test_constant_bombs_are_refused_at_once(text):
     start = time.perf_counter()
-    expr = parse(text)
+    with pytest.raises(ExpressionError, match="constant part .* is too large"):
+        parse(text)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_bombs_through_functions_evaluate_to_inf_quickly():
+    start = time.perf_counter()
+    expr = parse("exp(exp(exp(1e30)))")
     result = np.asarray(jax.jit(lambda env: expr.evaluate(env))(ENV))
     assert time.perf_counter() - start < 5
-    if text.startswith("x"):
-        np.testing.assert_array_equal(result, np.where(np.abs(X) > 1, np.inf, 0.0))
-    else:
-        assert np.isinf(result).all()
+    assert np.isinf(result).all()
 
 
 def test_shape_errors_at_evaluation_name_the_part():
