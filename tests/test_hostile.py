@@ -122,7 +122,7 @@ CALLS = {
     "long-chain": "x @ weight" + " + bias" * 400,
     "ten-thousand-chars": "x" * 10_000,
     "giant-index": "x[999999999999999999999]",
-    "giant-reshape": "reshape(x, (100000, 100000))",
+    "giant-broadcast-shape": "broadcast_to(x, (100000, 100000))",
 }
 
 CASES: list[tuple[str, str, str, dict]] = []
@@ -318,6 +318,12 @@ CASES += [
     ("run:loss-lambda", "POST", "/api/modules/{id}/run", {"json": run(loss="(lambda: out)()")}),
     ("run:loss-bomb", "POST", "/api/modules/{id}/run", {"json": run(loss="mean(out) * 9**9**9")}),
     ("run:loss-long", "POST", "/api/modules/{id}/run", {"json": run(loss="out" + "+out" * 3000)}),
+    (
+        "run:loss-giant-reshape",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run(loss="sum(reshape(out, (100000, 100000)))")},
+    ),
     ("run:loss-type", "POST", "/api/modules/{id}/run", {"json": run(loss=["mean(out)"])}),
     ("run:transform-unknown", "POST", "/api/modules/{id}/run", {"json": run(transforms=["eval"])}),
     (
@@ -341,15 +347,32 @@ CASES += [
     ("run:input-negative", "POST", "/api/modules/{id}/run", {"json": run_input(shape=[-5, 2])}),
     ("run:input-init", "POST", "/api/modules/{id}/run", {"json": run_input(init="/etc/passwd")}),
     (
-        "run:input-nan",
+        "run:input-start-nan",
         "POST",
         "/api/modules/{id}/run",
         {
-            "content": json.dumps(run_input(init="values", values=[[1.0, 2.0]] * 5)).replace(
-                "1.0", "NaN"
+            "content": json.dumps(run_input(init="linspace", start=0.125, stop=1)).replace(
+                "0.125", "NaN"
             ),
             "headers": JSON,
         },
+    ),
+    (
+        "run:input-stop-inf",
+        "POST",
+        "/api/modules/{id}/run",
+        {
+            "content": json.dumps(run_input(init="linspace", start=0, stop=0.125)).replace(
+                "0.125", "Infinity"
+            ),
+            "headers": JSON,
+        },
+    ),
+    (
+        "run:input-stop-1e308",
+        "POST",
+        "/api/modules/{id}/run",
+        {"json": run_input(init="linspace", start=0, stop=1e308)},
     ),
     (
         "run:input-values-deep",

@@ -1,0 +1,266 @@
+"""Every limit of the playground, through the API, with small limits set in Settings.
+
+Each refusal is a 413, 422, 429 or 503 whose message names the limit (its setting) and its value,
+answered before anything large is built or computed (so each answers in well under a second).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings, get_settings
+
+SMALL = dict(
+    max_array_elements=1_000,
+    max_input_elements=500,
+    max_module_params=2_000,
+    max_module_leaves=50,
+    max_modules_per_workspace=3,
+    max_body_bytes=4_000,
+    max_expression_length=60,
+    max_expression_nodes=12,
+    max_run_flops=50_000.0,
+    max_concurrent_computations=1,
+    compute_wait_seconds=0.3,
+    max_jobs_per_workspace=1,
+    max_train_steps=300,
+    max_train_epochs=3,
+    max_dataset_rows=500,
+    leaf_values_limit=16,
+)
+FAST = 1.0  # seconds: a refusal comes before anything large is done
+
+
+def linear(in_dim=2, out_dim=3, seed=0) -> dict:
+    return {
+        "kind": "library.Linear",
+        "params": {"in_dim": in_dim, "out_dim": out_dim, "seed": seed},
+    }
+
+
+def custom(fields, call="x", name="Mine") -> dict:
+    return {"kind": "custom", "params": {"name": name, "seed": 0, "fields": fields, "call": call}}
+
+
+RUN = {
+    "function": "loss",
+    "loss": "mean(out)",
+    "wrt": "params",
+    "transforms": ["grad"],
+    "input": {"shape": [5, 2], "init": "ones"},
+}
+
+
+@pytest.fixture
+def limited(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", **SMALL)
+    app = create_app(settings)
+    with TestClient(app, base_url="http://testserver") as client:
+        client.services = app.state.services
+        yield client
+
+
+def refused(response, status: int, *names: str, elapsed: float | None = None) -> str:
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    body = response.json()
+    message = body.get("message") or str(body.get("detail"))
+    for name in names:
+        assert name in message, (name, message)
+    if elapsed is not None:
+        assert elapsed < FAST, f"the refusal took {elapsed:.2f} s"
+    return message
+
+
+def timed(call, *args, **kwargs):
+    start = time.perf_counter()
+    response = call(*args, **kwargs)
+    return response, time.perf_counter() - start
+
+
+def test_elements_per_array(limited):
+    fields = [{"name": "w", "role": "param", "shape": [40, 40], "init": "normal"}]
+    response, elapsed = timed(limited.post, "/api/modules", json=custom(fields, "x @ w"))
+    refused(response, 422, "max_array_elements", "1,000", elapsed=elapsed)
+    fields = [{"name": "w", "role": "param", "shape": [30, 30], "init": "normal"}]
+    assert limited.post("/api/modules", json=custom(fields, "x @ w")).status_code == 201
+
+
+def test_parameters_per_module(limited):
+    fields = [
+        {"name": f"w{i}", "role": "param", "shape": [30, 30], "init": "normal"} for i in range(3)
+    ]
+    response, elapsed = timed(limited.post, "/api/modules", json=custom(fields, "x @ w0"))
+    refused(response, 422, "max_module_params", "2,000", elapsed=elapsed)
+    # a huge one is refused as fast: nothing is built
+    response, elapsed = timed(limited.post, "/api/modules", json=linear(4096, 4096))
+    refused(response, 422, "max_module_params", elapsed=elapsed)
+    assert limited.post("/api/modules", json=linear(20, 20)).status_code == 201
+
+
+def test_leaves_per_module(limited):
+    body = {
+        "kind": "eqx.nn.MLP",
+        "params": {"in_size": 1, "out_size": 1, "width_size": 1, "depth": 40, "seed": 0},
+    }
+    response, elapsed = timed(limited.post, "/api/modules", json=body)
+    refused(response, 422, "max_module_leaves", "50", elapsed=elapsed)
+
+
+def test_elements_per_input(limited):
+    module = limited.post("/api/modules", json=linear()).json()["id"]
+    body = {**RUN, "input": {"shape": [1000, 2], "init": "ones"}}
+    response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=body)
+    refused(response, 422, "max_input_elements", "500", elapsed=elapsed)
+    body = {**RUN, "input": {"shape": [10**6, 10**6], "init": "normal"}}
+    response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=body)
+    assert 400 <= response.status_code < 500 and elapsed < FAST
+    ok = limited.post(f"/api/modules/{module}/run", json={**RUN, "input": {"shape": [200, 2]}})
+    assert ok.status_code == 200, ok.text
+
+
+def test_modules_per_workspace_evicts_the_oldest_unsaved_with_a_notice(limited):
+    first, second, third = (
+        limited.post("/api/modules", json=linear(seed=i)).json()["id"] for i in range(3)
+    )
+    share = limited.post(f"/api/modules/{first}/share")  # the oldest is saved: it stays
+    assert share.status_code == 201
+    fourth = limited.post("/api/modules", json=linear(seed=3))
+    assert fourth.status_code == 201
+    notices = fourth.json()["notices"]
+    assert len(notices) == 1
+    assert second in notices[0] and "max_modules_per_workspace=3" in notices[0]
+    ids = {m["id"] for m in limited.get("/api/modules").json()}
+    assert ids == {first, third, fourth.json()["id"]}
+    assert limited.get(f"/api/modules/{second}").status_code == 404
+    assert limited.get(f"/api/modules/{first}").status_code == 200
+    # the notice is said once
+    assert limited.get(f"/api/modules/{first}").json()["notices"] == []
+
+
+def test_a_workspace_full_of_saved_modules_refuses_with_429(limited):
+    for seed in range(3):
+        module = limited.post("/api/modules", json=linear(seed=seed)).json()["id"]
+        assert limited.post(f"/api/modules/{module}/share").status_code == 201
+    response, elapsed = timed(limited.post, "/api/modules", json=linear(seed=9))
+    refused(response, 429, "max_modules_per_workspace=3", elapsed=elapsed)
+
+
+def test_request_body_size(limited):
+    body = custom([], call="x" + " + x" * 2000)
+    response, elapsed = timed(limited.post, "/api/modules", json=body)
+    refused(response, 413, "max_body_bytes=4000", elapsed=elapsed)
+
+
+def test_expression_length_and_size_in_a_loss(limited):
+    module = limited.post("/api/modules", json=linear()).json()["id"]
+    long_loss = "mean(out)" + " + 0" * 20
+    response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": long_loss})
+    refused(response, 422, "limit is 60")
+    big_loss = "mean(out + out + out + out + out + out + out + out)"
+    response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": big_loss})
+    refused(response, 422, "limit is 12")
+
+
+def test_expression_limits_of_a_custom_module_come_from_the_environment(monkeypatch, tmp_path):
+    from app.catalog import custom as custom_kind
+
+    monkeypatch.setenv("PLAYGROUND_MAX_EXPRESSION_LENGTH", "20")
+    monkeypatch.setenv("PLAYGROUND_MAX_EXPRESSION_NODES", "8")
+    get_settings.cache_clear()
+    custom_kind._parse_call.cache_clear()
+    try:
+        app = create_app(Settings(data_dir=tmp_path / "env"))
+        fields = [{"name": "w", "role": "param", "shape": [2, 3], "init": "normal"}]
+        with TestClient(app) as client:
+            long_call = "x @ w" + " + 1" * 10
+            refused(client.post("/api/modules", json=custom(fields, long_call)), 422, "20")
+            big_call = "x@w+x@w+x@w+1"
+            refused(client.post("/api/modules", json=custom(fields, big_call)), 422, "limit is 8")
+            assert client.post("/api/modules", json=custom(fields, "x @ w")).status_code == 201
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        custom_kind._parse_call.cache_clear()
+
+
+def test_compute_per_run_is_estimated_before_it_runs(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "flops", max_run_flops=50_000.0))
+    limited = TestClient(app)
+    body = {
+        "kind": "eqx.nn.MLP",
+        "params": {"in_size": 2, "out_size": 2, "width_size": 16, "depth": 2, "seed": 0},
+    }
+    module = limited.post("/api/modules", json=body).json()["id"]
+    run = {**RUN, "transforms": ["grad", "vmap"], "input": {"shape": [250, 2], "init": "ones"}}
+    response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=run)
+    refused(response, 422, "max_run_flops", elapsed=elapsed)
+    small = {**run, "input": {"shape": [2, 2], "init": "ones"}}
+    assert limited.post(f"/api/modules/{module}/run", json=small).status_code == 200
+
+
+def test_concurrent_computations_wait_then_503_with_retry_after(limited):
+    module = limited.post("/api/modules", json=linear()).json()["id"]
+    slots = limited.services.compute
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with slots.slot():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=RUN)
+        message = refused(response, 503, "max_concurrent_computations=1")
+        assert response.headers["retry-after"].isdigit()
+        assert 0.25 <= elapsed < 3, "a short wait, then the answer"
+        assert "busy" in message
+    finally:
+        release.set()
+        holder.join()
+    assert limited.post(f"/api/modules/{module}/run", json=RUN).status_code == 200
+
+
+def test_training_jobs_per_workspace(limited):
+    module = limited.post("/api/modules", json=linear(2, 1)).json()["id"]
+    body = {"dataset": "circle", "optimizer": "adam", "learning_rate": 0.01, "steps": 300}
+    first = limited.post(f"/api/modules/{module}/train", json=body)
+    assert first.status_code == 202, first.text
+    try:
+        second, elapsed = timed(limited.post, f"/api/modules/{module}/train", json=body)
+        if second.status_code == 202:  # the first one had already finished
+            pytest.skip("the first job ended before the second was asked for")
+        refused(second, 429, "max_jobs_per_workspace=1", elapsed=elapsed)
+    finally:
+        limited.post(f"/api/jobs/{first.json()['job']}/stop")
+
+
+def test_training_steps_epochs_and_rows(limited):
+    module = limited.post("/api/modules", json=linear(2, 1)).json()["id"]
+    steps = {"dataset": "circle", "steps": 301}
+    refused(limited.post(f"/api/modules/{module}/train", json=steps), 422, "max_train_steps")
+    rows = {"dataset": {"name": "circle", "num_examples": 501}, "steps": 10}
+    refused(limited.post(f"/api/modules/{module}/train", json=rows), 422, "max_dataset_rows")
+
+
+def test_csv_rows(limited):
+    csv = "a,b,y\n" + "0,0,1\n" * 520  # under max_body_bytes, over max_dataset_rows
+    response = limited.post(
+        "/api/datasets/csv", files={"file": ("big.csv", csv.encode(), "text/csv")}
+    )
+    refused(response, 422, "max_dataset_rows")
+
+
+def test_leaf_values_are_cut_to_the_limit(limited):
+    module = limited.post("/api/modules", json=linear(10, 10)).json()["id"]
+    leaf = limited.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}).json()
+    assert leaf["truncated"] is True and leaf["limit"] == 16
+    assert sum(len(row) for row in leaf["values"]) <= 16
