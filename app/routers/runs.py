@@ -1,5 +1,193 @@
-"""The runs API (placeholder until its part lands)."""
+"""Runs: grad, vmap and jit live on a module, with the code, the jaxpr, the HLO and a figure.
 
-from fastapi import APIRouter
+- ``POST /api/modules/{id}/run`` (JSON :class:`~app.runs.spec.RunRequest`): run a function of
+  the module through a pipeline of transformations; answers the output tree, its values, a
+  plotly figure, the timings, whether this call compiled, the jaxpr, the StableHLO text, the
+  cost analysis, the device and the equivalent Python. ``?include=values,plot`` sends only
+  the named heavy parts (of ``output, values, plot, code, jaxpr, hlo``; the rest is always sent).
+- ``POST /api/modules/{id}/sweep`` (JSON :class:`~app.runs.spec.SweepRequest`): ``f`` and its
+  derivative along one input coordinate, computed with ``vmap`` of ``grad``.
+- ``POST /m/{id}/run``, ``POST /m/{id}/run/form``, ``POST /m/{id}/sweep``: the run panel's
+  htmx fragments (the form with its result; the form alone after a pipeline edit; a sweep).
+
+Every computation takes one of the server's compute slots (``services.compute.slot()``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from app.errors import PlaygroundError
+from app.runs.engine import RunEngine
+from app.runs.panel import render_form, render_run, render_sweep
+from app.runs.results import FIELDS, run_payload, sweep_payload
+from app.runs.spec import RunRequest, SweepRequest
+from app.services import Services, get_module_record, get_services
+from app.store import ModuleRecord
 
 router = APIRouter(tags=["runs"])
+_engine_lock = threading.Lock()
+
+
+def get_engine(services: Services) -> RunEngine:
+    """The app's run engine (its compile cache lives as long as the server)."""
+    engine = services.extras.get("runs")
+    if engine is None:
+        with _engine_lock:
+            engine = services.extras.get("runs")
+            if engine is None:
+                engine = RunEngine(services.settings)
+                services.extras["runs"] = engine
+    return engine
+
+
+def parse_include(include: str | None) -> frozenset[str] | None:
+    if include is None or include.strip() in ("", "all"):
+        return None
+    names = frozenset(part.strip() for part in include.split(",") if part.strip())
+    unknown = sorted(names - set(FIELDS))
+    if unknown:
+        raise PlaygroundError(
+            422,
+            f"include names parts of the answer to send: {', '.join(FIELDS)}; "
+            f"{', '.join(repr(u[:20]) for u in unknown[:3])} is not one of them",
+            field="query.include",
+        )
+    return names
+
+
+def scopes(record: ModuleRecord) -> list[tuple]:
+    """Where a run's key is remembered, to say what changed since the previous run."""
+    return [("module", record.workspace, record.id), ("your previous run", record.workspace)]
+
+
+class Timings(BaseModel):
+    trace_ms: float = Field(description="Tracing and lowering; 0 when a compiled run was reused.")
+    compile_ms: float = Field(description="XLA compilation; 0 when a compiled run was reused.")
+    run_ms: float = Field(description="Median of recent warm calls (block_until_ready).")
+
+
+class RunOut(BaseModel):
+    """The answer of a run (documentation of the JSON; see ``app.runs.results``)."""
+
+    output: dict | None = Field(description="The result as a tree node (see GET /api/modules).")
+    values: Any = Field(
+        description="Nested lists of a single array, or {keystr path: nested lists} for a tree; "
+        'each cut to leaf_values_limit elements. NaN and infinities are "NaN", "Infinity".'
+    )
+    truncated: bool = Field(description="Whether any array's values were cut.")
+    timings: Timings
+    compiled: bool = Field(description="Whether this call compiled (else it reused a compile).")
+    compiles: int = Field(description="Compilations since the server started.")
+    jaxpr: str | None = Field(description="The jaxpr of the run (jax.make_jaxpr).")
+    hlo: str | None = Field(description="The lowered StableHLO text.")
+    cost: dict | None = Field(description="{flops, bytes_accessed} from XLA's cost analysis.")
+    device: str = Field(description="The device the run used.")
+    code: str | None = Field(description="Python equivalent to the run, after the module's code.")
+    plot: dict | None = Field(description="A plotly figure (JSON).")
+    warnings: list[str] = Field(description="NaN or infinity in the result, and the like.")
+    cache_key_changes: list[str] = Field(
+        description="What changed in the compile key since the previous run (of this module, "
+        "else of the workspace): 'input shape (5, 2) -> (6, 2)'."
+    )
+    function: str = Field(description="The run in one line of JAX.")
+
+
+class SweepOut(BaseModel):
+    """The answer of a sweep."""
+
+    coordinate: int
+    x: list[float]
+    f: list[Any]
+    df: list[Any]
+    timings: Timings
+    compiled: bool
+    compiles: int
+    plot: dict | None
+    code: str | None
+    warnings: list[str]
+
+
+@router.post("/api/modules/{module_id}/run", responses={200: {"model": RunOut}})
+def run_module(
+    body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
+    include: str | None = Query(
+        None, max_length=200, description="Comma-separated heavy parts to send (default all)."
+    ),
+    record: ModuleRecord = Depends(get_module_record),  # noqa: B008
+    services: Services = Depends(get_services),  # noqa: B008
+) -> JSONResponse:
+    """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
+    parts = parse_include(include)
+    engine = get_engine(services)
+    spec = record.spec()
+    with services.compute.slot():
+        model = services.store.load(record)
+        outcome = engine.run(spec, model, body, scopes=scopes(record))
+    return JSONResponse(run_payload(outcome, spec, services.settings, parts))
+
+
+@router.post("/api/modules/{module_id}/sweep", responses={200: {"model": SweepOut}})
+def sweep_module(
+    body: SweepRequest = Body(default_factory=SweepRequest),  # noqa: B008
+    include: str | None = Query(None, max_length=200),
+    record: ModuleRecord = Depends(get_module_record),  # noqa: B008
+    services: Services = Depends(get_services),  # noqa: B008
+) -> JSONResponse:
+    """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
+    parts = parse_include(include)
+    engine = get_engine(services)
+    spec = record.spec()
+    with services.compute.slot():
+        model = services.store.load(record)
+        outcome = engine.sweep(spec, model, body, scopes=scopes(record))
+    return JSONResponse(sweep_payload(outcome, spec, parts))
+
+
+# ------------------------------------------------------------------------------------------
+# The run panel (htmx)
+
+
+async def _pairs(request: Request) -> list[tuple[str, str]]:
+    form = await request.form()
+    return [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+
+
+def _record(request: Request, module_id: str) -> ModuleRecord:
+    services: Services = request.app.state.services
+    record = (
+        services.store.get(request.state.workspace, module_id) if len(module_id) <= 32 else None
+    )
+    if record is None:
+        raise PlaygroundError(404, f"No module {module_id[:40]!r} in your workspace.")
+    return record
+
+
+@router.post("/m/{module_id}/run", response_class=HTMLResponse, include_in_schema=False)
+async def run_fragment(request: Request, module_id: str) -> Response:
+    """Run the panel's form (or a preset) and answer the panel with the result."""
+    pairs = await _pairs(request)
+    record = _record(request, module_id)
+    return await run_in_threadpool(render_run, request, record, pairs)
+
+
+@router.post("/m/{module_id}/run/form", response_class=HTMLResponse, include_in_schema=False)
+async def run_form_fragment(request: Request, module_id: str) -> Response:
+    """The panel's form after a pipeline edit (add, remove, move a step)."""
+    pairs = await _pairs(request)
+    record = _record(request, module_id)
+    return await run_in_threadpool(render_form, request, record, pairs)
+
+
+@router.post("/m/{module_id}/sweep", response_class=HTMLResponse, include_in_schema=False)
+async def sweep_fragment(request: Request, module_id: str) -> Response:
+    """A sweep of the panel's sweep form."""
+    pairs = await _pairs(request)
+    record = _record(request, module_id)
+    return await run_in_threadpool(render_sweep, request, record, pairs)

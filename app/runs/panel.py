@@ -1,0 +1,202 @@
+"""The run panel of a module's page: its context, and the htmx fragments it posts to.
+
+``templates/partials/run_panel.html`` is included by the module page with ``module`` (the
+record), ``spec`` and ``model``; it calls :func:`run_panel_context` (a template global) for the
+presets and the default form. The fragments:
+
+- ``partials/run_body.html``: the presets, the form and the result (``POST /m/{id}/run``);
+- ``partials/run_form.html``: the form alone, after a pipeline edit (``POST /m/{id}/run/form``);
+- ``partials/run_sweep_result.html``: a sweep (``POST /m/{id}/sweep``).
+
+A refused run answers the same fragment with the message in plain words where the result goes
+(``role="alert"``), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.errors import PlaygroundError, describe_validation_errors
+from app.routers.modules import model_roles
+from app.routers.pages import templates
+from app.runs.engine import RunEngine
+from app.runs.results import run_payload, sweep_payload
+from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
+from app.runs.view import (
+    INITS,
+    MAX_ROWS,
+    TRANSFORM_TITLES,
+    RunForm,
+    presets,
+    result_rows,
+)
+from app.services import Services
+from app.store import ModuleRecord
+from app.trees import describe_tree
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _engine(services: Services) -> RunEngine:
+    from app.routers.runs import get_engine
+
+    return get_engine(services)
+
+
+def _simple(services: Services, model: Any) -> bool:
+    return _engine(services).structures.get(model)[2]
+
+
+def _sweep_allowed(spec: Any) -> bool:
+    example = tuple(spec.example_input_shape())
+    if getattr(spec, "input_dtype", "float32") != "float32":
+        return False
+    return len(example) <= 1 or (getattr(spec, "batched_input", False) and len(example) == 2)
+
+
+def run_panel_context(module: ModuleRecord, spec: Any, model: Any, services=None) -> dict:
+    """What the panel needs on the module page: the default form (the seed's grad) and the
+    presets."""
+    simple = _simple(services, model) if services is not None else _guess_simple(model)
+    items = presets(spec, simple)
+    form = copy.deepcopy(items[0].form)
+    form.preset = None
+    return _context(module, spec, form, items)
+
+
+def _guess_simple(model: Any) -> bool:
+    from app.runs.engine import StructureMemo
+
+    return StructureMemo(1).get(model)[2]
+
+
+def _context(module, spec, form: RunForm, items) -> dict:
+    return {
+        "module": module,
+        "spec": spec,
+        "form": form,
+        "presets": items,
+        "transforms": TRANSFORMS,
+        "transform_titles": TRANSFORM_TITLES,
+        "inits": INITS,
+        "max_transforms": MAX_TRANSFORMS,
+        "example_shape": ", ".join(str(n) for n in spec.example_input_shape()),
+        "input_dtype": getattr(spec, "input_dtype", "float32"),
+        "sweep_allowed": _sweep_allowed(spec),
+    }
+
+
+def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
+    services = _services(request)
+    engine = _engine(services)
+    spec = record.spec()
+    body = form.request()
+    with services.compute.slot():
+        model = services.store.load(record)
+        outcome = engine.run(
+            spec,
+            model,
+            body,
+            scopes=[
+                ("module", record.workspace, record.id),
+                ("your previous run", record.workspace),
+            ],
+        )
+    payload = run_payload(outcome, spec, services.settings)
+    model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)
+    view = result_rows(outcome, payload["output"], model_node, body.wrt)
+    return {"payload": payload, "view": view, "outcome": outcome, "request_body": body}
+
+
+def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
+    """Run the form, or the preset its button names; the panel with the result or the error."""
+    services = _services(request)
+    spec = record.spec()
+    model = services.store.load(record)
+    items = presets(spec, _simple(services, model))
+    fields = dict(pairs)
+    action = fields.get("action", "run")[:60]
+    form = RunForm.from_pairs(pairs)
+    if action.startswith("preset-"):
+        chosen = [p for p in items if p.name == action[len("preset-") :]]
+        if chosen:
+            form = copy.deepcopy(chosen[0].form)
+    context = _context(record, spec, form, items)
+    context["request"] = request
+    status = 200
+    try:
+        context.update(_run(request, record, form))
+    except ValueError as error:
+        context["error"] = f"The form has a problem: {error}"
+        status = 422
+    except PlaygroundError as error:
+        context["error"] = error.message
+        status = error.status_code
+    except HTTPException as error:
+        context["error"] = str(error.detail)
+        status = error.status_code
+    headers = {"Retry-After": "2"} if status == 503 else None
+    return templates.TemplateResponse(
+        request, "partials/run_body.html", context, status_code=status, headers=headers
+    )
+
+
+def render_form(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
+    """The form after a pipeline button (add, remove-i, up-i, down-i)."""
+    services = _services(request)
+    spec = record.spec()
+    model = services.store.load(record)
+    form = RunForm.from_pairs(pairs)
+    action = dict(pairs).get("action", "")[:40]
+    form.edit(action)
+    form.transforms = [t for t in form.transforms if t in TRANSFORMS][:MAX_TRANSFORMS]
+    context = _context(record, spec, form, presets(spec, _simple(services, model)))
+    context["request"] = request
+    context["focus"] = action
+    return templates.TemplateResponse(request, "partials/run_form.html", context)
+
+
+def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
+    """A sweep of f = loss and df/dx_i along one coordinate, as a figure."""
+    services = _services(request)
+    spec = record.spec()
+    fields = dict(pairs)
+    context: dict[str, Any] = {"request": request, "module": record}
+    status = 200
+    try:
+        data = {
+            key: fields[key].strip()
+            for key in ("coordinate", "start", "stop", "points", "loss")
+            if fields.get(key, "").strip()
+        }
+        body = SweepRequest.model_validate(data)
+        with services.compute.slot():
+            model = services.store.load(record)
+            outcome = _engine(services).sweep(
+                spec, model, body, scopes=[("module", record.workspace, record.id)]
+            )
+        context["sweep"] = sweep_payload(outcome, spec)
+    except ValidationError as error:
+        context["error"] = "The sweep form has a problem: " + describe_validation_errors(
+            error.errors()
+        )
+        status = 422
+    except PlaygroundError as error:
+        context["error"] = error.message
+        status = error.status_code
+    except HTTPException as error:
+        context["error"] = str(error.detail)
+        status = error.status_code
+    return templates.TemplateResponse(
+        request, "partials/run_sweep_result.html", context, status_code=status
+    )
+
+
+templates.env.globals["run_panel_context"] = run_panel_context

@@ -1,0 +1,255 @@
+"""A run's outcome as the API's JSON: the output tree, its values, a figure, what JAX did."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from jax.tree_util import keystr, tree_flatten_with_path
+
+from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
+from app.routers.health import device_label
+from app.runs.code import run_code, run_expression, sweep_code
+from app.runs.engine import RunOutcome
+from app.trees import array_summary, describe_tree, json_number, kept_shape
+
+FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo")
+"""The parts of an answer that ``?include=`` can leave out (all are sent by default)."""
+MAX_BAR_LEAVES = 60
+
+
+def is_single_array(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def host_leaves(result: Any) -> list[tuple[str, np.ndarray]]:
+    """Every array of ``result`` on the host, with its keystr path (``""`` for an array)."""
+    if is_single_array(result):
+        return [("", np.asarray(result))]
+    flat, _ = tree_flatten_with_path(result)
+    return [(keystr(path), np.asarray(leaf)) for path, leaf in flat if is_single_array(leaf)]
+
+
+def nested_values(array: np.ndarray, limit: int) -> tuple[Any, bool]:
+    """Nested lists of at most ``limit`` elements (the leading part of every axis), and
+    whether that is a cut. NaN and infinities are the strings ``"NaN"``, ``"Infinity"``."""
+    kept = kept_shape(array.shape, limit)
+    truncated = kept != tuple(array.shape)
+    part = array[tuple(slice(0, n) for n in kept)] if truncated else array
+    if part.dtype.kind == "f":
+        values = part.astype(np.float64).tolist()
+        if not np.isfinite(part).all():
+            values = _json_safe(values)
+    elif part.dtype.kind == "c":
+        values = np.abs(part).astype(np.float64).tolist()
+    else:
+        values = part.tolist()
+    return values, truncated
+
+
+def _json_safe(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_json_safe(v) for v in values]
+    return json_number(values)
+
+
+def nonfinite_warnings(leaves: list[tuple[str, np.ndarray]]) -> list[str]:
+    warnings = []
+    for path, array in leaves:
+        if array.dtype.kind not in "fc" or array.size == 0:
+            continue
+        norm = float(np.linalg.norm(array.reshape(-1)))
+        if math.isfinite(norm):
+            continue
+        nan = int(np.isnan(array).sum())
+        inf = int(np.isinf(array).sum())
+        if nan == 0 and inf == 0:
+            continue  # a finite array whose norm overflowed
+        where = f"{path}" if path else "The result"
+        parts = []
+        if nan:
+            parts.append(f"{nan} NaN")
+        if inf:
+            parts.append(f"{inf} infinite")
+        warnings.append(
+            f"{where} ({array_summary(array)}) has {' and '.join(parts)} of {array.size} "
+            "values: a log or sqrt of a negative number, a division by zero or an overflow "
+            "somewhere in the function. NaN and infinity are sent as the strings "
+            '"NaN" and "Infinity".'
+        )
+    return warnings
+
+
+def _norm(array: np.ndarray, axis=None) -> Any:
+    values = np.abs(array) if array.dtype.kind == "c" else array
+    return np.sqrt(np.sum(np.square(values.astype(np.float64)), axis=axis))
+
+
+def result_figure(result: Any, leaves: list[tuple[str, np.ndarray]], per_example: bool) -> dict:
+    """Line for 1-D, heatmap for 2-D (and more), a number for a scalar, bars of each leaf's
+    norm for a tree (a heatmap of leaf × example after vmap)."""
+    if is_single_array(result):
+        array = leaves[0][1]
+        if array.ndim == 1 and array.size > 1:
+            values = array.astype(np.float64)
+            return line_figure(
+                list(range(array.shape[0])),
+                {"output": values.tolist()},
+                f"Output {array_summary(array)}",
+                x_title="index",
+                y_title="value",
+            )
+        return array_figure(array, f"Output {array_summary(array)}")
+    if not leaves:
+        return line_figure([], {}, "The result holds no arrays")
+    shown = leaves[:MAX_BAR_LEAVES]
+    more = f" (first {MAX_BAR_LEAVES} of {len(leaves)})" if len(leaves) > MAX_BAR_LEAVES else ""
+    labels = [path or "(root)" for path, _ in shown]
+    batch = {array.shape[0] for _, array in shown if array.ndim}
+    if per_example and len(batch) == 1 and all(array.ndim for _, array in shown):
+        count = batch.pop()
+        norms = [_norm(array.reshape(count, -1), axis=1)[:50] for _, array in shown]
+        return heatmap_figure(
+            np.stack(norms),
+            x_labels=list(range(min(count, 50))),
+            y_labels=labels,
+            title=f"Norm of each leaf, per example (vmap added an axis of {count}){more}",
+            x_title="example",
+        )
+
+    norms = [float(_norm(array)) for _, array in shown]
+    return bar_figure(labels, norms, f"Norm of each leaf of the result{more}")
+
+
+def run_payload(
+    outcome: RunOutcome, spec: Any, settings: Any, include: frozenset[str] | None = None
+) -> dict:
+    """The JSON answer of ``POST /api/modules/{id}/run``."""
+    include = frozenset(FIELDS) if include is None else include
+    request = outcome.request
+    entry = outcome.entry
+    result = outcome.result
+    leaves = host_leaves(result)
+    single = is_single_array(result)
+    limit = settings.leaf_values_limit
+    truncated = False
+    values: Any = None
+    if "values" in include:
+        if single:
+            values, truncated = nested_values(leaves[0][1], limit)
+        else:
+            values = {}
+            for path, array in leaves:
+                values[path], cut = nested_values(array, limit)
+                truncated = truncated or cut
+    warnings = nonfinite_warnings(leaves)
+    transforms = list(request.transforms)
+    if request.wrt == "params" and not single and not leaves and transforms:
+        warnings.append("This module has no trained parameters, so the gradient is empty.")
+    loss_text = outcome.expression.to_python() if outcome.expression is not None else None
+    payload: dict[str, Any] = {
+        "output": describe_tree(result) if "output" in include else None,
+        "values": values,
+        "truncated": truncated,
+        "timings": {
+            "trace_ms": round(entry.trace_ms, 3) if outcome.compiled else 0.0,
+            "compile_ms": round(entry.compile_ms, 3) if outcome.compiled else 0.0,
+            "run_ms": round(outcome.run_ms, 4),
+        },
+        "compiled": outcome.compiled,
+        "compiles": outcome.compiles,
+        "jaxpr": entry.jaxpr if "jaxpr" in include else None,
+        "hlo": entry.hlo if "hlo" in include else None,
+        "cost": entry.cost,
+        "device": device_label(),
+        "code": None,
+        "plot": None,
+        "warnings": warnings,
+        "cache_key_changes": outcome.changes,
+        "compared_with": outcome.compared_with,
+        "first_compile": {
+            "trace_ms": round(entry.trace_ms, 3),
+            "compile_ms": round(entry.compile_ms, 3),
+        },
+        "jaxpr_truncated": entry.jaxpr_truncated,
+        "hlo_truncated": entry.hlo_truncated,
+        "function": run_expression(
+            function=request.function,
+            wrt=request.wrt,
+            transforms=transforms,
+            vmap_axis=request.vmap_axis,
+            simple_model=outcome.simple_model,
+        ),
+        "input": {
+            "shape": list(outcome.input.shape),
+            "dtype": outcome.input.dtype,
+            "init": outcome.input.init,
+        },
+    }
+    if "code" in include:
+        payload["code"] = run_code(
+            spec,
+            function=request.function,
+            loss=loss_text,
+            wrt=request.wrt,
+            transforms=transforms,
+            vmap_axis=request.vmap_axis,
+            batched=request.batched,
+            prepared=outcome.input,
+            simple_model=outcome.simple_model,
+        )
+    if "plot" in include:
+        payload["plot"] = result_figure(result, leaves, "vmap" in transforms)
+    return payload
+
+
+def sweep_payload(outcome: RunOutcome, spec: Any, include: frozenset[str] | None = None) -> dict:
+    """The JSON answer of ``POST /api/modules/{id}/sweep``."""
+    include = frozenset(FIELDS) if include is None else include
+    request = outcome.request
+    entry = outcome.entry
+    ts, values, slopes = (np.asarray(a, dtype=np.float64) for a in outcome.result)
+    label = f"x[{request.coordinate}]" if outcome.input.shape else "x"
+    leaves = [("f", values), ("df", slopes)]
+    payload = {
+        "coordinate": request.coordinate,
+        "x": ts.tolist(),
+        "f": _json_safe(values.tolist()),
+        "df": _json_safe(slopes.tolist()),
+        "timings": {
+            "trace_ms": round(entry.trace_ms, 3) if outcome.compiled else 0.0,
+            "compile_ms": round(entry.compile_ms, 3) if outcome.compiled else 0.0,
+            "run_ms": round(outcome.run_ms, 4),
+        },
+        "compiled": outcome.compiled,
+        "compiles": outcome.compiles,
+        "cost": entry.cost,
+        "device": device_label(),
+        "warnings": nonfinite_warnings(leaves),
+        "cache_key_changes": outcome.changes,
+        "jaxpr": entry.jaxpr if "jaxpr" in include else None,
+        "hlo": entry.hlo if "hlo" in include else None,
+        "code": None,
+        "plot": None,
+        "base_input": {"shape": list(outcome.input.shape), "init": outcome.input.init},
+    }
+    if "code" in include:
+        payload["code"] = sweep_code(
+            spec,
+            loss=outcome.expression.to_python(),
+            prepared=outcome.input,
+            coordinate=request.coordinate,
+            start=request.start,
+            stop=request.stop,
+            points=request.points,
+        )
+    if "plot" in include:
+        payload["plot"] = line_figure(
+            ts.tolist(),
+            {"f": values.tolist(), f"df/d{label}": slopes.tolist()},
+            f"f = {request.loss} and its derivative along {label}",
+            x_title=label,
+            y_title="value",
+        )
+    return payload

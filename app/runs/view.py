@@ -1,0 +1,374 @@
+"""The run panel's state (the form, the presets) and the result as the page shows it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from app.errors import describe_validation_errors
+from app.runs.code import run_expression
+from app.runs.results import host_leaves, is_single_array
+from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest, shape_text
+from app.trees import array_summary
+
+SMALL_ARRAY = 24
+"""Arrays up to this many elements show every value in the result tree."""
+FULL_VALUES = 400
+"""Values listed behind "all values" for one leaf."""
+MAX_ROWS = 300
+"""Rows of the result tree drawn on the page."""
+
+TRANSFORM_TITLES = {
+    "grad": "grad: the gradient of a scalar function",
+    "value_and_grad": "value_and_grad: the value and the gradient",
+    "vmap": "vmap: map over an axis of the input",
+    "jit": "jit: compile with XLA",
+    "jacfwd": "jacfwd: the Jacobian, forward mode",
+    "jacrev": "jacrev: the Jacobian, reverse mode",
+}
+INITS = {
+    "ones": "ones",
+    "zeros": "zeros",
+    "normal": "normal (seed)",
+    "uniform": "uniform (seed, start to stop)",
+    "linspace": "linspace (start to stop)",
+    "values": "values (typed or pasted)",
+}
+
+
+@dataclass
+class RunForm:
+    """What the run panel's form shows: the fields as text, so a bad entry is kept."""
+
+    function: str = "loss"
+    loss: str = DEFAULT_LOSS
+    wrt: str = "params"
+    transforms: list[str] = field(default_factory=lambda: ["grad"])
+    vmap_axis: str = "0"
+    batched: bool = False
+    shape: str = ""
+    init: str = "ones"
+    seed: str = "0"
+    start: str = ""
+    stop: str = ""
+    values: str = ""
+    preset: str | None = None
+
+    def request(self) -> RunRequest:
+        """The API request of this form; ``ValueError`` with the problems in words."""
+        data: dict[str, Any] = {
+            "function": self.function,
+            "loss": self.loss,
+            "wrt": self.wrt,
+            "transforms": self.transforms,
+            "vmap_axis": self.vmap_axis.strip() or "0",
+            "batched": self.batched,
+            "input": {"init": self.init, "seed": self.seed.strip() or "0"},
+        }
+        if self.shape.strip():
+            data["input"]["shape"] = self.shape
+        for name in ("start", "stop"):
+            text = getattr(self, name).strip()
+            if text:
+                data["input"][name] = text
+        if self.init == "values":
+            data["input"]["values"] = self.values
+        try:
+            return RunRequest.model_validate(data)
+        except ValidationError as error:
+            raise ValueError(describe_validation_errors(error.errors())) from None
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, str]]) -> RunForm:
+        fields = {}
+        transforms = []
+        for key, value in pairs:
+            if key == "transforms":
+                transforms.append(value[:40])
+            else:
+                fields.setdefault(key, value)
+        return cls(
+            function=fields.get("function", "loss")[:20],
+            loss=fields.get("loss", DEFAULT_LOSS)[:2000],
+            wrt=fields.get("wrt", "params")[:20],
+            transforms=transforms[: MAX_TRANSFORMS + 1],
+            vmap_axis=fields.get("vmap_axis", "0")[:10],
+            batched=fields.get("batched") in ("on", "true", "1"),
+            shape=fields.get("shape", "")[:60],
+            init=fields.get("init", "ones")[:20],
+            seed=fields.get("seed", "0")[:20],
+            start=fields.get("start", "")[:40],
+            stop=fields.get("stop", "")[:40],
+            values=fields.get("values", "")[:200_000],
+        )
+
+    def edit(self, action: str) -> None:
+        """Apply a pipeline button: ``add``, ``remove-2``, ``up-2``, ``down-2``."""
+        steps = self.transforms
+        if action == "add" and len(steps) < MAX_TRANSFORMS:
+            steps.append("jit" if "jit" not in steps else "vmap")
+            return
+        name, _, index_text = action.partition("-")
+        if not index_text.isdigit():
+            return
+        index = int(index_text)
+        if not 0 <= index < len(steps):
+            return
+        if name == "remove":
+            steps.pop(index)
+        elif name == "up" and index > 0:
+            steps[index - 1], steps[index] = steps[index], steps[index - 1]
+        elif name == "down" and index < len(steps) - 1:
+            steps[index + 1], steps[index] = steps[index], steps[index + 1]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    lesson: str
+    form: RunForm
+    code: str
+
+
+def _example_shape(spec: Any) -> tuple[int, ...]:
+    return tuple(spec.example_input_shape())
+
+
+def _batch_shape(spec: Any) -> tuple[int, ...]:
+    example = _example_shape(spec)
+    if getattr(spec, "batched_input", False):
+        return example
+    return (5, *example)
+
+
+def _one_example(spec: Any) -> tuple[int, ...]:
+    example = _example_shape(spec)
+    if getattr(spec, "batched_input", False) and len(example) >= 2:
+        return example[1:]
+    return example
+
+
+def _text_shape(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(n) for n in shape)
+
+
+def presets(spec: Any, simple_model: bool) -> list[Preset]:
+    """The workshop's arc as one-click runs, each with the code it corresponds to."""
+    example = _text_shape(_example_shape(spec))
+    batch = _text_shape(_batch_shape(spec))
+    one = _text_shape(_one_example(spec))
+    int_input = getattr(spec, "input_dtype", "float32") != "float32"
+    items = [
+        Preset(
+            "grad",
+            "grad of the loss",
+            "grad returns a tree shaped like the model",
+            RunForm(transforms=["grad"], shape=example),
+            "",
+        ),
+        Preset(
+            "per-example",
+            "per-example gradients",
+            "vmap adds an axis: one gradient per example",
+            RunForm(transforms=["grad", "vmap"], shape=batch),
+            "",
+        ),
+        Preset(
+            "jit-vmap-grad",
+            "jit(vmap(grad))",
+            "jit compiles once; run it again and nothing compiles",
+            RunForm(transforms=["grad", "vmap", "jit"], shape=batch),
+            "",
+        ),
+    ]
+    if not int_input:
+        items += [
+            Preset(
+                "input-grad",
+                "input gradient",
+                "differentiate with respect to x instead of the model",
+                RunForm(transforms=["grad"], wrt="input", shape=example),
+                "",
+            ),
+            Preset(
+                "jacobian",
+                "Jacobian",
+                "jacfwd of the forward pass on one example",
+                RunForm(function="forward", transforms=["jacfwd"], wrt="input", shape=one),
+                "",
+            ),
+        ]
+    out = []
+    for preset in items:
+        form = preset.form
+        form.preset = preset.name
+        code = run_expression(
+            function=form.function,
+            wrt=form.wrt,
+            transforms=form.transforms,
+            vmap_axis=0,
+            simple_model=simple_model,
+        )
+        out.append(Preset(preset.name, preset.title, preset.lesson, form, code))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The result tree
+
+
+def format_number(value: float, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if value == 0:
+        return "0"
+    text = f"{value:.{digits}g}"
+    return text.replace("-", "−")
+
+
+def cell_grid(array: np.ndarray) -> list[list[str]]:
+    """A small array as rows of formatted numbers (a vector is one row)."""
+    values = np.asarray(array)
+    if values.dtype.kind == "c":
+        values = np.abs(values)
+    if values.dtype.kind == "b":
+        values = values.astype(np.int8)
+    values = values.astype(np.float64)
+    if values.ndim == 0:
+        return [[format_number(float(values))]]
+    if values.ndim == 1:
+        return [[format_number(v) for v in values.tolist()]]
+    rows = values.reshape(-1, values.shape[-1])
+    return [[format_number(v) for v in row] for row in rows.tolist()]
+
+
+def leaf_view(path: str, array: np.ndarray) -> dict:
+    """How a result leaf shows: its short form, its numbers or statistics, all values."""
+    size = int(array.size)
+    view: dict[str, Any] = {"path": path, "summary": array_summary(array), "size": size}
+    finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
+    view["nonfinite"] = array.dtype.kind in "fc" and finite.size != size
+    if size <= SMALL_ARRAY:
+        view["cells"] = cell_grid(array)
+    elif finite.size:
+        as_float = finite.astype(np.float64)
+        view["stats"] = {
+            "min": format_number(float(as_float.min())),
+            "max": format_number(float(as_float.max())),
+            "mean": format_number(float(as_float.mean())),
+            "norm": format_number(float(np.sqrt(np.sum(as_float**2)))),
+        }
+    flat = array.reshape(-1)[:FULL_VALUES]
+    if array.dtype.kind == "f":
+        view["full"] = [repr(float(v)) if math.isfinite(v) else str(v) for v in flat.tolist()]
+    else:
+        view["full"] = [str(v) for v in flat.tolist()]
+    view["full_cut"] = size > FULL_VALUES
+    return view
+
+
+def _walk_nodes(node: dict, depth: int, rows: list, limit: int) -> None:
+    if len(rows) >= limit:
+        return
+    rows.append((node, depth))
+    for child in node.get("children") or []:
+        _walk_nodes(child, depth + 1, rows, limit)
+
+
+def result_rows(outcome: Any, output_node: dict, model_node: dict, wrt: str) -> dict:
+    """Rows of the result tree; a gradient with respect to the model beside the model's tree."""
+    result = outcome.result
+    leaves = {path: array for path, array in host_leaves(result)}
+    prefix = None
+    if wrt == "params" and not is_single_array(result):
+        if output_node.get("type") == model_node.get("type"):
+            prefix = ""
+        else:
+            for child in output_node.get("children") or []:
+                if child.get("type") == model_node.get("type"):
+                    prefix = child["path"]
+                    break
+    rows = []
+    walked: list = []
+    if prefix is not None:
+        _walk_nodes(model_node, 0, walked, MAX_ROWS)
+        for node, depth in walked:
+            path = prefix + node["path"]
+            array = leaves.get(path)
+            rows.append(
+                {
+                    "depth": depth,
+                    "name": node["name"] or "model",
+                    "type": node["type"],
+                    "model": node["summary"],
+                    "role": node["role"],
+                    "leaf": node["leaf"],
+                    "out": leaf_view(path, array) if array is not None else None,
+                    "note": _no_gradient_note(node) if array is None and node["leaf"] else "",
+                }
+            )
+        extras = (
+            [
+                leaf_view(path, array)
+                for path, array in leaves.items()
+                if not path.startswith(prefix)
+            ]
+            if prefix
+            else []
+        )
+    else:
+        _walk_nodes(output_node, 0, walked, MAX_ROWS)
+        for node, depth in walked:
+            array = leaves.get(node["path"])
+            rows.append(
+                {
+                    "depth": depth,
+                    "name": node["name"] or "result",
+                    "type": node["type"],
+                    "model": None,
+                    "role": None,
+                    "leaf": node["leaf"],
+                    "out": leaf_view(node["path"], array) if array is not None else None,
+                    "note": "" if array is not None or not node["leaf"] else node["summary"],
+                }
+            )
+        extras = []
+    return {
+        "paired": prefix is not None,
+        "prefix": prefix,
+        "rows": rows,
+        "cut": len(walked) >= MAX_ROWS,
+        "extras": extras,
+    }
+
+
+def _no_gradient_note(node: dict) -> str:
+    role = node.get("role")
+    if role == "buffer":
+        return "buffer: not trained, no gradient"
+    if role == "static":
+        return "static: part of the structure, no gradient"
+    return "no gradient"
+
+
+def input_text(shape: tuple[int, ...]) -> str:
+    return shape_text(shape)
+
+
+__all__ = [
+    "INITS",
+    "TRANSFORMS",
+    "TRANSFORM_TITLES",
+    "RunForm",
+    "presets",
+    "result_rows",
+]
