@@ -1,0 +1,602 @@
+"""Pytrees as JSON-able trees of nodes, for the page and the API.
+
+A node is a dict::
+
+    {"path", "name", "type", "role", "summary", "shape", "dtype", "size", "nbytes", "params",
+     "children", "child_count", "leaf", ...}
+
+- ``path``: the node's JAX key path as ``jax.tree_util.keystr`` writes it: ``""`` for the root,
+  ``.weight``, ``.layers[0].bias``, ``[0]``, ``['a']``. The keys are JAX's own, taken from
+  ``jax.tree_util.tree_flatten_with_path`` one level at a time.
+- ``name``: the last key (``weight``, ``[0]``, ``['a']``); ``""`` for the root.
+- ``type``: the Python type's name (``Linear``, ``tuple``); ``Array`` for a JAX array,
+  ``function`` for any function (``jax.nn.relu`` included).
+- ``role``: for a leaf, ``"param"`` (an array trained by gradient: kept by
+  ``library.trainable_filter``), ``"buffer"`` (an array it leaves out), ``"static"`` (a static
+  dataclass field, ``eqx.field(static=True)``, or a non-array leaf such as an activation
+  function: what ``eqx.partition(model, eqx.is_array)`` puts in the static part) or ``None``
+  (a ``None`` leaf, and every inner node).
+- ``summary``: Equinox's short form for arrays (``f32[2,3]``), the value for static fields and
+  numbers (``2``, ``True``), ``<function relu>`` for functions, and ``3 fields`` or
+  ``5001 items`` for inner nodes.
+- ``shape``/``dtype``: for arrays (``[2, 3]``, ``"float32"``), else ``None``.
+- ``size``/``nbytes``: elements and bytes of the arrays in the subtree.
+- ``params``: elements of the subtree's ``param`` arrays.
+- ``children``: the child nodes, or ``None`` when they were not loaded for lack of node budget
+  (then ``"lazy": true``). A node with many children lists at most ``CHILDREN_PAGE`` of them
+  from ``children_offset``; ``child_count`` says how many there are in all.
+- ``leaf``: whether the node is a leaf (an array, a static value, ``None``).
+- ``static_field``: ``True`` for static dataclass fields, which ``eqx.tree_at`` cannot reach.
+
+Static dataclass fields are not part of the flattened pytree (they live in its tree
+definition), so they are read with ``dataclasses.fields`` and shown as leaves with role
+``static``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from jax.tree_util import (
+    DictKey,
+    GetAttrKey,
+    SequenceKey,
+    keystr,
+    tree_flatten_with_path,
+)
+
+DEFAULT_MAX_NODES = 1500
+"""Nodes described in one answer; deeper levels come lazily."""
+CHILDREN_PAGE = 100
+"""Children listed per node in one answer; the rest come a page at a time."""
+MAX_PATH_LENGTH = 1000
+"""The longest path accepted from a user."""
+SUMMARY_LENGTH = 60
+"""The longest ``summary`` of a static value before it is cut with an ellipsis."""
+
+_DTYPE_SHORT = {
+    "float16": "f16",
+    "bfloat16": "bf16",
+    "float32": "f32",
+    "float64": "f64",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "uint32": "u32",
+    "uint64": "u64",
+    "complex64": "c64",
+    "complex128": "c128",
+    "bool": "bool",
+}
+_PATH_CHARACTERS = re.compile(r"^[^\x00-\x1f\x7f]*$")
+
+
+class TreePathError(KeyError):
+    """A path that names no node of the tree, or that is not a path at all."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# Basic facts about one object -------------------------------------------------------------
+
+
+def is_array(value: Any) -> bool:
+    """A JAX or NumPy array (what ``eqx.is_array`` calls an array)."""
+    return eqx.is_array(value)
+
+
+def short_dtype(dtype: Any) -> str:
+    name = np.dtype(dtype).name
+    return _DTYPE_SHORT.get(name, name)
+
+
+def array_summary(array: Any) -> str:
+    """Equinox's short form: ``f32[2,3]``, ``i32[]``."""
+    return f"{short_dtype(array.dtype)}[{','.join(str(n) for n in array.shape)}]"
+
+
+def _function_name(value: Any) -> str | None:
+    for candidate in (value, getattr(value, "__wrapped__", None), getattr(value, "fun", None)):
+        name = getattr(candidate, "__name__", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _is_function(value: Any) -> bool:
+    return callable(value) and not isinstance(value, type | eqx.Module)
+
+
+def type_name(value: Any) -> str:
+    """``Array`` for JAX arrays, ``function`` for functions, else the type's own name."""
+    if isinstance(value, jax.Array):
+        return "Array"
+    if _is_function(value) and _function_name(value) is not None:
+        return "function"
+    return type(value).__name__
+
+
+def _cut(text: str, length: int = SUMMARY_LENGTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def value_summary(value: Any) -> str:
+    """A short text for a leaf that is not an array."""
+    if value is None:
+        return "None"
+    if _is_function(value):
+        name = _function_name(value)
+        if name is not None:
+            return f"<function {name}>"
+    if isinstance(value, str):
+        return _cut(repr(value))
+    if isinstance(value, bool | int | float | complex | np.generic):
+        return _cut(str(value))
+    try:
+        return _cut(repr(value))
+    except Exception:  # noqa: BLE001 - a repr that fails still needs a label
+        return f"<{type(value).__name__}>"
+
+
+def key_segment(key: Any) -> str:
+    """One key as ``keystr`` writes it: ``.weight``, ``[0]``, ``['a']``."""
+    if isinstance(key, GetAttrKey):
+        return f".{key.name}"
+    if isinstance(key, SequenceKey):
+        return f"[{key.idx}]"
+    if isinstance(key, DictKey):
+        return f"[{key.key!r}]"
+    return keystr((key,))
+
+
+def key_name(key: Any) -> str:
+    """The last key as the tree shows it: ``weight``, ``[0]``, ``['a']``."""
+    if isinstance(key, GetAttrKey):
+        return key.name
+    return key_segment(key)
+
+
+# One level of a tree ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Child:
+    """One child of a node: its JAX key, its value, and whether it is a static field."""
+
+    key: Any
+    value: Any
+    static_field: bool = False
+
+
+def children_of(node: Any) -> list[Child] | None:
+    """The direct children of ``node`` with JAX's keys, static dataclass fields included, in
+    field order; ``None`` when ``node`` is a leaf."""
+    if node is None or is_array(node):
+        return None
+    flat, _ = tree_flatten_with_path(node, is_leaf=lambda n: n is not node)
+    if len(flat) == 1 and flat[0][0] == () and flat[0][1] is node:
+        return None  # not a pytree node: a leaf
+    dynamic = [Child(path[0], value) for path, value in flat if len(path) == 1]
+    if not (dataclasses.is_dataclass(node) and isinstance(node, eqx.Module)):
+        return dynamic
+    by_name = {child.key.name: child for child in dynamic if isinstance(child.key, GetAttrKey)}
+    others = [child for child in dynamic if not isinstance(child.key, GetAttrKey)]
+    ordered: list[Child] = []
+    for field in dataclasses.fields(node):
+        if field.name in by_name:
+            ordered.append(by_name.pop(field.name))
+        elif field.metadata.get("static", False) and hasattr(node, field.name):
+            ordered.append(Child(GetAttrKey(field.name), getattr(node, field.name), True))
+    return ordered + list(by_name.values()) + others
+
+
+# Roles and totals -------------------------------------------------------------------------
+
+
+def trainable_spec(tree: Any) -> Any:
+    """The bool filter spec of the arrays trained by gradient (``library.trainable_filter``)."""
+    from library import trainable_filter
+
+    return trainable_filter(tree)
+
+
+def trained_flags(tree: Any, flat: Sequence[tuple[tuple, Any]]) -> list[bool]:
+    """For each ``(keys, leaf)`` of ``tree_flatten_with_path(tree)``: whether the leaf is trained.
+
+    The rule of ``library.trainable_filter``, computed in one pass with the inner nodes cached
+    (a 10,000-leaf model takes milliseconds): an inexact array is trained unless a module on its
+    path names the field leading to it in its ``buffer_fields``.
+    """
+    nodes: dict[tuple, Any] = {(): tree}
+    flags = []
+    for keys, leaf in flat:
+        trained = eqx.is_inexact_array(leaf)
+        node = tree
+        for depth, key in enumerate(keys):
+            if not trained:
+                break
+            if isinstance(key, GetAttrKey):
+                if key.name in getattr(type(node), "buffer_fields", ()):
+                    trained = False
+                    break
+            elif not isinstance(key, SequenceKey | DictKey):
+                break
+            prefix = keys[: depth + 1]
+            child = nodes.get(prefix)
+            if child is None:
+                if isinstance(key, GetAttrKey):
+                    child = getattr(node, key.name)
+                elif isinstance(key, SequenceKey):
+                    child = node[key.idx]
+                else:
+                    child = node[key.key]
+                nodes[prefix] = child
+            node = child
+        flags.append(trained)
+    return flags
+
+
+class _Totals:
+    """Size, bytes and parameter count of every subtree, keyed by key-path tuple."""
+
+    def __init__(self, tree: Any, roles: Any):
+        flat, _ = tree_flatten_with_path(tree)
+        spec = jax.tree_util.tree_leaves(roles) if roles is not None else None
+        if spec is None or len(spec) != len(flat):
+            spec = trained_flags(tree, flat)
+        self.sums: dict[tuple, list[int]] = {}
+        self.trained: dict[tuple, bool] = {}
+        sums = self.sums
+        for (keys, leaf), trained in zip(flat, spec, strict=True):
+            if not is_array(leaf):
+                continue
+            size = math.prod(leaf.shape)
+            nbytes = size * leaf.dtype.itemsize
+            params = size if trained is True else 0
+            self.trained[keys] = trained is True
+            for depth in range(len(keys) + 1):
+                prefix = keys[:depth]
+                entry = sums.get(prefix)
+                if entry is None:
+                    sums[prefix] = [size, nbytes, params]
+                else:
+                    entry[0] += size
+                    entry[1] += nbytes
+                    entry[2] += params
+
+    def of(self, keys: tuple) -> tuple[int, int, int]:
+        entry = self.sums.get(keys)
+        return (entry[0], entry[1], entry[2]) if entry else (0, 0, 0)
+
+
+def params_count(tree: Any, roles: Any = None) -> int:
+    """Elements of the arrays trained by gradient (``roles``: a trainable spec, or computed)."""
+    return _Totals(tree, roles).of(())[2]
+
+
+# Describing -------------------------------------------------------------------------------
+
+
+def _node(
+    value: Any,
+    keys: tuple,
+    path: str,
+    name: str,
+    totals: _Totals,
+    static_field: bool,
+    children: list[Child] | None,
+) -> dict:
+    if static_field:
+        role, summary = "static", value_summary(value)
+    elif value is None:
+        role, summary = None, "None"
+    elif is_array(value):
+        role = "param" if totals.trained.get(keys, False) else "buffer"
+        summary = array_summary(value)
+    elif children is None:
+        role, summary = "static", value_summary(value)
+    else:
+        role = None
+        count = len(children)
+        noun = "fields" if isinstance(value, eqx.Module) else "items"
+        summary = f"{count} {noun[:-1] if count == 1 else noun}"
+    array = is_array(value) and not static_field
+    if array:
+        size, nbytes = int(value.size), int(value.nbytes)
+        params = size if role == "param" else 0
+    elif static_field:
+        size = nbytes = params = 0
+    else:
+        size, nbytes, params = totals.of(keys)
+    return {
+        "path": path,
+        "name": name,
+        "type": type_name(value),
+        "role": role,
+        "summary": summary,
+        "shape": list(value.shape) if array else None,
+        "dtype": str(value.dtype) if array else None,
+        "size": size,
+        "nbytes": nbytes,
+        "params": params,
+        "leaf": children is None,
+        "static_field": static_field,
+        "child_count": 0 if children is None else len(children),
+        "children": [] if children is None else None,
+    }
+
+
+def describe_tree(
+    tree: Any,
+    *,
+    path: str = "",
+    max_nodes: int = DEFAULT_MAX_NODES,
+    roles: Any = None,
+    children_offset: int = 0,
+) -> dict:
+    """The node of ``tree`` with its descendants, breadth first, up to ``max_nodes`` nodes.
+
+    - ``path``: the keystr of ``tree`` inside the model it comes from (the prefix of every path).
+    - ``roles``: the trainable filter spec of ``tree`` (``library.trainable_filter`` of the
+      whole model, taken at ``path`` with :func:`find_node`, since a module's ``buffer_fields``
+      apply to its own fields); ``None`` applies the same rule to ``tree`` alone
+      (:func:`trained_flags`).
+    - ``children_offset``: the first child of the root to list (paging of big nodes).
+
+    Levels are filled in order, so the first levels always show; a node whose children do not
+    fit gets ``children: None`` and ``lazy: true``. Each node lists at most ``CHILDREN_PAGE``
+    children.
+    """
+    totals = _Totals(tree, roles)
+    root_children = children_of(tree)
+    root = _node(tree, (), path, _last_name(path), totals, False, root_children)
+    budget = max(0, max_nodes - 1)
+    queue: deque = deque([(root, tree, (), root_children, max(0, children_offset))])
+    while queue:
+        node, value, keys, children, offset = queue.popleft()
+        if children is None:
+            continue
+        page = children[offset : offset + CHILDREN_PAGE]
+        if offset:
+            node["children_offset"] = offset
+        if not page and not children:
+            node["children"] = []
+            continue
+        if len(page) > budget:
+            node["children"] = None
+            node["lazy"] = True
+            continue
+        budget -= len(page)
+        listed = []
+        for child in page:
+            child_keys = (*keys, child.key)
+            grandchildren = None if child.static_field else children_of(child.value)
+            child_node = _node(
+                child.value,
+                child_keys,
+                node["path"] + key_segment(child.key),
+                key_name(child.key),
+                totals,
+                child.static_field,
+                grandchildren,
+            )
+            listed.append(child_node)
+            if grandchildren is not None:
+                queue.append((child_node, child.value, child_keys, grandchildren, 0))
+        node["children"] = listed
+    return root
+
+
+def _last_name(path: str) -> str:
+    """The name of the last key of a keystr path: ``weight`` of ``.layers[0].weight``."""
+    if path.endswith("]"):
+        return path[path.rfind("[") :]
+    return path[path.rfind(".") + 1 :]
+
+
+# Finding ----------------------------------------------------------------------------------
+
+
+def check_path(path: Any) -> str:
+    """``path`` if it may be a keystr path; ``TreePathError`` for anything odd."""
+    if not isinstance(path, str):
+        raise TreePathError(f"A path is text like .layers[0].weight; got {type(path).__name__}.")
+    if len(path) > MAX_PATH_LENGTH:
+        raise TreePathError(
+            f"The path is {len(path)} characters long; paths have at most {MAX_PATH_LENGTH}."
+        )
+    if not _PATH_CHARACTERS.match(path):
+        raise TreePathError("The path holds control characters; no node has such a path.")
+    if path and path[0] not in ".[":
+        raise TreePathError(
+            f"The path {_cut(path, 40)!r} should start with '.' or '[' "
+            "(like .weight or [0]); the root is the empty path."
+        )
+    return path
+
+
+def find_node(tree: Any, path: str) -> Any:
+    """The subtree of ``tree`` at the keystr ``path`` (``""`` is ``tree`` itself).
+
+    The path is matched against the keys that ``jax.tree_util`` gives each level (static
+    dataclass fields included); it is never parsed or evaluated as code. Raises
+    ``TreePathError`` (a ``KeyError``) with a message naming the first step that fails.
+    """
+    node, _ = _walk(tree, check_path(path))
+    return node
+
+
+def find_child(tree: Any, path: str) -> tuple[Any, bool]:
+    """Like :func:`find_node`, and whether the node is a static dataclass field."""
+    return _walk(tree, check_path(path))
+
+
+def _walk(tree: Any, path: str) -> tuple[Any, bool]:
+    node, static_field, walked, rest = tree, False, "", path
+    while rest:
+        children = None if static_field else children_of(node)
+        if children is None:
+            raise TreePathError(
+                f"No node at {_cut(path, 80)!r}: {walked or 'the root'} is a leaf "
+                f"({type_name(node)}), it has no {_cut(rest, 40)!r}."
+            )
+        for child in children:
+            segment = key_segment(child.key)
+            if rest.startswith(segment) and (
+                len(rest) == len(segment) or rest[len(segment)] in ".["
+            ):
+                node, static_field = child.value, child.static_field
+                walked += segment
+                rest = rest[len(segment) :]
+                break
+        else:
+            where = walked or "the root"
+            examples = ", ".join(key_segment(c.key) for c in children[:5])
+            more = ", …" if len(children) > 5 else ""
+            raise TreePathError(
+                f"No node at {_cut(path, 80)!r}: {where} ({type_name(node)}) has no child "
+                f"{_cut(_first_segment(rest), 40)!r}; its children are {examples or 'none'}{more}."
+            )
+    return node, static_field
+
+
+def _first_segment(rest: str) -> str:
+    match = re.match(r"^(\.[^.\[]*|\[[^\]]*\])", rest)
+    return match.group(1) if match else rest
+
+
+# Code for a path --------------------------------------------------------------------------
+
+
+def tree_at_accessor(path: str | Sequence[Any]) -> str:
+    """``eqx.tree_at(lambda m: m.layers[0].weight, model, ...)`` for a keystr path (or a tuple
+    of JAX keys: ``GetAttrKey`` gives ``.name``, ``SequenceKey`` ``[i]``, ``DictKey``
+    ``['k']``)."""
+    text = path if isinstance(path, str) else "".join(key_segment(key) for key in path)
+    return f"eqx.tree_at(lambda m: m{text}, model, ...)"
+
+
+def path_of(keys: Sequence[Any]) -> str:
+    """The keystr of a tuple of JAX keys."""
+    return "".join(key_segment(key) for key in keys)
+
+
+# Array values -----------------------------------------------------------------------------
+
+
+def kept_shape(shape: Sequence[int], limit: int) -> tuple[int, ...]:
+    """How much of each axis ``array_payload`` keeps: the leading part of every axis, the
+    smallest axes whole, the others cut evenly so that at most ``limit`` elements remain."""
+    shape = tuple(int(n) for n in shape)
+    if math.prod(shape) <= limit:
+        return shape
+    limit = max(1, int(limit))
+    kept = list(shape)
+    order = sorted(range(len(shape)), key=lambda axis: shape[axis])
+    remaining = limit
+    for position, axis in enumerate(order):
+        axes_left = len(order) - position
+        share = _integer_root(remaining, axes_left)
+        kept[axis] = max(1, min(shape[axis], share))
+        remaining = max(1, remaining // kept[axis])
+    return tuple(kept)
+
+
+def _integer_root(value: int, degree: int) -> int:
+    root = max(1, int(round(value ** (1.0 / degree))))
+    while root > 1 and root**degree > value:
+        root -= 1
+    while (root + 1) ** degree <= value:
+        root += 1
+    return root
+
+
+def json_number(value: Any) -> Any:
+    """A float for JSON: NaN and infinities become the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` (which both Python's ``float()`` and JavaScript's ``Number()`` read back)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _json_values(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_json_values(v) for v in values]
+    return json_number(values)
+
+
+def array_stats(array: Any) -> dict:
+    """``{"min", "max", "mean", "std"}`` in float64 over the finite values of the whole array
+    (``None`` when it has none), and the count of NaN and infinite values."""
+    values = np.asarray(array)
+    if values.dtype.kind == "c":
+        values = np.abs(values)
+    values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    nan_count = int(np.isnan(values).sum())
+    inf_count = int(values.size - finite.sum() - nan_count)
+    if finite.all():
+        kept = values
+    else:
+        kept = values[finite]
+    if kept.size == 0:
+        stats = {"min": None, "max": None, "mean": None, "std": None}
+    else:
+        stats = {
+            "min": float(kept.min()),
+            "max": float(kept.max()),
+            "mean": float(kept.mean()),
+            "std": float(kept.std()),
+        }
+    stats["nan_count"] = nan_count
+    stats["inf_count"] = inf_count
+    return stats
+
+
+def array_payload(array: Any, limit: int) -> dict:
+    """``{"shape", "dtype", "stats", "values", "truncated"}`` for one array.
+
+    ``values`` are nested lists, at most ``limit`` elements: when the array is larger, the
+    leading part of every axis is kept (``kept_shape``; ``array[:k0, :k1, ...]``),
+    ``truncated`` is true and ``kept_shape`` says what was kept. ``stats`` are computed in
+    float64 over the whole array, not just the values sent. NaN and infinities are sent as the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no such numbers); the stats
+    ignore them and count them in ``nan_count`` and ``inf_count``.
+    """
+    host = np.asarray(array)
+    kept = kept_shape(host.shape, limit)
+    truncated = kept != tuple(host.shape)
+    part = host[tuple(slice(0, n) for n in kept)] if truncated else host
+    if part.dtype.kind == "c":
+        values = [[float(z.real), float(z.imag)] for z in part.reshape(-1)]
+    elif part.dtype.kind == "f" or part.dtype.name == "bfloat16":
+        values = _json_values(part.astype(np.float64).tolist())
+    else:
+        values = part.tolist()
+    return {
+        "shape": list(host.shape),
+        "dtype": str(host.dtype),
+        "stats": array_stats(host),
+        "values": values,
+        "truncated": truncated,
+        "kept_shape": list(kept),
+    }
