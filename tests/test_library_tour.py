@@ -1,0 +1,31 @@
+"""Runs every ```python block of the library tour, in order, in one namespace."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+# The tour lives in docs/library_tour.md and is pasted into README.md; point this at the
+# file whose snippets must run.
+TOUR = Path(__file__).resolve().parent.parent / "docs" / "library_tour.md"
+
+BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks(text: str) -> list[str]:
+    return BLOCK.findall(text)
+
+
+def test_blocks_are_found():
+    blocks = python_blocks(TOUR.read_text())
+    assert len(blocks) >= 5
+    assert "from library.modules import Linear" in blocks[0]
+
+
+def test_every_python_block_runs_in_order(capsys):
+    namespace: dict = {"__name__": "__tour__"}
+    for number, block in enumerate(python_blocks(TOUR.read_text()), start=1):
+        try:
+            exec(compile(block, f"{TOUR.name}[block {number}]", "exec"), namespace)
+        except Exception as error:  # pragma: no cover - the message is the point
+            pytest.fail(f"block {number} of {TOUR} failed: {error!r}\n{block}")
