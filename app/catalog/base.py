@@ -8,7 +8,8 @@ Widget hints (``json_schema_extra``), read by the form renderer:
 
 - ``"widget"``: ``"integer"``, ``"number"``, ``"checkbox"``, ``"select"``, ``"seed"``,
   ``"shape"`` (a text box taking ``2,3``), ``"expression"`` (one line of the expression
-  language), ``"identifier"``, ``"rows"`` (the stack's rows), ``"fields"`` (the custom fields);
+  language), ``"identifier"``, ``"text"``, ``"rows"`` (the stack's rows), ``"params"`` (a stack
+  row's parameters: the form of ``STACK_LAYERS[row kind]``), ``"fields"`` (the custom fields);
 - ``"step"``: the step of a number input;
 - ``"advanced"``: ``True`` for fields the form may fold away.
 """
@@ -130,6 +131,36 @@ def field_error(loc: tuple[str | int, ...], message: str, value: Any) -> Validat
     return ValidationError.from_exception_data("catalog", [details])
 
 
+def _top_level_arguments(arguments: str) -> list[str]:
+    """Split generated argument text at its top-level commas (it holds no string with commas)."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(arguments):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(arguments[start:index].strip())
+            start = index + 1
+    parts.append(arguments[start:].strip())
+    return [part for part in parts if part]
+
+
+def statement(
+    prefix: str, call: str, *, indent: int = 0, suffix: str = "", width: int = 100
+) -> str:
+    """``prefix + call + suffix`` on one line, or the call's arguments one per line if too long."""
+    pad = " " * indent
+    line = f"{pad}{prefix}{call}{suffix}"
+    if len(line) <= width or not call.endswith(")") or "(" not in call:
+        return line
+    callee, arguments = call[:-1].split("(", 1)
+    lines = [f"{pad}{prefix}{callee}("]
+    lines += [f"{pad}    {argument}," for argument in _top_level_arguments(arguments)]
+    lines.append(f"{pad}){suffix}")
+    return "\n".join(lines)
+
+
 def script(imports: Iterable[str], *body: str) -> str:
     """A complete Python script: the imports, a blank line, then the body's statements."""
     return "\n".join(imports) + "\n\n" + "\n".join(body) + "\n"
@@ -153,6 +184,10 @@ class ArrayCounts:
     def largest_array_elements(self) -> int:
         """The number of elements of the module's largest array, without building it."""
         return max((math.prod(shape) for shape in self.array_shapes()), default=0)
+
+    def max_leaf_elements(self) -> int:
+        """The same as ``largest_array_elements``: the elements of the largest array leaf."""
+        return self.largest_array_elements()
 
 
 class CatalogEntry(ArrayCounts, BaseModel):
@@ -223,5 +258,5 @@ class KeyedEntry(CatalogEntry):
     def code(self) -> str:
         return script(
             self.code_imports(),
-            f"model = {self.constructor_code(f'jax.random.PRNGKey({self.seed})')}",
+            statement("model = ", self.constructor_code(f"jax.random.PRNGKey({self.seed})")),
         )

@@ -30,7 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -39,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationInfo,
     field_validator,
@@ -107,6 +108,29 @@ def _check_identifier(name: str, what: str) -> str:
     return name
 
 
+def _parse_number(value: Any) -> int | float | None:
+    """An int or a float; a form's text ``"2"`` gives an int, ``"0.5"`` or ``"1e-3"`` a float."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text) if re.fullmatch(r"[+-]?[0-9]{1,30}", text) else float(text)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "number",
+        "the value must be a number, such as 2 or 0.5; got {value}",
+        {"value": repr(value)[:40]},
+    )
+
+
+Number = Annotated[
+    int | float, PlainValidator(_parse_number, json_schema_input_type=int | float | None)
+]
+"""A Python number: ints stay ints (``x ** n`` with an int ``n`` is an integer power)."""
+
+
 class CustomField(BaseModel):
     """One field of a custom module."""
 
@@ -141,7 +165,7 @@ class CustomField(BaseModel):
         "constant (every entry equal to value). Default normal.",
         json_schema_extra={"widget": "select"},
     )
-    value: int | float | None = Field(
+    value: Number | None = Field(
         None,
         validate_default=True,
         title="Value",
@@ -245,6 +269,8 @@ FieldSignature = tuple[tuple[str, str, str], ...]
 
 _class_cache: OrderedDict[tuple[str, FieldSignature, str], type[eqx.Module]] = OrderedDict()
 _class_cache_lock = threading.Lock()
+_example_shapes: OrderedDict[str, ShapeTuple] = OrderedDict()
+"""Example input shapes found so far, by the entry's JSON without its seed."""
 
 
 def module_class(name: str, signature: FieldSignature, expression: Expression) -> type[eqx.Module]:
@@ -334,7 +360,6 @@ class CustomModuleEntry(CatalogEntry):
     )
 
     _expression: Expression | None = PrivateAttr(None)
-    _example_shape: ShapeTuple | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -416,9 +441,6 @@ class CustomModuleEntry(CatalogEntry):
         return self.module_class()(**values)
 
     def code(self) -> str:
-        imports = ["import jax", "import jax.numpy as jnp", "import equinox as eqx"]
-        if any(field.role == "buffer" for field in self.fields):
-            imports.insert(0, "from typing import ClassVar\n")
         lines = ["", f"class {self.name}(eqx.Module):"]
         lines.append('    """Defined in the Pytree Playground."""')
         lines.append("")
@@ -454,6 +476,11 @@ class CustomModuleEntry(CatalogEntry):
                 source = repr(field.value)
             arguments.append(f"    {field.name}={source},")
         lines += [f"model = {self.name}(", *arguments, ")"]
+        imports = ["import jax", "import equinox as eqx"]
+        if any("jnp." in line for line in lines):
+            imports.insert(1, "import jax.numpy as jnp")
+        if buffers:
+            imports.insert(0, "from typing import ClassVar\n")
         return script(imports, *lines)
 
     def example_input_shape(self) -> ShapeTuple:
@@ -463,9 +490,16 @@ class CustomModuleEntry(CatalogEntry):
         seed's ``x @ weight``), ``(s[0],)``, ``(5, s[-1])``, ``(s[-1],)``, ``(5, *s)`` and ``s``;
         then ``(5,)`` and ``()``. If none fits, ``(5,)``.
         """
-        if self._example_shape is None:
-            self._example_shape = self._find_example_shape()
-        return self._example_shape
+        structure = self.model_dump_json(exclude={"seed"})  # the seed changes no shape
+        with _class_cache_lock:
+            shape = _example_shapes.get(structure)
+        if shape is None:
+            shape = self._find_example_shape()
+            with _class_cache_lock:
+                _example_shapes[structure] = shape
+                if len(_example_shapes) > CLASS_CACHE_SIZE:
+                    _example_shapes.popitem(last=False)
+        return shape
 
     def _find_example_shape(self) -> ShapeTuple:
         candidates: dict[ShapeTuple, None] = {}

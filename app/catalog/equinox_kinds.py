@@ -33,6 +33,7 @@ from app.catalog.base import (
     field_error,
     script,
     shape_code,
+    statement,
 )
 
 USE_BIAS_HINT = {"widget": "checkbox"}
@@ -543,7 +544,7 @@ class LayerNormEntry(StackLayer, CatalogEntry):
         )
 
     def code(self) -> str:
-        return script(["import equinox as eqx"], f"model = {self.constructor_code()}")
+        return script(["import equinox as eqx"], statement("model = ", self.constructor_code()))
 
     def example_input_shape(self) -> ShapeTuple:
         return tuple(self.shape)
@@ -714,9 +715,10 @@ class MultiheadAttentionEntry(KeyedEntry):
         )
 
     def constructor_code(self, key: str) -> str:
+        sizes = {"output_size": self.output_size, "qk_size": self.qk_size, "vo_size": self.vo_size}
+        given = "".join(f"{name}={size}, " for name, size in sizes.items() if size is not None)
         return (
-            f"eqx.nn.MultiheadAttention({self.num_heads}, {self.query_size}, "
-            f"output_size={self.output_size}, qk_size={self.qk_size}, vo_size={self.vo_size}, "
+            f"eqx.nn.MultiheadAttention({self.num_heads}, {self.query_size}, {given}"
             f"use_query_bias={self.use_query_bias}, use_key_bias={self.use_key_bias}, "
             f"use_value_bias={self.use_value_bias}, use_output_bias={self.use_output_bias}, "
             f"key={key})"

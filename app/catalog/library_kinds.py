@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import jax
+import jax.numpy as jnp
 from pydantic import Field
 
 from app.catalog.base import BATCH, CatalogEntry, KeyedEntry, Seed, ShapeTuple, Size, script
@@ -49,7 +50,7 @@ def _features(default: int, title: str, description: str) -> Any:
 
 
 class LibraryEntry(KeyedEntry):
-    """A library module: batched input, imported from ``library.modules``."""
+    """A library module with a key: batched input, imported from ``library.modules``."""
 
     group: ClassVar[str] = "Library"
     batched_input: ClassVar[bool] = True
@@ -155,11 +156,13 @@ class RecurrentTanhEntry(RecurrentEntry):
 # --- adapters ------------------------------------------------------------------------------------
 
 
-class FerromagneticEntry(LibraryEntry):
+class FerromagneticEntry(CatalogEntry):
     """``Ferromagnetic(features, strength)``: ``x * strength``, nothing learns."""
 
     kind: ClassVar[str] = "library.Ferromagnetic"
     title: ClassVar[str] = "Ferromagnetic"
+    group: ClassVar[str] = "Library"
+    batched_input: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "An elementwise coupling x * strength between two slots of the same size; it has no "
         "randomness and never learns."
@@ -249,11 +252,13 @@ class FrozenFullyConnectedEntry(DenseAdapterEntry):
     threshold: float = _number(0.0, "Threshold", "Kept for symmetry; nothing learns.")
 
 
-class OutputLayerEntry(LibraryEntry):
+class OutputLayerEntry(CatalogEntry):
     """``OutputLayer()``: the output slot, with no parameters."""
 
     kind: ClassVar[str] = "library.OutputLayer"
     title: ClassVar[str] = "OutputLayer"
+    group: ClassVar[str] = "Library"
+    batched_input: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "The output slot: no parameters; its own message is zeros, so the output is the sum of "
         "what other slots send."
@@ -289,8 +294,10 @@ class NetworkEntry(CatalogEntry):
     Keys: ``k_input, k_hidden, k_feedback, k_output = jax.random.split(PRNGKey(seed), 4)``,
     in that order, for the edges 0->1, the hidden layer, 2->1 and 1->2.
 
-    The forward pass (``apply``): ``state.init(x)``, ``steps`` calls of ``step_inference``,
-    one ``predict``, and the readout (slot 2), with ``PRNGKey(0)`` as the dynamics' key.
+    The forward pass (``apply``): ``state.init(x)``, ``steps`` calls of ``step_inference``
+    (a ``jax.lax.fori_loop``), one ``predict``, and the readout (slot 2), with ``PRNGKey(0)`` as
+    the dynamics' key. ``x`` is a batch ``(batch, input_size)`` or one example
+    ``(input_size,)`` (run as a batch of one), so ``vmap`` over examples works too.
     """
 
     kind: ClassVar[str] = "library.network"
@@ -447,19 +454,22 @@ class NetworkEntry(CatalogEntry):
         return (BATCH, self.input_size)
 
     def apply(self, model: SequentialOrchestrator, x: jax.Array) -> jax.Array:
-        start = (self.state().init(x), jax.random.PRNGKey(0))
+        start = (self.state().init(jnp.atleast_2d(x)), jax.random.PRNGKey(0))
         settled = jax.lax.fori_loop(
             0, self.steps, lambda _, carry: model.step_inference(*carry), start
         )
-        return model.predict(*settled)[0].readout
+        readout = model.predict(*settled)[0].readout
+        return readout.reshape(x.shape[:-1] + (self.output_size,))
 
     def apply_code(self, model: str = "model", x: str = "x") -> str:
-        start = f"(library.SequentialState({self._sizes()}).init({x}), jax.random.PRNGKey(0))"
+        state = f"library.SequentialState({self._sizes()}).init(jnp.atleast_2d({x}))"
         loop = (
             f"jax.lax.fori_loop(0, {self.steps}, "
-            f"lambda _, carry: {model}.step_inference(*carry), {start})"
+            f"lambda _, carry: {model}.step_inference(*carry), ({state}, jax.random.PRNGKey(0)))"
         )
-        return f"{model}.predict(*{loop})[0].readout"
+        return (
+            f"{model}.predict(*{loop})[0].readout.reshape({x}.shape[:-1] + ({self.output_size},))"
+        )
 
     def array_shapes(self) -> Iterator[ShapeTuple]:
         inputs, hidden, output = self._sizes()

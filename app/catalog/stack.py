@@ -25,6 +25,7 @@ from app.catalog.base import (
     ShapeTuple,
     field_error,
     script,
+    statement,
 )
 from app.catalog.equinox_kinds import EqxLinearLayer, LayerNormLayer, MLPLayer, StackLayer
 
@@ -140,12 +141,14 @@ class StackEntry(CatalogEntry):
             "    [",
         ]
         for index, row in enumerate(self.rows):
-            body.append(f"        {row.params.constructor_code(f'keys[{index}]')},")
+            body.append(
+                statement("", row.params.constructor_code(f"keys[{index}]"), indent=8, suffix=",")
+            )
             if row.activation != "identity":
                 body.append(f"        eqx.nn.Lambda({ACTIVATION_CODE[row.activation]}),")
         body += ["    ]", ")"]
         imports = ["import jax", "import equinox as eqx"]
-        if any(row.activation == "tanh" for row in self.rows):
+        if any("jnp." in line for line in body):
             imports.insert(1, "import jax.numpy as jnp")
         return script(imports, *body)
 
