@@ -1,5 +1,693 @@
-"""The training API (placeholder until its part lands)."""
+"""Training and dynamics: the JSON API and the module page's training and dynamics panels.
 
-from fastapi import APIRouter
+JSON API:
+
+- ``POST /api/modules/{id}/train`` answers 202 ``{"job", ...}``: a background job (gradient
+  training for catalog modules, the local rule for library networks);
+- ``GET /api/jobs/{job}``: ``{"status", "step", "total", "metrics", "error", ...}``;
+- ``GET /api/jobs/{job}/events``: the same progress as server-sent events, until the job ends;
+- ``POST /api/jobs/{job}/stop``; ``GET /api/modules/{id}/jobs``;
+- ``POST /api/modules/{id}/dynamics``: a network's states over T sweeps, the fraction of units
+  that changed per sweep, the LayerMap's edge magnitudes and figures;
+- ``POST /api/datasets/csv`` (multipart, field ``file``): upload a CSV; ``GET /api/datasets``.
+
+Jobs belong to a workspace: another workspace's job is a 404, like an unknown one.
+
+The panels (``/ui/...``, htmx): the module page includes ``partials/train_panel.html`` and
+``partials/dynamics_panel.html``, which load their forms from here; a running job's progress
+fragment polls ``/ui/jobs/{job}/progress`` every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app import plots
+from app.errors import PlaygroundError
+from app.runs.engine import prepare_input
+from app.runs.spec import InputSpec
+from app.services import Services, get_module_record, get_services, get_workspace
+from app.store import ModuleRecord
+from app.training import datasets, dynamics
+from app.training.datasets import DatasetChoice, as_dataset
+from app.training.local import check_network_data, one_vs_all, slot_sizes
+from app.training.service import (
+    DEFAULTS,
+    TrainRequest,
+    default_dataset,
+    get_jobs,
+    get_storage,
+    load_data,
+    start_training,
+    upload_csv,
+)
+from library.orchestrators import SequentialOrchestrator
+from library.training import infer_state
 
 router = APIRouter(tags=["training"])
+templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[2] / "templates")
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+WorkspaceDep = Annotated[str, Depends(get_workspace)]
+RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
+JobPath = Annotated[str, Path(max_length=32, description="A job id from POST .../train.")]
+
+EVENTS_MAX_SECONDS = 900
+"""A server-sent event stream ends after this long (reconnect to follow a longer job)."""
+EVENTS_POLL_SECONDS = 0.25
+EVENTS_KEEPALIVE_SECONDS = 10
+MAX_DYNAMICS_STEPS = 500
+MAX_DYNAMICS_BATCH = 256
+MAX_DYNAMICS_VALUES = 250_000
+"""Numbers in a dynamics answer: sweeps x batch x units of every slot."""
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+class JobOut(BaseModel):
+    """A training job as the API answers it (more fields may follow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job: str
+    status: Literal["queued", "running", "done", "failed", "stopped"]
+    step: int
+    total: int
+    metrics: dict[str, list[float | None]]
+    error: str | None
+
+
+class DatasetBatch(BaseModel):
+    """A batch of a dataset as the network's input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetChoice = Field(description="As in the train request.")
+    batch: int = Field(8, ge=1, le=MAX_DYNAMICS_BATCH, description="Examples in the batch.")
+    split: Literal["train", "test"] = Field("test", description="Which part of the dataset.")
+
+
+class DynamicsRequest(BaseModel):
+    """The body of ``POST /api/modules/{id}/dynamics``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: DatasetBatch | InputSpec | None = Field(
+        None,
+        description="An input spec (shape (batch, input size) or (input size,)) or "
+        '{"dataset", "batch"}. Default: 8 test examples of prototypes when the input slot has '
+        "100 units, else a normal input of shape (8, input size).",
+    )
+    steps: int = Field(20, ge=1, le=MAX_DYNAMICS_STEPS, description="Sweeps T.")
+    phase: Literal["train", "inference"] = Field(
+        "inference",
+        description="train: init(x, y) then `step` (all messages, output clamped); "
+        "inference: init(x) then `step_inference` (forward messages only).",
+    )
+    example: int = Field(0, ge=0, description="The example of the batch the figures show.")
+
+
+class CsvOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    csv_id: str
+    rows: int
+    columns: int
+
+
+# --- JSON API ------------------------------------------------------------------------------------
+
+
+@router.post("/api/modules/{module_id}/train", status_code=202, response_model=JobOut)
+def train(
+    request: TrainRequest, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
+) -> dict:
+    """Start training the module in the background; 202 with the job's record."""
+    return start_training(services, workspace, record, request)
+
+
+@router.get("/api/modules/{module_id}/jobs", response_model=list[JobOut])
+def module_jobs(record: RecordDep, services: ServicesDep, workspace: WorkspaceDep) -> list:
+    """The module's training jobs, newest first."""
+    return get_jobs(services).list(workspace, record.id)
+
+
+def _job_or_404(services: Services, workspace: str, job_id: str, with_view=False) -> dict:
+    found = get_jobs(services).describe(workspace, job_id, with_view)
+    if found is None:
+        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+    return found
+
+
+@router.get("/api/jobs/{job_id}", response_model=JobOut)
+def job_status(
+    job_id: JobPath,
+    services: ServicesDep,
+    workspace: WorkspaceDep,
+    view: Annotated[bool, Query(description="Include the boundary/fit plot's numbers.")] = False,
+) -> dict:
+    """A job's status, progress and metrics."""
+    return _job_or_404(services, workspace, job_id, view)
+
+
+@router.post("/api/jobs/{job_id}/stop", response_model=JobOut)
+def stop_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
+    """Ask a job to stop; it stops before its next step and keeps what it learnt."""
+    found = get_jobs(services).stop(workspace, job_id)
+    if found is None:
+        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+    return found
+
+
+def _event(name: str, payload: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(payload, allow_nan=False)}\n\n"
+
+
+@router.get(
+    "/api/jobs/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Progress events."}},
+)
+async def job_events(
+    job_id: JobPath, request: Request, services: ServicesDep, workspace: WorkspaceDep
+) -> StreamingResponse:
+    """Server-sent events: ``progress`` (the job's record) on every change, ``end`` when the
+    job ends. The stream closes after ``EVENTS_MAX_SECONDS``."""
+    jobs = get_jobs(services)
+    first = _job_or_404(services, workspace, job_id)
+
+    async def stream():
+        yield "retry: 2000\n\n"
+        yield _event("progress", first)
+        job = jobs.get(workspace, job_id)
+        if job is None or job.finished:
+            yield _event("end", jobs.describe(workspace, job_id) or first)
+            return
+        seen, started, last_sent = job.version, time.monotonic(), time.monotonic()
+        while True:
+            await asyncio.sleep(EVENTS_POLL_SECONDS)
+            if await request.is_disconnected():
+                return
+            now = time.monotonic()
+            if job.finished:
+                yield _event("end", job.public())
+                return
+            if now - started > EVENTS_MAX_SECONDS:
+                yield _event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+                return
+            if job.version != seen:
+                seen, last_sent = job.version, now
+                yield _event("progress", job.public())
+            elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
+                last_sent = now
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/api/datasets")
+def list_datasets(services: ServicesDep, workspace: WorkspaceDep) -> dict:
+    """The generated datasets with their metadata, and the workspace's uploaded CSV files."""
+    return {"generated": datasets.catalog(), "uploaded": get_storage(services).list_csv(workspace)}
+
+
+@router.post("/api/datasets/csv", status_code=201, response_model=CsvOut)
+def upload_dataset(
+    services: ServicesDep,
+    workspace: WorkspaceDep,
+    file: Annotated[UploadFile, File(description="A CSV file: numbers, the target last.")],
+) -> dict:
+    """Upload a CSV dataset: numeric columns, the last one the target, an optional header."""
+    content = file.file.read(services.settings.max_body_bytes + 1)
+    return upload_csv(services, workspace, file.filename or "", content)
+
+
+# --- dynamics ------------------------------------------------------------------------------------
+
+
+def _network(services: Services, record: ModuleRecord) -> tuple[SequentialOrchestrator, Any]:
+    model = services.store.load(record)
+    if not isinstance(model, SequentialOrchestrator):
+        raise PlaygroundError(
+            422,
+            f"dynamics need a library network (kind library.network); this module is "
+            f"{record.kind}.",
+            "module",
+        )
+    entry = record.spec()
+    state = entry.state() if hasattr(entry, "state") else None
+    return model, state
+
+
+def _dynamics_input(
+    request: DynamicsRequest, services: Services, workspace: str, state: Any, model: Any
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(x, y or None, description)`` for the network's input slot."""
+    sizes = slot_sizes(state)
+    source = request.input
+    if source is None:
+        if sizes[0] == 100 and sizes[-1] == 10:
+            source = DatasetBatch(dataset="prototypes")
+        else:
+            source = InputSpec(shape=[8, sizes[0]], init="normal")
+    if isinstance(source, DatasetBatch):
+        spec = as_dataset(source.dataset)
+        data = load_data(spec, services, workspace)
+        encoder = check_network_data(state, data, getattr(spec, "seed", 0))
+        xs, ys = (
+            (data.x_test, data.y_test) if source.split == "test" else (data.x_train, data.y_train)
+        )
+        count = min(source.batch, len(xs))
+        x = encoder(xs[:count])
+        y = one_vs_all(ys[:count], data.num_classes)
+        return x, y, f"{count} {source.split} examples of {data.name} ({encoder.describe()})"
+    prepared = prepare_input(source, (8, sizes[0]), "float32", services.settings.max_input_elements)
+    x = np.asarray(prepared.array, np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != sizes[0]:
+        raise PlaygroundError(
+            422,
+            f"the input has shape {tuple(prepared.shape)}, but the network's input slot has "
+            f"shape ({sizes[0]},): give an input of shape (batch, {sizes[0]}) or ({sizes[0]},).",
+            "input.shape",
+        )
+    if x.shape[0] > MAX_DYNAMICS_BATCH:
+        raise PlaygroundError(
+            422,
+            f"the batch has {x.shape[0]} examples; the limit is {MAX_DYNAMICS_BATCH}.",
+            "input.shape",
+        )
+    return x, None, f"an input of shape {tuple(x.shape)} ({source.init})"
+
+
+def compute_dynamics(
+    services: Services, workspace: str, record: ModuleRecord, request: DynamicsRequest
+) -> dict:
+    model, state = _network(services, record)
+    if state is None:
+        state = infer_state(model, np.zeros((1, 1), np.float32))
+    x, y, description = _dynamics_input(request, services, workspace, state, model)
+    sizes = slot_sizes(state)
+    values = request.steps * x.shape[0] * sum(sizes)
+    if values > MAX_DYNAMICS_VALUES:
+        raise PlaygroundError(
+            422,
+            f"{request.steps} sweeps of a batch of {x.shape[0]} over {sum(sizes)} units are "
+            f"{values:,} numbers; the limit is {MAX_DYNAMICS_VALUES:,}: use fewer sweeps or a "
+            "smaller batch.",
+            "steps",
+        )
+    if request.example >= x.shape[0]:
+        raise PlaygroundError(
+            422,
+            f"example {request.example} is not in the batch of {x.shape[0]} (0 to "
+            f"{x.shape[0] - 1}).",
+            "example",
+        )
+    with services.compute.slot():
+        result = dynamics.run_dynamics(model, state, x, y, request.steps, request.phase)
+    names = dynamics.slot_names(len(sizes))
+    return {
+        "states": [np.round(s, 6).tolist() for s in result["states"]],
+        "flips": result["flips"].tolist(),
+        "plot": dynamics.overview_figure(result["states"], request.example),
+        "edges": result["edges"],
+        "slots": sizes,
+        "phase": request.phase,
+        "steps": request.steps,
+        "batch": int(x.shape[0]),
+        "example": request.example,
+        "input": description,
+        "clamped_target": y is not None and request.phase == "train",
+        "plots": {
+            "slots": [
+                dynamics.slot_figure(
+                    np.concatenate([start[None, request.example], s[:, request.example]]),
+                    name,
+                    request.example,
+                )
+                for s, start, name in zip(result["states"], result["initial"], names, strict=True)
+            ],
+            "flips": dynamics.flips_figure(result["flips"]),
+            "edges": dynamics.edges_figure(result["edges"]),
+        },
+    }
+
+
+@router.post("/api/modules/{module_id}/dynamics")
+def module_dynamics(
+    request: DynamicsRequest, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
+) -> dict:
+    """Run a library network's dynamics for T sweeps and collect its states."""
+    return compute_dynamics(services, workspace, record, request)
+
+
+# --- the panels (HTML for htmx) ------------------------------------------------------------------
+
+
+def _is_network(services: Services, record: ModuleRecord) -> bool:
+    return isinstance(services.store.load(record), SequentialOrchestrator)
+
+
+def job_figures(job: dict) -> dict:
+    """The figures of a job's progress fragment: loss, accuracy, boundary or fit, diff."""
+    metrics = job["metrics"]
+    figures: dict[str, Any] = {}
+    if job["mode"] == "gradient":
+        x = metrics.get("step", [])
+        if metrics.get("loss"):
+            series = {"training loss (batches)": metrics["loss"]}
+            if metrics.get("test_loss") and not metrics.get("test_accuracy"):
+                series["test loss"] = metrics["test_loss"]
+            figures["loss"] = plots.line_figure(
+                x, series, "Loss (log scale)", x_title="step", y_title="loss"
+            )
+            figures["loss"]["layout"]["yaxis"]["type"] = "log"
+    else:
+        x = metrics.get("epoch", [])
+    if metrics.get("accuracy"):
+        figures["accuracy"] = plots.line_figure(
+            x,
+            {"training accuracy": metrics["accuracy"], "test accuracy": metrics["test_accuracy"]},
+            "Accuracy" + (" per epoch" if job["mode"] == "local" else ""),
+            x_title="step" if job["mode"] == "gradient" else "epoch",
+            y_title="accuracy",
+        )
+        figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
+    for figure in figures.values():
+        if figure["layout"].get("showlegend"):
+            figure["layout"]["legend"] = {"orientation": "h", "y": -0.32, "font": {"size": 16}}
+            figure["layout"]["margin"] = {"l": 70, "r": 30, "t": 60, "b": 110}
+    view = job.get("view")
+    if view and view.get("kind") == "boundary":
+        figures["view"] = boundary_figure(view)
+    elif view and view.get("kind") == "fit":
+        figures["view"] = fit_figure(view)
+    diff = job.get("diff")
+    if diff and diff.get("leaves"):
+        rows = [row for row in diff["leaves"] if row["trained"]][:40]
+        figures["diff"] = plots.bar_figure(
+            [row["path"] or "(root)" for row in rows],
+            [row["relative"] if row["relative"] is not None else math.nan for row in rows],
+            "How far each trained leaf moved: |change| / |before|",
+        )
+    return figures
+
+
+MARKERS = ["circle", "x", "diamond", "triangle-up", "square"]
+
+
+def boundary_figure(view: dict) -> dict:
+    """The decision boundary as a heatmap, with the training and test points over it."""
+    classes = view["num_classes"]
+    title = (
+        "Decision boundary: P(class 1) and the data"
+        if classes == 2
+        else "Decision regions (predicted class) and the data"
+    )
+    figure = plots.heatmap_figure(view["z"], title=title, x_title="x1", y_title="x2")
+    heat = figure["data"][0]
+    heat.update(
+        x=view["x"],
+        y=view["y"],
+        zmin=0,
+        zmax=1,
+        colorscale=[[0, "#93c5fd"], [0.5, "#f8fafc"], [1, "#fca5a5"]],
+        hovertemplate="(%{x:.2f}, %{y:.2f}): %{z:.2f}<extra></extra>",
+        xgap=0,
+        ygap=0,
+    )
+    heat.pop("texttemplate", None)
+    heat.pop("zmid", None)
+    heat["colorbar"]["title"] = {"text": "P(1)" if classes == 2 else "class"}
+    colours = ["#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309"]
+    for part, hollow in (("train", False), ("test", True)):
+        points = np.asarray(view[part]["x"], np.float64).reshape(-1, 2)
+        labels = np.asarray(view[part]["label"])
+        for c in range(classes):
+            chosen = points[labels == c]
+            if not len(chosen):
+                continue
+            figure["data"].append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"{part}, class {c}",
+                    "x": chosen[:, 0].round(4).tolist(),
+                    "y": chosen[:, 1].round(4).tolist(),
+                    "marker": {
+                        "size": 9 if hollow else 8,
+                        "symbol": MARKERS[c % len(MARKERS)] + ("-open" if hollow else ""),
+                        "color": colours[c % len(colours)],
+                        "line": {
+                            "width": 1 if not hollow else 2,
+                            "color": "#ffffff" if not hollow else colours[c % len(colours)],
+                        },
+                    },
+                    "hovertemplate": f"{part}, class {c}: (%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
+                }
+            )
+    layout = figure["layout"]
+    layout["yaxis"].pop("autorange", None)
+    layout["yaxis"].update(scaleanchor="x", scaleratio=1, type="linear", constrain="domain")
+    layout["xaxis"].update(type="linear", range=[view["x"][0], view["x"][-1]], constrain="domain")
+    layout["yaxis"]["range"] = [view["y"][0], view["y"][-1]]
+    layout["height"] = 520
+    layout["showlegend"] = True
+    layout["legend"] = {"orientation": "h", "y": -0.18, "font": {"size": 15}}
+    return figure
+
+
+def fit_figure(view: dict) -> dict:
+    """1-D regression: the model's curve over the data."""
+    figure = plots.line_figure(
+        view["x"], {"model": view["prediction"]}, "The model's fit", x_title="x", y_title="y"
+    )
+    for part, colour in (("train", "#6b7280"), ("test", "#b45309")):
+        figure["data"].append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{part} data",
+                "x": view[part]["x"],
+                "y": view[part]["y"],
+                "marker": {"size": 7, "color": colour},
+            }
+        )
+    figure["layout"]["showlegend"] = True
+    return figure
+
+
+def _render(request: Request, name: str, context: dict, status_code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _progress_context(job: dict, polled: bool = False) -> dict:
+    finished = job["status"] in ("done", "failed", "stopped")
+    metrics = job["metrics"]
+
+    def last(name):
+        values = [v for v in metrics.get(name, []) if v is not None]
+        return values[-1] if values else None
+
+    return {
+        "job": job,
+        "finished": finished,
+        "figures": job_figures(job),
+        "last": {name: last(name) for name in ("loss", "test_loss", "accuracy", "test_accuracy")},
+        "percent": round(100 * job["step"] / job["total"]) if job["total"] else 0,
+        "polled": polled,
+    }
+
+
+@router.get("/ui/modules/{module_id}/train-panel", include_in_schema=False)
+def train_panel(
+    request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
+) -> HTMLResponse:
+    network = _is_network(services, record)
+    entry = record.spec()
+    jobs = get_jobs(services).list(workspace, record.id)
+    latest = jobs[0] if jobs else None
+    if latest is not None:
+        latest = _job_or_404(services, workspace, latest["job"], with_view=True)
+    return _render(
+        request,
+        "partials/train_form.html",
+        {
+            "module": record,
+            "network": network,
+            "defaults": DEFAULTS["local" if network else "gradient"],
+            "datasets": datasets.catalog(),
+            "uploads": get_storage(services).list_csv(workspace),
+            "default_dataset": default_dataset(entry, network).name,
+            "latest": _progress_context(latest) if latest else None,
+        },
+    )
+
+
+def _optional(value: Any) -> Any:
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def train_request_from_form(form: Any, network: bool) -> TrainRequest:
+    """The train form's fields as a :class:`TrainRequest` (validated the same way)."""
+    name = form.get("dataset") or None
+    dataset: dict[str, Any] | None
+    if name and name.startswith("csv:"):
+        dataset = {
+            "csv_id": name.removeprefix("csv:"),
+            "test_fraction": _optional(form.get("test_fraction")) or 0.2,
+            "seed": _optional(form.get("data_seed")) or 0,
+            "task": form.get("task") or "auto",
+        }
+    elif name:
+        dataset = {
+            "name": name,
+            "noise": _optional(form.get("noise")),
+            "num_examples": _optional(form.get("num_examples")),
+            "test_fraction": _optional(form.get("test_fraction")) or 0.2,
+            "seed": _optional(form.get("data_seed")) or 0,
+        }
+    else:
+        dataset = None
+    body: dict[str, Any] = {
+        "dataset": dataset,
+        "optimizer": form.get("optimizer") or "adam",
+        "learning_rate": _optional(form.get("learning_rate")),
+        "batch_size": _optional(form.get("batch_size")),
+        "seed": _optional(form.get("seed")) or 0,
+    }
+    if network:
+        body["epochs"] = _optional(form.get("epochs"))
+    else:
+        body["steps"] = _optional(form.get("steps"))
+        body["loss"] = form.get("loss") or "auto"
+    return TrainRequest.model_validate(body)
+
+
+@router.post("/ui/modules/{module_id}/train", include_in_schema=False)
+async def train_from_form(
+    request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
+) -> HTMLResponse:
+    form = await request.form()
+    network = await asyncio.to_thread(_is_network, services, record)
+    try:
+        body = train_request_from_form(form, network)
+    except ValidationError as error:
+        raise PlaygroundError(422, _form_errors(error)) from None
+    job = await asyncio.to_thread(start_training, services, workspace, record, body)
+    job = _job_or_404(services, workspace, job["job"], with_view=True)
+    return _render(request, "partials/train_job.html", _progress_context(job), 200)
+
+
+def _form_errors(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if not isinstance(p, int))
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts)
+
+
+@router.get("/ui/jobs/{job_id}/progress", include_in_schema=False)
+def job_progress(
+    request: Request, job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep
+) -> HTMLResponse:
+    job = _job_or_404(services, workspace, job_id, with_view=True)
+    return _render(request, "partials/train_progress.html", _progress_context(job, polled=True))
+
+
+@router.post("/ui/jobs/{job_id}/stop", include_in_schema=False)
+def stop_from_page(
+    request: Request, job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep
+) -> HTMLResponse:
+    if get_jobs(services).stop(workspace, job_id) is None:
+        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+    job = _job_or_404(services, workspace, job_id, with_view=True)
+    return _render(request, "partials/train_progress.html", _progress_context(job, polled=True))
+
+
+@router.post("/ui/datasets/csv", include_in_schema=False)
+def upload_from_page(
+    request: Request,
+    services: ServicesDep,
+    workspace: WorkspaceDep,
+    file: Annotated[UploadFile, File()],
+) -> HTMLResponse:
+    content = file.file.read(services.settings.max_body_bytes + 1)
+    uploaded = upload_csv(services, workspace, file.filename or "", content)
+    return _render(
+        request,
+        "partials/train_csv.html",
+        {
+            "csv": uploaded,
+            "datasets": datasets.catalog(),
+            "uploads": get_storage(services).list_csv(workspace),
+        },
+    )
+
+
+@router.get("/ui/modules/{module_id}/dynamics-panel", include_in_schema=False)
+def dynamics_panel(request: Request, record: RecordDep, services: ServicesDep) -> HTMLResponse:
+    if not _is_network(services, record):
+        return HTMLResponse("")
+    _, state = _network(services, record)
+    sizes = slot_sizes(state) if state is not None else []
+    return _render(
+        request,
+        "partials/dynamics_form.html",
+        {
+            "module": record,
+            "sizes": sizes,
+            "datasets": [d for d in datasets.catalog() if d["task"] == "classification"],
+            "default_dataset": "prototypes" if sizes[:1] == [100] else "circle",
+        },
+    )
+
+
+@router.post("/ui/modules/{module_id}/dynamics", include_in_schema=False)
+async def dynamics_from_form(
+    request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
+) -> HTMLResponse:
+    form = await request.form()
+    source = form.get("source") or "dataset"
+    body: dict[str, Any] = {
+        "steps": _optional(form.get("steps")) or 20,
+        "phase": form.get("phase") or "inference",
+        "example": _optional(form.get("example")) or 0,
+    }
+    if source == "dataset":
+        body["input"] = {
+            "dataset": {
+                "name": form.get("dataset") or "prototypes",
+                "seed": _optional(form.get("data_seed")) or 0,
+            },
+            "batch": _optional(form.get("batch")) or 8,
+        }
+    else:
+        spec: dict[str, Any] = {"init": form.get("init") or "normal"}
+        for key in ("shape", "seed", "start", "stop", "values"):
+            if _optional(form.get(key)) is not None:
+                spec[key] = form.get(key)
+        body["input"] = spec
+    try:
+        parsed = DynamicsRequest.model_validate(body)
+    except ValidationError as error:
+        raise PlaygroundError(422, _form_errors(error)) from None
+    result = await asyncio.to_thread(compute_dynamics, services, workspace, record, parsed)
+    return _render(request, "partials/dynamics_result.html", {"result": result})

@@ -1,0 +1,350 @@
+"""Gradient training of any catalog module with Optax.
+
+A module whose ``__call__`` takes one example is mapped over the batch with ``jax.vmap``; a
+library module (``batched_input``) takes the batch as it is. Every step is
+``library.training.gradient_step``: compiled with ``eqx.filter_jit``, the model and the optimiser
+state are arguments (never closed over), only the arrays of ``library.trainable_filter`` are
+updated, and the loss and optimiser objects are cached so that a repeated job compiles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from app.errors import PlaygroundError
+from app.training.datasets import Data
+from app.training.losses import choose_loss, class_score, loss_value, predicted_class
+from library.training import gradient_step, init_opt_state
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+RECORD_EVERY = 20
+"""A job records its metrics every ``min(RECORD_EVERY, ceil(steps / 100))`` steps."""
+VIEW_SECONDS = 0.5
+"""The least time between two refreshes of the decision boundary (or fit) of a running job."""
+GRID = 48
+"""The decision boundary is computed on a GRID x GRID grid."""
+MAX_SHOWN_POINTS = 400
+"""Points of the dataset drawn over the boundary."""
+
+_OPTIMIZER_CACHE: dict[str, optax.GradientTransformation] = {}
+
+
+def optimizer(name: str) -> optax.GradientTransformation:
+    """The Optax optimiser ``name`` with its hyperparameters in its state (one object per name,
+    so compiled steps are reused whatever the learning rate)."""
+    if name not in _OPTIMIZER_CACHE:
+        factory = {"sgd": optax.sgd, "adam": optax.adam, "adamw": optax.adamw}[name]
+        _OPTIMIZER_CACHE[name] = optax.inject_hyperparams(factory)(learning_rate=1e-3)
+    return _OPTIMIZER_CACHE[name]
+
+
+def init_optimizer(name: str, model: Any, learning_rate: float, weight_decay: float | None):
+    """``(optimiser, state)`` on the trained arrays of ``model`` at ``learning_rate``."""
+    opt = optimizer(name)
+    state = init_opt_state(opt, model)
+    state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+    if name == "adamw" and weight_decay is not None:
+        state.hyperparams["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
+    return opt, state
+
+
+class Forward:
+    """``model, x (N, d) -> outputs (N, k)`` for a catalog entry; hashable by the entry's spec,
+    so the compiled steps of equal modules are shared."""
+
+    def __init__(self, entry: Any, batched: bool, example_shape: tuple[int, ...]):
+        self.entry = entry
+        self.batched = batched
+        self.example_shape = tuple(example_shape)
+        # the seed only sets initial values (the model is an argument): modules that differ
+        # only by seed share their compiled steps
+        params = {k: v for k, v in entry.model_dump(mode="json").items() if k != "seed"}
+        spec = json.dumps(params, sort_keys=True)
+        self._key = (entry.kind, spec, batched, self.example_shape)
+        self._hash = hash(self._key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Forward) and self._key == other._key
+
+    def __call__(self, model: Any, x: jax.Array) -> jax.Array:
+        x = x.reshape((x.shape[0], *self.example_shape))
+        if self.batched:
+            out = self.entry.apply(model, x)
+        else:
+            out = jax.vmap(lambda example: self.entry.apply(model, example))(x)
+        return out.reshape(out.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The training loss ``(model, x, y) -> scalar`` (static in the compiled step)."""
+
+    forward: Forward
+    loss: str
+    num_classes: int
+
+    def __call__(self, model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        return loss_value(self.loss, self.forward(model, x), y, self.num_classes)
+
+
+@eqx.filter_jit
+def _evaluate(model: Any, objective: Objective, x: jax.Array, y: jax.Array, n_train: int):
+    """Loss and accuracy on the training rows (the first ``n_train``) and the test rows, in one
+    compiled call."""
+    out = objective.forward(model, x)
+    results = []
+    for part in (slice(0, n_train), slice(n_train, None)):
+        loss = loss_value(objective.loss, out[part], y[part], objective.num_classes)
+        if objective.num_classes:
+            accuracy = jnp.mean(predicted_class(objective.loss, out[part]) == y[part])
+        else:
+            accuracy = jnp.nan
+        results.append((loss, accuracy))
+    return results
+
+
+@eqx.filter_jit
+def _scores(model: Any, objective: Objective, x: jax.Array) -> jax.Array:
+    out = objective.forward(model, x)
+    if objective.num_classes:
+        return class_score(objective.loss, out, objective.num_classes)
+    return out[:, 0]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -> Objective:
+    """Check that ``data`` fits the module's input and output; the objective to train it on.
+
+    Raises a 422 naming both shapes when the dataset does not fit.
+    """
+    if not str(getattr(entry, "input_dtype", "float32")).startswith("float"):
+        raise PlaygroundError(
+            422,
+            f"{entry.kind} takes {entry.input_dtype} inputs (indices), but datasets hold real "
+            "numbers: train a module with float inputs.",
+            "dataset",
+        )
+    batched = bool(getattr(entry, "batched_input", False))
+    example = tuple(entry.example_input_shape())
+    if batched:
+        example = example[1:]
+    size = math.prod(example) if example else 1
+    if size != data.input_dim:
+        raise PlaygroundError(
+            422,
+            f"the dataset {data.name} has inputs of shape {_shape_text(data.input_shape)}, but "
+            f"the module takes inputs of shape {_shape_text(example)}: build the module with "
+            f"{data.input_dim} input(s), or choose another dataset.",
+            "dataset",
+        )
+    forward = Forward(entry, batched, example)
+    probe = jax.ShapeDtypeStruct((2, data.input_dim), jnp.float32)
+    try:
+        if batched:
+            raw = eqx.filter_eval_shape(
+                lambda m, x: entry.apply(m, x.reshape((2, *example))), model, probe
+            )
+        else:
+            raw = eqx.filter_eval_shape(
+                lambda m, x: jax.vmap(lambda e: entry.apply(m, e.reshape(example)))(x),
+                model,
+                probe,
+            )
+    except Exception as error:  # noqa: BLE001 - reported to the user as a 422
+        raise PlaygroundError(
+            422,
+            f"the module cannot be called on inputs of shape {_shape_text(example)}: "
+            f"{type(error).__name__}: {str(error)[:300]}",
+            "dataset",
+        ) from None
+    if not isinstance(raw, jax.ShapeDtypeStruct) or not jnp.issubdtype(raw.dtype, jnp.floating):
+        raise PlaygroundError(
+            422,
+            f"{entry.kind} does not give one float array per example; it cannot be trained "
+            "on a dataset.",
+            "dataset",
+        )
+    output_shape = tuple(raw.shape[1:])
+    outputs = math.prod(output_shape) if output_shape else 1
+    loss = choose_loss(
+        requested_loss,
+        data.task,
+        outputs,
+        data.target_dim,
+        data.name,
+        _shape_text(output_shape),
+    )
+    return Objective(forward, loss, data.num_classes)
+
+
+def grid_for(points: np.ndarray, size: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+    """Axes of a grid covering ``points`` (N, 2) with a margin."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    pad = np.maximum((high - low) * 0.1, 0.1)
+    low, high = low - pad, high + pad
+    return np.linspace(low[0], high[0], size), np.linspace(low[1], high[1], size)
+
+
+def sample_points(x: np.ndarray, y: np.ndarray, limit: int = MAX_SHOWN_POINTS):
+    """At most ``limit`` of the points, evenly spread over the set."""
+    if len(x) <= limit:
+        return x, y
+    index = np.linspace(0, len(x) - 1, limit).astype(int)
+    return x[index], y[index]
+
+
+class GradientPlan:
+    """A gradient training job: the model, the data, the objective and the settings."""
+
+    mode = "gradient"
+
+    def __init__(
+        self,
+        model: Any,
+        objective: Objective,
+        data: Data,
+        *,
+        optimizer_name: str,
+        learning_rate: float,
+        weight_decay: float | None,
+        steps: int,
+        batch_size: int,
+        seed: int,
+    ):
+        self.model = model
+        self.objective = objective
+        self.data = data
+        self.optimizer_name = optimizer_name
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.steps = steps
+        self.batch_size = min(batch_size, len(data.x_train))
+        self.seed = seed
+        self.total = steps
+        self.metric_names = ["step", "loss", "test_loss", "accuracy", "test_accuracy"]
+        shows_boundary = data.input_dim == 2 and data.task == "classification"
+        shows_fit = data.input_dim == 1 and data.task == "regression" and data.target_dim == 1
+        self.view_kind = "boundary" if shows_boundary else ("fit" if shows_fit else None)
+        self._x_all = jnp.asarray(np.concatenate([data.x_train, data.x_test]))
+        self._y_all = jnp.asarray(np.concatenate([data.y_train, data.y_test]))
+        self._grid = None
+        if shows_boundary:
+            gx, gy = grid_for(np.concatenate([data.x_train, data.x_test]))
+            mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2).astype(np.float32)
+            self._grid = (gx, gy, mesh)
+        elif shows_fit:
+            xs = np.concatenate([data.x_train, data.x_test])[:, 0]
+            gx = np.linspace(xs.min(), xs.max(), 200).astype(np.float32)
+            self._grid = (gx, None, gx[:, None])
+
+    def view(self, model: Any) -> dict | None:
+        """The numbers of the boundary (2-D classification) or fit (1-D regression) plot."""
+        if self.view_kind is None:
+            return None
+        gx, gy, mesh = self._grid
+        scores = np.asarray(_scores(model, self.objective, jnp.asarray(mesh)))
+        px, py = sample_points(self.data.x_train, self.data.y_train)
+        tx, ty = sample_points(self.data.x_test, self.data.y_test, MAX_SHOWN_POINTS // 4)
+        if self.view_kind == "boundary":
+            return {
+                "kind": "boundary",
+                "x": gx.tolist(),
+                "y": gy.tolist(),
+                "z": scores.reshape(len(gy), len(gx)).round(4).tolist(),
+                "num_classes": self.data.num_classes,
+                "train": {"x": px.round(4).tolist(), "label": py.tolist()},
+                "test": {"x": tx.round(4).tolist(), "label": ty.tolist()},
+            }
+        return {
+            "kind": "fit",
+            "x": gx.tolist(),
+            "prediction": scores.round(5).tolist(),
+            "train": {"x": px[:, 0].round(4).tolist(), "y": py[:, 0].round(4).tolist()},
+            "test": {"x": tx[:, 0].round(4).tolist(), "y": ty[:, 0].round(4).tolist()},
+        }
+
+    def evaluate(self, model: Any) -> dict[str, float]:
+        d = self.data
+        (loss, accuracy), (test_loss, test_accuracy) = _evaluate(
+            model, self.objective, self._x_all, self._y_all, len(d.x_train)
+        )
+        out = {"train_loss": float(loss), "test_loss": float(test_loss)}
+        if d.task == "classification":
+            out.update(accuracy=float(accuracy), test_accuracy=float(test_accuracy))
+        return out
+
+    def run(self, job) -> Any:
+        """Train, reporting to ``job``; returns the model reached (also when stopped)."""
+        d = self.data
+        model = self.model
+        opt, opt_state = init_optimizer(
+            self.optimizer_name, model, self.learning_rate, self.weight_decay
+        )
+        rng = np.random.default_rng(self.seed)
+        n, batch = len(d.x_train), self.batch_size
+        order, position = rng.permutation(n), 0
+        record_every = max(1, min(RECORD_EVERY, math.ceil(self.steps / 100)))
+        losses: list[jax.Array] = []
+        last_view = time.monotonic()
+        job.set_view(self.view(model))
+        for step in range(1, self.steps + 1):
+            if job.should_stop():
+                break
+            if position + batch > n:
+                order, position = rng.permutation(n), 0
+            index = order[position : position + batch]
+            position += batch
+            model, opt_state, loss = gradient_step(
+                model, opt_state, opt, self.objective, d.x_train[index], d.y_train[index]
+            )
+            losses.append(loss)
+            job.set_step(step)
+            if step % record_every == 0 or step == self.steps:
+                mean_loss = float(jnp.mean(jnp.stack(losses)))
+                losses = []
+                if not math.isfinite(mean_loss):
+                    raise PlaygroundError(
+                        422,
+                        f"the loss became {mean_loss} at step {step}: the learning rate "
+                        f"({self.learning_rate:g}) is probably too high. The module keeps its "
+                        "parameters.",
+                    )
+                scores = self.evaluate(model)
+                job.record(
+                    step=step,
+                    loss=mean_loss,
+                    test_loss=scores["test_loss"],
+                    accuracy=scores.get("accuracy"),
+                    test_accuracy=scores.get("test_accuracy"),
+                )
+                now = time.monotonic()
+                if now - last_view >= VIEW_SECONDS:
+                    job.set_view(self.view(model))
+                    last_view = now
+        if losses:  # stopped between two records
+            scores = self.evaluate(model)
+            job.record(
+                step=job.step,
+                loss=float(jnp.mean(jnp.stack(losses))),
+                test_loss=scores["test_loss"],
+                accuracy=scores.get("accuracy"),
+                test_accuracy=scores.get("test_accuracy"),
+            )
+        job.set_view(self.view(model))
+        return model

@@ -1,0 +1,372 @@
+"""Training jobs: run in the background, watched while they run, persisted when they end.
+
+A :class:`JobManager` runs jobs on a small pool of worker threads of its own (sized from
+``max_concurrent_computations``), so a job never holds a request's compute slot. A workspace may
+have ``max_jobs_per_workspace`` jobs queued or running; one more is a 429. Stop is a flag the
+training loop reads before every step. When a job ends, done or stopped, its trained parameters
+replace the module's (``store.set_leaves``: persisted, revision bumped), and the job keeps a
+diff of how far every leaf moved. Each job's record is written to the database at start and at
+the end, so it can still be read after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from app.errors import PlaygroundError
+from app.store import ModuleRecord, ModuleStore, new_id
+from app.training.storage import TrainingStorage
+from library import trainable_filter
+
+logger = logging.getLogger("playground.training")
+
+FINISHED = ("done", "failed", "stopped")
+ACTIVE = ("queued", "running")
+MAX_JOBS_IN_MEMORY = 200
+"""Finished jobs kept in memory (older ones are read back from the database)."""
+MAX_DIFF_ROWS = 200
+"""Leaves listed in a job's parameter diff; the rest are counted."""
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def parameter_diff(before: Any, after: Any) -> dict[str, Any]:
+    """How far each array leaf moved: ``{"leaves": [{"path", "shape", "trained", "norm",
+    "change", "relative", "max_abs"}], "total", "truncated"}``."""
+    flat_before, treedef = jax.tree_util.tree_flatten_with_path(before)
+    flat_after = jax.tree_util.tree_leaves(after)
+    trained = jax.tree_util.tree_leaves(trainable_filter(before))
+    if len(flat_after) != len(flat_before) or len(trained) != len(flat_before):
+        return {"leaves": [], "total": 0, "truncated": False}
+    rows = []
+    for (path, old), new, is_trained in zip(flat_before, flat_after, trained, strict=True):
+        if not eqx.is_inexact_array(old):
+            continue
+        old64 = np.asarray(old, np.float64)
+        delta = np.asarray(new, np.float64) - old64
+        norm = float(np.linalg.norm(old64))
+        change = float(np.linalg.norm(delta))
+        rows.append(
+            {
+                "path": jax.tree_util.keystr(path),
+                "shape": list(old.shape),
+                "trained": bool(is_trained),
+                "norm": _finite(norm),
+                "change": _finite(change),
+                "relative": _finite(change / norm) if norm > 0 else (0.0 if change == 0 else None),
+                "max_abs": _finite(float(np.max(np.abs(delta)))) if delta.size else 0.0,
+            }
+        )
+    return {
+        "leaves": rows[:MAX_DIFF_ROWS],
+        "total": len(rows),
+        "truncated": len(rows) > MAX_DIFF_ROWS,
+    }
+
+
+class Job:
+    """One training job: settings, progress, metrics, and the result once it ends."""
+
+    def __init__(
+        self,
+        *,
+        workspace: str,
+        module_id: str,
+        module_kind: str,
+        plan: Any,
+        settings: dict[str, Any],
+        dataset: dict[str, Any],
+    ):
+        self.id = new_id(9)
+        self.workspace = workspace
+        self.module_id = module_id
+        self.module_kind = module_kind
+        self.plan = plan
+        self.mode = plan.mode
+        self.settings = settings
+        self.dataset = dataset
+        self.status = "queued"
+        self.step = 0
+        self.total = plan.total
+        self.metrics: dict[str, list] = {name: [] for name in plan.metric_names}
+        self.error: str | None = None
+        self.note: str | None = None
+        self.view: dict | None = None
+        self.diff: dict | None = None
+        self.revision: int | None = None
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.version = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # Called by the training loop -------------------------------------------------------------
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+        self.version += 1
+
+    def record(self, **values: Any) -> None:
+        """Append one value to each named metric (None where a value does not apply)."""
+        with self._lock:
+            for name, value in values.items():
+                if name in self.metrics and value is not None:
+                    self.metrics[name].append(_finite(value))
+            self.version += 1
+
+    def set_view(self, view: dict | None) -> None:
+        self.view = view
+        self.version += 1
+
+    # Read by requests ------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.version += 1
+
+    def public(self, with_view: bool = False) -> dict[str, Any]:
+        """The job as the API answers it."""
+        with self._lock:
+            metrics = {name: list(values) for name, values in self.metrics.items()}
+        for name in ("loss", "accuracy", "test_accuracy"):
+            metrics.setdefault(name, [])
+        now = self.finished_at or time.time()
+        out = {
+            "job": self.id,
+            "module": self.module_id,
+            "kind": self.module_kind,
+            "mode": self.mode,
+            "status": self.status,
+            "step": self.step,
+            "total": self.total,
+            "metrics": metrics,
+            "error": self.error,
+            "note": self.note,
+            "stop_requested": self._stop.is_set() and not self.finished,
+            "settings": self.settings,
+            "dataset": self.dataset,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "elapsed": round(now - self.started_at, 3) if self.started_at else 0.0,
+            "revision": self.revision,
+            "diff": self.diff,
+        }
+        if with_view:
+            out["view"] = self.view
+        return out
+
+
+class JobManager:
+    """Every training job of one app: a queue, worker threads, limits and persistence."""
+
+    def __init__(self, store: ModuleStore, storage: TrainingStorage, settings: Any):
+        self.store = store
+        self.storage = storage
+        self.settings = settings
+        self.workers = max(1, settings.max_concurrent_computations // 2)
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # Submitting ------------------------------------------------------------------------------
+    def active_count(self, workspace: str) -> int:
+        return sum(1 for j in self._jobs.values() if j.workspace == workspace and not j.finished)
+
+    def check_capacity(self, workspace: str) -> None:
+        """429 when ``workspace`` already has ``max_jobs_per_workspace`` jobs queued or running."""
+        limit = self.settings.max_jobs_per_workspace
+        if self.active_count(workspace) >= limit:
+            raise PlaygroundError(
+                429,
+                f"Your workspace already has {limit} training jobs queued or running (limit "
+                f"max_jobs_per_workspace={limit}). Stop one or wait for it to finish.",
+                headers={"Retry-After": "5"},
+            )
+
+    def submit(self, record: ModuleRecord, plan: Any, settings: dict, dataset: dict) -> Job:
+        """Queue a job for ``record``; 429 when its workspace already runs the most it may."""
+        job = Job(
+            workspace=record.workspace,
+            module_id=record.id,
+            module_kind=record.kind,
+            plan=plan,
+            settings=settings,
+            dataset=dataset,
+        )
+        job.initial_revision = record.revision
+        with self._lock:
+            self.check_capacity(record.workspace)
+            self._jobs[job.id] = job
+            self._evict()
+            self._start_workers()
+        self._save(job)
+        self._queue.put(job)
+        return job
+
+    def _evict(self) -> None:
+        finished = [j.id for j in self._jobs.values() if j.finished]
+        for job_id in finished[: max(0, len(self._jobs) - MAX_JOBS_IN_MEMORY)]:
+            del self._jobs[job_id]
+
+    def _start_workers(self) -> None:
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(
+                target=self._work, name=f"training-worker-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    # Reading ---------------------------------------------------------------------------------
+    def get(self, workspace: str, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.workspace == workspace:
+            return job
+        return None
+
+    def describe(self, workspace: str, job_id: str, with_view: bool = False) -> dict | None:
+        """The job's public record, from memory or (after a restart) from the database."""
+        job = self.get(workspace, job_id)
+        if job is not None:
+            return job.public(with_view)
+        if len(job_id) > 32:
+            return None
+        stored = self.storage.get_job(workspace, job_id)
+        if stored is None:
+            return None
+        return self._restored(stored, with_view)
+
+    @staticmethod
+    def _restored(stored: dict, with_view: bool) -> dict:
+        if stored.get("status") in ACTIVE:
+            stored["status"] = "failed"
+            stored["error"] = (
+                "The server restarted while this job was running; the module kept the "
+                "parameters it had before the job."
+            )
+        if not with_view:
+            stored.pop("view", None)
+        return stored
+
+    def list(self, workspace: str, module_id: str | None = None) -> list[dict]:
+        """Jobs of a workspace (newest first), in memory and stored."""
+        seen = set()
+        out = []
+        for job in reversed(self._jobs.values()):
+            if job.workspace == workspace and (module_id is None or job.module_id == module_id):
+                seen.add(job.id)
+                out.append(job.public())
+        for stored in self.storage.list_jobs(workspace, module_id):
+            if stored.get("job") not in seen:
+                out.append(self._restored(stored, False))
+        return out
+
+    def stop(self, workspace: str, job_id: str) -> dict | None:
+        job = self.get(workspace, job_id)
+        if job is None:
+            return self.describe(workspace, job_id)
+        if not job.finished:
+            job.request_stop()
+            with self._lock:
+                stop_now = job.status == "queued"
+                if stop_now:
+                    job.status = "stopped"
+            if stop_now:
+                self._finish(job, None, "stopped")
+        return job.public()
+
+    def stop_all(self) -> None:
+        for job in list(self._jobs.values()):
+            job.request_stop()
+
+    # Running ---------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self._run(job)
+            except Exception:  # noqa: BLE001 - a worker must survive anything
+                logger.exception("training job %s crashed", job.id)
+            finally:
+                self._queue.task_done()
+
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            if job.finished:  # stopped while queued
+                return
+            job.status = "running"
+        job.started_at = time.time()
+        job.version += 1
+        self._save(job)
+        try:
+            model = job.plan.run(job)
+        except PlaygroundError as error:
+            job.error = error.message
+            self._finish(job, None, "failed")
+            return
+        except Exception as error:  # noqa: BLE001 - reported on the job, in words
+            logger.exception("training job %s failed", job.id)
+            job.error = f"Training failed: {type(error).__name__}: {str(error)[:500]}"
+            self._finish(job, None, "failed")
+            return
+        self._finish(job, model, "stopped" if job.should_stop() else "done")
+
+    def _finish(self, job: Job, model: Any, status: str) -> None:
+        """Persist the trained parameters (done or stopped), then mark the job ``status``."""
+        if model is not None:
+            try:
+                self._persist(job, model)
+            except Exception as error:  # noqa: BLE001 - reported on the job
+                logger.exception("saving the parameters of job %s failed", job.id)
+                job.error = f"The parameters could not be saved: {type(error).__name__}: {error}"
+                status = "failed"
+        job.plan = None  # let the data and the models go
+        job.finished_at = time.time()
+        job.status = status
+        job.version += 1
+        self._save(job)
+
+    def _persist(self, job: Job, model: Any) -> None:
+        record = self.store.get(job.workspace, job.module_id)
+        if record is None:
+            job.note = "The module was removed while it trained; the parameters were not saved."
+            return
+        if record.kind != job.module_kind:
+            job.note = "The module changed while it trained; the parameters were not saved."
+            return
+        job.diff = parameter_diff(job.plan.model, model)
+        updated = self.store.set_leaves(record, model)
+        job.revision = updated.revision
+        if record.revision != getattr(job, "initial_revision", record.revision):
+            job.note = (
+                "The module's parameters changed while this job ran (another job finished); "
+                "this job's result replaced them."
+            )
+
+    def _save(self, job: Job) -> None:
+        try:
+            self.storage.save_job(job.id, job.workspace, job.module_id, job.public(True))
+        except Exception:  # noqa: BLE001 - the job goes on; only its stored record is late
+            logger.exception("storing the record of job %s failed", job.id)

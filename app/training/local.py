@@ -1,0 +1,243 @@
+"""Training the library's networks with their local rules (LIBRARY.md's reference protocol).
+
+Per batch: ``state.init(x, y)``, ``steps_train`` sweeps of ``step``, ``steps_inference`` sweeps
+of ``step_inference``, one ``backward`` and one Optax update of the trained arrays
+(``library.training.train_step``, compiled once per shapes). After every epoch the accuracy on
+the training set (the reference's measure) and on the test set is measured with
+``library.training.eval_step``: ``init(x)``, ``steps_inference`` forward sweeps, ``predict``,
+argmax of the output slot.
+
+What goes into the slots:
+
+- targets: integer labels become one-vs-all targets in {-1, +1}; the output slot needs one unit
+  per class;
+- inputs: when the input slot has as many units as the data has features, the features go in
+  as they are (real values). When it has more (the reference network's 100 units and a 2-D
+  set), each point is encoded as ``sign(x @ R + b)``: ``R`` a fixed random matrix with unit-norm
+  columns and ``b`` uniform in [-1, 1], drawn from the dataset's seed, so the slot gets +-1
+  features like the prototype task's. Fewer units than features is refused (422).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from app.errors import PlaygroundError
+from app.training.datasets import Data
+from app.training.gradient import (
+    GRID,
+    MAX_SHOWN_POINTS,
+    VIEW_SECONDS,
+    grid_for,
+    init_optimizer,
+    sample_points,
+)
+from library.data import to_one_vs_all
+from library.orchestrators import SequentialOrchestrator
+from library.training import eval_step, infer, train_step
+
+_one_vs_all = jax.jit(to_one_vs_all, static_argnums=1)
+
+
+def one_vs_all(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Integer labels as one-vs-all targets in {-1, +1} (``library.data.to_one_vs_all``)."""
+    return np.asarray(_one_vs_all(jnp.asarray(labels), num_classes))
+
+
+class InputEncoder:
+    """Puts data points into a network's input slot (see the module's docstring)."""
+
+    def __init__(self, features: int, slot_size: int, seed: int):
+        self.features = features
+        self.slot_size = slot_size
+        self.random_signs = slot_size != features
+        if self.random_signs:
+            rng = np.random.default_rng(seed)
+            matrix = rng.normal(size=(features, slot_size))
+            self.matrix = (matrix / np.linalg.norm(matrix, axis=0, keepdims=True)).astype(
+                np.float32
+            )
+            self.offset = rng.uniform(-1, 1, size=slot_size).astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if not self.random_signs:
+            return x
+        return np.where(x @ self.matrix + self.offset >= 0, 1.0, -1.0).astype(np.float32)
+
+    def describe(self) -> str:
+        if self.random_signs:
+            return (
+                f"{self.features} features encoded as {self.slot_size} random +-1 features "
+                "sign(x @ R + b)"
+            )
+        return f"{self.features} features as real values"
+
+
+def slot_sizes(state: Any) -> list[int]:
+    return [int(math.prod(state[i].shape[1:])) for i in range(len(state))]
+
+
+def check_network_data(state: Any, data: Data, seed: int) -> InputEncoder:
+    """The input encoder for ``data``; 422 when the data cannot go into the network's slots."""
+    sizes = slot_sizes(state)
+    if data.task != "classification":
+        raise PlaygroundError(
+            422,
+            f"library networks learn to classify with one-vs-all targets, but {data.name} is a "
+            "regression set: choose a classification dataset.",
+            "dataset",
+        )
+    if sizes[-1] != data.num_classes:
+        raise PlaygroundError(
+            422,
+            f"the network's output slot has shape ({sizes[-1]},), but {data.name} has "
+            f"{data.num_classes} classes (one-vs-all targets of shape ({data.num_classes},)): "
+            f"build the network with output size {data.num_classes}.",
+            "dataset",
+        )
+    if sizes[0] < data.input_dim:
+        raise PlaygroundError(
+            422,
+            f"the network's input slot has shape ({sizes[0]},), but {data.name} has inputs of "
+            f"shape ({data.input_dim},): build the network with input size {data.input_dim} "
+            "(or more, for a random +-1 encoding).",
+            "dataset",
+        )
+    return InputEncoder(data.input_dim, sizes[0], seed)
+
+
+class LocalPlan:
+    """A local-rule training job for a ``SequentialOrchestrator``."""
+
+    mode = "local"
+
+    def __init__(
+        self,
+        model: SequentialOrchestrator,
+        state: Any,
+        data: Data,
+        encoder: InputEncoder,
+        *,
+        optimizer_name: str,
+        learning_rate: float,
+        weight_decay: float | None,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        steps_train: int,
+        steps_inference: int,
+    ):
+        self.model = model
+        self.state = state
+        self.data = data
+        self.encoder = encoder
+        self.optimizer_name = optimizer_name
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = min(batch_size, len(data.x_train))
+        self.seed = seed
+        self.steps_train = steps_train
+        self.steps_inference = steps_inference
+        self.batches_per_epoch = len(data.x_train) // self.batch_size
+        self.total = epochs * self.batches_per_epoch
+        self.metric_names = ["epoch", "loss", "accuracy", "test_accuracy"]
+        k = data.num_classes
+        self.x_train = encoder(data.x_train)
+        self.x_test = encoder(data.x_test)
+        self.y_train = one_vs_all(data.y_train, k)
+        self.y_test = one_vs_all(data.y_test, k)
+        self.view_kind = "boundary" if data.input_dim == 2 else None
+        if self.view_kind:
+            gx, gy = grid_for(np.concatenate([data.x_train, data.x_test]), GRID)
+            mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2).astype(np.float32)
+            self._grid = (gx, gy, encoder(mesh))
+
+    def view(self, model: Any) -> dict | None:
+        if self.view_kind is None:
+            return None
+        gx, gy, mesh = self._grid
+        out = infer(
+            model,
+            self.state,
+            jnp.asarray(mesh),
+            jax.random.PRNGKey(0),
+            steps_inference=self.steps_inference,
+        )
+        predicted = np.asarray(jnp.argmax(out, axis=-1))
+        scores = predicted / max(self.data.num_classes - 1, 1)
+        px, py = sample_points(self.data.x_train, self.data.y_train)
+        tx, ty = sample_points(self.data.x_test, self.data.y_test, MAX_SHOWN_POINTS // 4)
+        return {
+            "kind": "boundary",
+            "x": gx.tolist(),
+            "y": gy.tolist(),
+            "z": scores.reshape(len(gy), len(gx)).round(4).tolist(),
+            "num_classes": self.data.num_classes,
+            "train": {"x": px.round(4).tolist(), "label": py.tolist()},
+            "test": {"x": tx.round(4).tolist(), "label": ty.tolist()},
+        }
+
+    def accuracy(self, model: Any, x: np.ndarray, y: np.ndarray) -> float:
+        value = eval_step(
+            model,
+            self.state,
+            jnp.asarray(x),
+            jnp.asarray(y),
+            jax.random.PRNGKey(0),
+            steps_inference=self.steps_inference,
+        )
+        return float(value)
+
+    def run(self, job) -> Any:
+        """Train epoch by epoch, reporting to ``job``; returns the network reached."""
+        model = self.model
+        opt, opt_state = init_optimizer(
+            self.optimizer_name, model, self.learning_rate, self.weight_decay
+        )
+        rng = np.random.default_rng(self.seed)
+        key = jax.random.PRNGKey(self.seed)
+        n, batch = len(self.x_train), self.batch_size
+        step = 0
+        last_view = time.monotonic()
+        job.set_view(self.view(model))
+        for epoch in range(1, self.epochs + 1):
+            order = rng.permutation(n)
+            key, epoch_key = jax.random.split(key)
+            batch_keys = jax.random.split(epoch_key, self.batches_per_epoch)
+            for b in range(self.batches_per_epoch):
+                if job.should_stop():
+                    job.set_view(self.view(model))
+                    return model
+                index = order[b * batch : (b + 1) * batch]
+                model, opt_state = train_step(
+                    model,
+                    opt_state,
+                    opt,
+                    self.state,
+                    self.x_train[index],
+                    self.y_train[index],
+                    batch_keys[b],
+                    steps_train=self.steps_train,
+                    steps_inference=self.steps_inference,
+                )
+                step += 1
+                job.set_step(step)
+                now = time.monotonic()
+                if now - last_view >= 4 * VIEW_SECONDS:
+                    job.set_view(self.view(model))
+                    last_view = time.monotonic()
+            job.record(
+                epoch=epoch,
+                accuracy=self.accuracy(model, self.x_train, self.y_train),
+                test_accuracy=self.accuracy(model, self.x_test, self.y_test),
+            )
+        job.set_view(self.view(model))
+        return model

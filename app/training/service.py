@@ -1,0 +1,294 @@
+"""From a request to a job: the request models, the defaults, the checks, the plan.
+
+Everything a job needs is checked here, in the request, before anything is queued: the
+settings' bounds, the dataset (generated or uploaded) and whether it fits the module's input and
+output. Each problem is a 422 naming the field and, for shapes, both shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import PlaygroundError
+from app.services import Services
+from app.store import ModuleRecord, new_id
+from app.training.datasets import (
+    MAX_SEED,
+    CsvDataset,
+    Data,
+    DatasetChoice,
+    GeneratedDataset,
+    as_dataset,
+    csv_data,
+    generate,
+    parse_csv,
+)
+from app.training.gradient import GradientPlan, prepare_objective
+from app.training.jobs import JobManager
+from app.training.local import LocalPlan, check_network_data
+from app.training.losses import LossName
+from app.training.storage import TrainingStorage
+from library.orchestrators import SequentialOrchestrator
+from library.training import infer_state
+
+MAX_BATCH_SIZE = 4096
+MAX_DYNAMICS_SWEEPS = 100
+"""``steps_train`` and ``steps_inference`` of the local rule, per batch."""
+
+DEFAULTS = {
+    "gradient": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 32, "steps": 500},
+    "local": {"optimizer": "adam", "learning_rate": 5e-3, "batch_size": 16, "epochs": 3},
+}
+"""What a request leaves out. The local rule's are the reference protocol's (LIBRARY.md)."""
+
+
+class TrainRequest(BaseModel):
+    """The body of ``POST /api/modules/{id}/train``. Every field is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetChoice | None = Field(
+        None,
+        description="A dataset name, {name, noise, num_examples, test_fraction, seed} or "
+        "{csv_id, test_fraction, seed, task}. Default: circle (2 inputs), sine (1 input), "
+        "prototypes (library networks).",
+    )
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="The Optax optimiser.")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="Default 0.01 (gradient) or 0.005 (library networks, the reference's).",
+    )
+    weight_decay: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="adamw's weight decay (1e-4)."
+    )
+    steps: int | None = Field(
+        None, ge=1, description="Gradient steps (gradient training; default 500)."
+    )
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Passes over the training set: library networks (default 3); for gradient "
+        "training, instead of steps.",
+    )
+    batch_size: int | None = Field(
+        None, ge=1, le=MAX_BATCH_SIZE, description="Default 32 (gradient) or 16 (networks)."
+    )
+    loss: LossName = Field(
+        "auto",
+        description="auto (logistic for one output, softmax cross-entropy for one per class, "
+        "mse for regression), logistic, softmax_cross_entropy or mse. Gradient training only.",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the batches' order.")
+    steps_train: int = Field(
+        10,
+        ge=0,
+        le=MAX_DYNAMICS_SWEEPS,
+        description="Library networks: sweeps of step after init(x, y), per batch.",
+    )
+    steps_inference: int = Field(
+        10,
+        ge=0,
+        le=MAX_DYNAMICS_SWEEPS,
+        description="Library networks: sweeps of step_inference before backward, and before "
+        "predict when measuring accuracy.",
+    )
+
+
+def get_storage(services: Services) -> TrainingStorage:
+    if "training_storage" not in services.extras:
+        services.extras.setdefault("training_storage", TrainingStorage(services.engine))
+    return services.extras["training_storage"]
+
+
+def get_jobs(services: Services) -> JobManager:
+    if "jobs" not in services.extras:
+        services.extras.setdefault(
+            "jobs", JobManager(services.store, get_storage(services), services.settings)
+        )
+    return services.extras["jobs"]
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def load_data(choice: Any, services: Services, workspace: str) -> Data:
+    """The dataset a request names, generated or read from the workspace's uploads."""
+    spec = as_dataset(choice)
+    if isinstance(spec, GeneratedDataset):
+        return generate(spec, services.settings)
+    stored = get_storage(services).get_csv(workspace, spec.csv_id)
+    if stored is None:
+        raise PlaygroundError(
+            404,
+            f"No uploaded CSV {spec.csv_id!r} in your workspace: upload it with "
+            "POST /api/datasets/csv.",
+            "dataset.csv_id",
+        )
+    return csv_data(spec, stored.columns, stored.data, stored.filename)
+
+
+def upload_csv(services: Services, workspace: str, filename: str, content: bytes) -> dict:
+    """Check and store an uploaded CSV file: ``{"csv_id", "rows", "columns", ...}``."""
+    columns, table = parse_csv(content, services.settings)
+    elements = table.size
+    if elements > services.settings.max_array_elements:
+        raise PlaygroundError(
+            422,
+            f"the file holds {elements:,} numbers; the limit is "
+            f"{services.settings.max_array_elements:,} (max_array_elements).",
+            "file",
+        )
+    csv_id = new_id(9)
+    name = (filename or "upload.csv").replace("\\", "/").rsplit("/", 1)[-1][:80]
+    get_storage(services).save_csv(csv_id, workspace, name, columns, table)
+    preview = csv_data(CsvDataset(csv_id=csv_id), columns, table, name)
+    return {
+        "csv_id": csv_id,
+        "filename": name,
+        "rows": int(table.shape[0]),
+        "columns": int(table.shape[1]),
+        "names": columns,
+        "task": preview.task,
+        "num_classes": preview.num_classes,
+        "features": int(table.shape[1] - 1),
+    }
+
+
+def default_dataset(entry: Any, is_network: bool) -> GeneratedDataset:
+    if is_network:
+        return GeneratedDataset(name="prototypes")
+    example = tuple(entry.example_input_shape())
+    if getattr(entry, "batched_input", False):
+        example = example[1:]
+    size = math.prod(example) if example else 1
+    if size == 1:
+        return GeneratedDataset(name="sine")
+    return GeneratedDataset(name="circle")
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _limit(value: int, limit: int, name: str, setting: str) -> None:
+    if value > limit:
+        raise PlaygroundError(
+            422, f"{name} is {value:,}; the limit is {limit:,} ({setting}).", name
+        )
+
+
+def plan_training(
+    services: Services, workspace: str, record: ModuleRecord, request: TrainRequest
+) -> tuple[Any, dict, dict]:
+    """``(plan, resolved settings, dataset summary)`` for a request, or a 422."""
+    settings = services.settings
+    entry = record.spec()
+    model = services.store.load(record)
+    is_network = isinstance(model, SequentialOrchestrator)
+    mode = "local" if is_network else "gradient"
+    defaults = DEFAULTS[mode]
+    choice = request.dataset if request.dataset is not None else default_dataset(entry, is_network)
+    spec = as_dataset(choice)
+    data = load_data(spec, services, workspace)
+    optimizer = request.optimizer
+    learning_rate = request.learning_rate or defaults["learning_rate"]
+    batch_size = min(request.batch_size or defaults["batch_size"], len(data.x_train))
+    weight_decay = request.weight_decay
+    if weight_decay is not None and optimizer != "adamw":
+        raise PlaygroundError(
+            422,
+            f"weight_decay applies to adamw only; the optimizer is {optimizer}.",
+            "weight_decay",
+        )
+    resolved: dict[str, Any] = {
+        "dataset": spec.model_dump(),
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": request.seed,
+    }
+    if optimizer == "adamw":
+        resolved["weight_decay"] = 1e-4 if weight_decay is None else weight_decay
+    if is_network:
+        if request.steps is not None:
+            raise PlaygroundError(
+                422,
+                "library networks train in epochs with their local rule: give 'epochs', not "
+                "'steps'.",
+                "steps",
+            )
+        if request.loss != "auto":
+            raise PlaygroundError(
+                422,
+                "library networks learn by their local (perceptron) rule, not by a loss: leave "
+                "'loss' out.",
+                "loss",
+            )
+        epochs = request.epochs or defaults["epochs"]
+        _limit(epochs, settings.max_train_epochs, "epochs", "max_train_epochs")
+        state = entry.state() if hasattr(entry, "state") else infer_state(model, data.x_train[:1])
+        encoder = check_network_data(state, data, getattr(spec, "seed", 0))
+        plan = LocalPlan(
+            model,
+            state,
+            data,
+            encoder,
+            optimizer_name=optimizer,
+            learning_rate=learning_rate,
+            weight_decay=resolved.get("weight_decay"),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=request.seed,
+            steps_train=request.steps_train,
+            steps_inference=request.steps_inference,
+        )
+        resolved.update(
+            epochs=epochs,
+            steps_train=request.steps_train,
+            steps_inference=request.steps_inference,
+            batches_per_epoch=plan.batches_per_epoch,
+            input_encoding=encoder.describe(),
+        )
+    else:
+        if request.steps is not None and request.epochs is not None:
+            raise PlaygroundError(
+                422, "give either 'steps' or 'epochs' for gradient training, not both.", "steps"
+            )
+        if request.steps is not None:
+            steps = request.steps
+        elif request.epochs is not None:
+            _limit(request.epochs, settings.max_train_epochs, "epochs", "max_train_epochs")
+            steps = request.epochs * math.ceil(len(data.x_train) / batch_size)
+        else:
+            steps = defaults["steps"]
+        _limit(steps, settings.max_train_steps, "steps", "max_train_steps")
+        objective = prepare_objective(entry, model, data, request.loss)
+        plan = GradientPlan(
+            model,
+            objective,
+            data,
+            optimizer_name=optimizer,
+            learning_rate=learning_rate,
+            weight_decay=resolved.get("weight_decay"),
+            steps=steps,
+            batch_size=batch_size,
+            seed=request.seed,
+        )
+        resolved.update(steps=steps, loss=objective.loss)
+    return plan, resolved, data.summary()
+
+
+def start_training(
+    services: Services, workspace: str, record: ModuleRecord, request: TrainRequest
+) -> dict:
+    """Plan and queue a job; its public record."""
+    jobs = get_jobs(services)
+    jobs.check_capacity(workspace)  # before generating any data
+    plan, resolved, dataset = plan_training(services, workspace, record, request)
+    job = jobs.submit(record, plan, resolved, dataset)
+    return job.public()
