@@ -31,19 +31,14 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from app.errors import PlaygroundError, wants_html
+from app.routers.health import device_label
 from app.routers.modules import ModuleOut, model_roles, module_out
 from app.services import Services, get_module_record, get_services, get_workspace
 from app.store import ModuleRecord, ShareRecord
 from app.trees import array_payload, describe_tree, path_of
 
 router = APIRouter(tags=["sharing"])
-TEMPLATES_DIR = FilePath(__file__).resolve().parents[2] / "templates"
-templates = Jinja2Templates(directory=TEMPLATES_DIR)
-
-
-def page_layout() -> str:
-    """The site's base template once the pages have one, else a plain layout of our own."""
-    return "base.html" if (TEMPLATES_DIR / "base.html").exists() else "partials/share_layout.html"
+templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[2] / "templates")
 
 
 SHARE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
@@ -264,7 +259,8 @@ def shared_page(request: Request, share_id: str, services: ServicesDep):
             "code": spec.code(),
             "fork_action": f"{share_url(share.id)}/fork",
             "api_url": f"/api/shared/{share.id}",
-            "layout": page_layout(),
+            "device": device_label(),
+            "notices": [],
         },
     )
 
