@@ -56,7 +56,7 @@ RUN_PER_EXAMPLE = {
     "input": {"shape": [8, 2], "init": "normal", "seed": 1},
 }
 TRAIN = {
-    "dataset": {"name": "circle", "n": 200, "noise": 0.1, "seed": 0},
+    "dataset": {"name": "circle", "num_examples": 200, "noise": 0.1, "seed": 0},
     "optimizer": "adam",
     "learning_rate": 0.05,
     "steps": 40,
@@ -171,9 +171,9 @@ class User:
         return response
 
     async def flow(self) -> None:
-        response = await self.call("page", "GET", "/")
+        response = await self.call("page", "GET", "/", follow_redirects=True)
         await self.think()
-        spec = LINEAR if self.random.random() < 0.6 else mlp(self.random.randrange(1000))
+        spec = LINEAR if self.random.random() < 0.5 else mlp(self.random.randrange(1000))
         response = await self.call("build", "POST", "/api/modules", json=spec, expect=(201,))
         if response is None:
             return
@@ -195,7 +195,8 @@ class User:
             await self.think()
         await self.call("run", "POST", f"/api/modules/{module}/run", json=run_vmap)
         await self.think()
-        if self.random.random() < self.args.train_fraction:
+        trainable = spec["kind"] != "library.Linear"  # circle has one output; Linear(2, 3) three
+        if trainable and self.random.random() < self.args.train_fraction:
             response = await self.call(
                 "train", "POST", f"/api/modules/{module}/train", json=TRAIN, expect=(202,)
             )
@@ -350,7 +351,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=2000, help="per user")
     parser.add_argument("--think", type=float, nargs=2, default=(0.5, 2.0), metavar=("MIN", "MAX"))
     parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which users arrive")
-    parser.add_argument("--train-fraction", type=float, default=0.5, help="flows that train")
+    parser.add_argument(
+        "--train-fraction", type=float, default=0.6, help="MLP flows that train (half build one)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--memory-every", type=float, default=5.0, help="seconds")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
