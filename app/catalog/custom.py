@@ -352,6 +352,7 @@ class CustomModuleEntry(CatalogEntry):
     call: str = Field(
         "x @ weight + bias",
         min_length=1,
+        max_length=10_000,  # a hard cap; the expression language applies the configured limit
         title="__call__(x) returns",
         description="One expression over x and the field names: numbers, + - * / ** @ %, "
         "indexing, .T, and functions such as sin, exp, tanh, relu, sigmoid, mean, sum, where "
@@ -516,7 +517,10 @@ class CustomModuleEntry(CatalogEntry):
                 ):
                     candidates[candidate] = None
         candidates.update({(BATCH,): None, (): None})
-        abstract_model = jax.eval_shape(self.build)
+        try:
+            abstract_model = jax.eval_shape(self.build)
+        except Exception:  # noqa: BLE001 - e.g. shapes too large to describe; the server refuses
+            return (BATCH,)
         for candidate in list(candidates)[:48]:
             try:
                 jax.eval_shape(
