@@ -1,5 +1,6 @@
 """LayerMaps: the wiring of a network as a read-only, sparse matrix of modules."""
 
+import dataclasses
 import operator
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -23,6 +24,11 @@ def _as_key(value: object, what: str) -> int:
             if key >= 0:
                 return key
     raise TypeError(f"LayerMap {what} must be non-negative ints; got {value!r}")
+
+
+class ReadOnlyError(TypeError, AttributeError):
+    """Raised on any attempt to change a LayerMap: a `TypeError` (and, for
+    attributes, an `AttributeError`, as for every frozen Equinox module)."""
 
 
 class LayerMap(eqx.Module):
@@ -127,10 +133,19 @@ class LayerMap(eqx.Module):
             raise KeyError(f"no row {i}; rows are {self.rows()}") from None
 
     def __setitem__(self, key, value):
-        raise TypeError(f"LayerMap is read-only; cannot assign to {key!r}")
+        raise ReadOnlyError(f"LayerMap is read-only; cannot assign to {key!r}")
 
     def __delitem__(self, key):
-        raise TypeError(f"LayerMap is read-only; cannot delete {key!r}")
+        raise ReadOnlyError(f"LayerMap is read-only; cannot delete {key!r}")
+
+    def __setattr__(self, name, value):
+        try:
+            super().__setattr__(name, value)
+        except dataclasses.FrozenInstanceError:
+            raise ReadOnlyError(f"LayerMap is read-only; cannot set {name!r}") from None
+
+    def __delattr__(self, name):
+        raise ReadOnlyError(f"LayerMap is read-only; cannot delete {name!r}")
 
     def __contains__(self, key: object) -> bool:
         """`(i, j) in lm` tests an entry; `i in lm` tests a row."""

@@ -88,8 +88,12 @@ def test_read_only():
         del lm[1][0]
     with pytest.raises(TypeError):
         lm.neighbors(1)[0] = module
-    with pytest.raises(AttributeError):
+    with pytest.raises(TypeError):
         lm._layers = {}
+    with pytest.raises(AttributeError):  # as for any frozen Equinox module
+        lm.anything = 1
+    with pytest.raises(TypeError):
+        del lm._layers
     assert isinstance(lm[1, 0], FullyConnected)
 
 
