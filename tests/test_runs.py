@@ -483,7 +483,7 @@ def test_run_panel_fragments(client, seed):
         data={"function": "forward", "transforms": "grad", "shape": "5,2"},
         headers=headers,
     )
-    assert error.status_code == 422
+    assert error.status_code == 200  # the panel shows the message
     assert 'role="alert"' in error.text and "returns f32[5,3]" in error.text
     sweep = client.post(f"/m/{seed}/sweep", data={"points": "11"}, headers=headers)
     assert sweep.status_code == 200 and 'class="plot"' in sweep.text

@@ -18,17 +18,17 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from app.errors import PlaygroundError
 from app.runs.engine import RunEngine
 from app.runs.panel import render_form, render_run, render_sweep
-from app.runs.results import FIELDS, run_payload, sweep_payload
+from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
 from app.runs.spec import RunRequest, SweepRequest
-from app.services import Services, get_module_record, get_services
+from app.services import Services
 from app.store import ModuleRecord
 
 router = APIRouter(tags=["runs"])
@@ -114,40 +114,73 @@ class SweepOut(BaseModel):
     warnings: list[str]
 
 
-@router.post("/api/modules/{module_id}/run", responses={200: {"model": RunOut}})
-def run_module(
-    body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
-    include: str | None = Query(
-        None, max_length=200, description="Comma-separated heavy parts to send (default all)."
-    ),
-    record: ModuleRecord = Depends(get_module_record),  # noqa: B008
-    services: Services = Depends(get_services),  # noqa: B008
-) -> JSONResponse:
-    """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
-    parts = parse_include(include)
+def find_record(services: Services, workspace: str, module_id: str) -> ModuleRecord:
+    """The module ``module_id`` of ``workspace``; 404 for any other."""
+    record = services.store.get(workspace, module_id) if len(module_id) <= 32 else None
+    if record is None:
+        raise PlaygroundError(404, f"No module {module_id[:40]!r} in your workspace.")
+    return record
+
+
+def _run_json(services, workspace, module_id, body: RunRequest, parts) -> FastJSONResponse:
+    record = find_record(services, workspace, module_id)
     engine = get_engine(services)
     spec = record.spec()
     with services.compute.slot():
         model = services.store.load(record)
         outcome = engine.run(spec, model, body, scopes=scopes(record))
-    return JSONResponse(run_payload(outcome, spec, services.settings, parts))
+    return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
 
 
-@router.post("/api/modules/{module_id}/sweep", responses={200: {"model": SweepOut}})
-def sweep_module(
-    body: SweepRequest = Body(default_factory=SweepRequest),  # noqa: B008
-    include: str | None = Query(None, max_length=200),
-    record: ModuleRecord = Depends(get_module_record),  # noqa: B008
-    services: Services = Depends(get_services),  # noqa: B008
-) -> JSONResponse:
-    """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
-    parts = parse_include(include)
+def _sweep_json(services, workspace, module_id, body: SweepRequest, parts) -> FastJSONResponse:
+    record = find_record(services, workspace, module_id)
     engine = get_engine(services)
     spec = record.spec()
     with services.compute.slot():
         model = services.store.load(record)
         outcome = engine.sweep(spec, model, body, scopes=scopes(record))
-    return JSONResponse(sweep_payload(outcome, spec, parts))
+    return FastJSONResponse(sweep_payload(outcome, spec, parts))
+
+
+IncludeQuery = Query(
+    None, max_length=200, description="Comma-separated heavy parts to send (default all)."
+)
+
+
+# The endpoints are ``async`` and hand their whole work to the thread pool in one step: sync
+# dependencies would each take a trip through the pool, which costs more than a small run.
+@router.post(
+    "/api/modules/{module_id}/run",
+    responses={200: {"model": RunOut}, 404: {"description": "No such module here."}},
+)
+async def run_module(
+    module_id: str,
+    request: Request,
+    body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
+    include: str | None = IncludeQuery,
+) -> FastJSONResponse:
+    """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
+    parts = parse_include(include)
+    services: Services = request.app.state.services
+    workspace = request.state.workspace
+    return await run_in_threadpool(_run_json, services, workspace, module_id, body, parts)
+
+
+@router.post(
+    "/api/modules/{module_id}/sweep",
+    responses={200: {"model": SweepOut}, 404: {"description": "No such module here."}},
+)
+async def sweep_module(
+    module_id: str,
+    request: Request,
+    body: SweepRequest = Body(default_factory=SweepRequest),  # noqa: B008
+    include: str | None = IncludeQuery,
+) -> FastJSONResponse:
+    """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
+    parts = parse_include(include)
+    services: Services = request.app.state.services
+    workspace = request.state.workspace
+    return await run_in_threadpool(_sweep_json, services, workspace, module_id, body, parts)
 
 
 # ------------------------------------------------------------------------------------------

@@ -298,6 +298,14 @@ class Compiled:
     out_info: Any
     run_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    memo: dict = field(default_factory=dict)
+    """What answers derive from the key alone (the output's tree node), made once."""
+
+    def remember(self, name: str, make: Callable[[], Any]) -> Any:
+        found = self.memo.get(name)
+        if found is None:
+            found = self.memo[name] = make()
+        return found
 
     def record(self, seconds: float) -> None:
         with self.lock:
@@ -866,6 +874,7 @@ class RunEngine:
         self.inputs = InputCache()
         self._previous: OrderedDict[tuple, RunKey] = OrderedDict()
         self._previous_lock = threading.Lock()
+        self._expressions: OrderedDict[str, Expression] = OrderedDict()
 
     @property
     def compiles(self) -> int:
@@ -889,8 +898,12 @@ class RunEngine:
         return before, compared
 
     def parse_loss(self, text: str, field_name: str = "loss") -> Expression:
+        with self._previous_lock:
+            found = self._expressions.get(text)
+            if found is not None:
+                return found
         try:
-            return parse_expression(
+            expression = parse_expression(
                 text,
                 LOSS_VARIABLES,
                 max_length=self.settings.max_expression_length,
@@ -900,6 +913,11 @@ class RunEngine:
             raise RunError(
                 f"The loss {text[:80]!r} cannot be used: {error.message}", field=field_name
             ) from None
+        with self._previous_lock:
+            self._expressions[text] = expression
+            while len(self._expressions) > 512:
+                self._expressions.popitem(last=False)
+        return expression
 
     def run(
         self, spec: Any, model: Any, request: RunRequest, *, scopes: Sequence[tuple] = ()

@@ -9,7 +9,9 @@ presets and the default form. The fragments:
 - ``partials/run_sweep_result.html``: a sweep (``POST /m/{id}/sweep``).
 
 A refused run answers the same fragment with the message in plain words where the result goes
-(``role="alert"``), never a stack trace.
+(``role="alert"``), never a stack trace. The JSON API answers such a run with a 422; the panel's
+fragment is a 200, since showing the message is what the page asked for (a 4xx would also be an
+error in the browser's console).
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
     return {"payload": payload, "view": view, "outcome": outcome, "request_body": body}
 
 
+def _fragment_status(status: int) -> int:
+    """A refused run is an answer the panel shows (200, the message in ``role="alert"``);
+    only "busy" (503) and "gone" (404) keep their status."""
+    return status if status in (404, 503) else 200
+
+
 def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
     """Run the form, or the preset its button names; the panel with the result or the error."""
     services = _services(request)
@@ -135,13 +143,12 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
         context.update(_run(request, record, form))
     except ValueError as error:
         context["error"] = f"The form has a problem: {error}"
-        status = 422
     except PlaygroundError as error:
         context["error"] = error.message
-        status = error.status_code
+        status = _fragment_status(error.status_code)
     except HTTPException as error:
         context["error"] = str(error.detail)
-        status = error.status_code
+        status = _fragment_status(error.status_code)
     headers = {"Retry-After": "2"} if status == 503 else None
     return templates.TemplateResponse(
         request, "partials/run_body.html", context, status_code=status, headers=headers
@@ -187,13 +194,12 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
         context["error"] = "The sweep form has a problem: " + describe_validation_errors(
             error.errors()
         )
-        status = 422
     except PlaygroundError as error:
         context["error"] = error.message
-        status = error.status_code
+        status = _fragment_status(error.status_code)
     except HTTPException as error:
         context["error"] = str(error.detail)
-        status = error.status_code
+        status = _fragment_status(error.status_code)
     return templates.TemplateResponse(
         request, "partials/run_sweep_result.html", context, status_code=status
     )

@@ -1,4 +1,9 @@
-"""A run's outcome as the API's JSON: the output tree, its values, a figure, what JAX did."""
+"""A run's outcome as the API's JSON: the output tree, its values, a figure, what JAX did.
+
+Answers are serialised by :class:`FastJSONResponse` (pydantic-core's Rust encoder): a gradient
+of a 512-wide MLP sends some 18,000 numbers, which the standard library encodes in 10 to 30 ms
+and pydantic-core in about one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import math
 from typing import Any
 
 import numpy as np
+import pydantic_core
+from fastapi.responses import JSONResponse
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
@@ -13,6 +20,21 @@ from app.routers.health import device_label
 from app.runs.code import run_code, run_expression, sweep_code
 from app.runs.engine import RunOutcome
 from app.trees import array_summary, describe_tree, json_number, kept_shape
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON through ``pydantic_core.to_json``: fast for long lists of floats. A NaN or infinity
+    left anywhere becomes ``null`` (values themselves carry them as strings)."""
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content, inf_nan_mode="null", fallback=_fallback)
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
 
 FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo")
 """The parts of an answer that ``?include=`` can leave out (all are sent by default)."""
@@ -38,8 +60,9 @@ def nested_values(array: np.ndarray, limit: int) -> tuple[Any, bool]:
     truncated = kept != tuple(array.shape)
     part = array[tuple(slice(0, n) for n in kept)] if truncated else array
     if part.dtype.kind == "f":
-        values = part.astype(np.float64).tolist()
-        if not np.isfinite(part).all():
+        finite = np.isfinite(part).all()
+        values = short_floats(part).tolist()
+        if not finite:
             values = _json_safe(values)
     elif part.dtype.kind == "c":
         values = np.abs(part).astype(np.float64).tolist()
@@ -48,19 +71,57 @@ def nested_values(array: np.ndarray, limit: int) -> tuple[Any, bool]:
     return values, truncated
 
 
+def short_floats(array: np.ndarray) -> np.ndarray:
+    """float64 values whose repr has at most 9 significant digits (8 where that suffices) and
+    reads back as the same float32: ``0.33333334`` for float32 ``1/3``, not
+    ``0.3333333432674408``. The JSON is shorter and faster to write; float64 arrays are
+    returned as they are."""
+    if array.dtype != np.float32 or array.size == 0:
+        return array.astype(np.float64)
+    wide = array.astype(np.float64)
+    magnitude = np.abs(wide)
+    usable = np.isfinite(wide) & (magnitude > 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exponent = np.floor(np.log10(np.where(usable, magnitude, 1.0)))
+        best = wide
+        for significant in (9, 8):
+            places = significant - 1 - exponent
+            scale = np.power(10.0, np.abs(places))
+            rounded = np.where(
+                places >= 0, np.round(wide * scale) / scale, np.round(wide / scale) * scale
+            )
+            same = usable & (rounded.astype(np.float32) == array)
+            best = np.where(same, rounded, best)
+    return best
+
+
 def _json_safe(values: Any) -> Any:
     if isinstance(values, list):
         return [_json_safe(v) for v in values]
     return json_number(values)
 
 
-def nonfinite_warnings(leaves: list[tuple[str, np.ndarray]]) -> list[str]:
+def leaf_norms(leaves: list[tuple[str, np.ndarray]]) -> list[float]:
+    """The 2-norm of every leaf (NaN or infinite when the leaf holds such values)."""
+    norms = []
+    for _, array in leaves:
+        if array.size == 0:
+            norms.append(0.0)
+        elif array.dtype.kind in "fc":
+            norms.append(float(np.linalg.norm(array.reshape(-1))))
+        else:
+            norms.append(float(np.linalg.norm(array.reshape(-1).astype(np.float64))))
+    return norms
+
+
+def nonfinite_warnings(
+    leaves: list[tuple[str, np.ndarray]], norms: list[float] | None = None
+) -> list[str]:
+    """A warning for every leaf that holds NaN or infinity (found through its norm)."""
+    norms = leaf_norms(leaves) if norms is None else norms
     warnings = []
-    for path, array in leaves:
-        if array.dtype.kind not in "fc" or array.size == 0:
-            continue
-        norm = float(np.linalg.norm(array.reshape(-1)))
-        if math.isfinite(norm):
+    for (path, array), norm in zip(leaves, norms, strict=True):
+        if array.dtype.kind not in "fc" or array.size == 0 or math.isfinite(norm):
             continue
         nan = int(np.isnan(array).sum())
         inf = int(np.isinf(array).sum())
@@ -86,7 +147,9 @@ def _norm(array: np.ndarray, axis=None) -> Any:
     return np.sqrt(np.sum(np.square(values.astype(np.float64)), axis=axis))
 
 
-def result_figure(result: Any, leaves: list[tuple[str, np.ndarray]], per_example: bool) -> dict:
+def result_figure(
+    result: Any, leaves: list[tuple[str, np.ndarray]], per_example: bool, norms: list[float]
+) -> dict:
     """Line for 1-D, heatmap for 2-D (and more), a number for a scalar, bars of each leaf's
     norm for a tree (a heatmap of leaf × example after vmap)."""
     if is_single_array(result):
@@ -114,12 +177,11 @@ def result_figure(result: Any, leaves: list[tuple[str, np.ndarray]], per_example
             np.stack(norms),
             x_labels=list(range(min(count, 50))),
             y_labels=labels,
-            title=f"Norm of each leaf, per example (vmap added an axis of {count}){more}",
+            title=f"Norm of each leaf per example: vmap added an axis of {count}{more}",
             x_title="example",
         )
 
-    norms = [float(_norm(array)) for _, array in shown]
-    return bar_figure(labels, norms, f"Norm of each leaf of the result{more}")
+    return bar_figure(labels, norms[: len(shown)], f"Norm of each leaf of the result{more}")
 
 
 def run_payload(
@@ -143,13 +205,16 @@ def run_payload(
             for path, array in leaves:
                 values[path], cut = nested_values(array, limit)
                 truncated = truncated or cut
-    warnings = nonfinite_warnings(leaves)
+    norms = leaf_norms(leaves)
+    warnings = nonfinite_warnings(leaves, norms)
     transforms = list(request.transforms)
     if request.wrt == "params" and not single and not leaves and transforms:
         warnings.append("This module has no trained parameters, so the gradient is empty.")
     loss_text = outcome.expression.to_python() if outcome.expression is not None else None
     payload: dict[str, Any] = {
-        "output": describe_tree(result) if "output" in include else None,
+        "output": entry.remember("output", lambda: describe_tree(result))
+        if "output" in include
+        else None,
         "values": values,
         "truncated": truncated,
         "timings": {
@@ -200,7 +265,7 @@ def run_payload(
             simple_model=outcome.simple_model,
         )
     if "plot" in include:
-        payload["plot"] = result_figure(result, leaves, "vmap" in transforms)
+        payload["plot"] = result_figure(result, leaves, "vmap" in transforms, norms)
     return payload
 
 

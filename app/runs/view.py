@@ -15,7 +15,7 @@ from app.runs.results import host_leaves, is_single_array
 from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest, shape_text
 from app.trees import array_summary
 
-SMALL_ARRAY = 24
+SMALL_ARRAY = 60
 """Arrays up to this many elements show every value in the result tree."""
 FULL_VALUES = 400
 """Values listed behind "all values" for one leaf."""
@@ -257,8 +257,15 @@ def leaf_view(path: str, array: np.ndarray) -> dict:
     view: dict[str, Any] = {"path": path, "summary": array_summary(array), "size": size}
     finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
     view["nonfinite"] = array.dtype.kind in "fc" and finite.size != size
-    if size <= SMALL_ARRAY:
+    if size <= SMALL_ARRAY and array.ndim <= 2:
         view["cells"] = cell_grid(array)
+    elif size <= SMALL_ARRAY:
+        # one matrix per index of the leading axes: ``[0]``, ``[1]``... (vmap's new axis first)
+        lead = array.shape[:-2]
+        view["blocks"] = [
+            ("[" + ", ".join(map(str, index)) + "]", cell_grid(array[index]))
+            for index in np.ndindex(*lead)
+        ]
     elif finite.size:
         as_float = finite.astype(np.float64)
         view["stats"] = {

@@ -1,0 +1,216 @@
+"""What the HTTP API adds to a warm run: the round trip against the same compiled call in Python.
+
+A real uvicorn server runs on 127.0.0.1 in a thread of this process; ``httpx`` posts warm runs
+to it. The same compiled executable (taken from the server's compile cache) is then called
+directly with the same module arrays and input, ``jax.block_until_ready`` included. The two are
+timed alternately, call by call, so that both see the same machine load; the medians, their
+difference and their ratio are printed.
+
+Cases:
+
+- the seed's ``library.Linear(2, 3)``: ``jit(grad)`` of ``mean(out)`` on ones of shape (5, 2);
+  target: at most 3 ms added.
+- a 4-layer, 512-wide ``eqx.nn.MLP`` (512 -> 512 -> 512 -> 512 -> 512, relu): ``jit(grad)`` of
+  the MSE loss ``mean((out - 1) ** 2)`` on a batch of 256 normal inputs. ``eqx.nn.MLP`` takes
+  one example, so the run uses ``batched: true`` (``out = jax.vmap(model)(x)`` inside the loss),
+  which makes the loss one number over the whole batch; target: a ratio of at most 1.3.
+
+The batch (256 × 512 = 131,072 numbers) is above the default ``max_input_elements`` (100,000),
+so the server here runs with ``max_input_elements=262144``; nothing else differs from the
+defaults. Both runs answer the full default response (output tree, values, figure, code, jaxpr,
+HLO); ``--include values`` measures the lean answer too.
+
+    .venv/bin/python bench/run_overhead.py [--repeats 200] [--include values]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import jax  # noqa: E402
+import uvicorn  # noqa: E402
+
+from app.main import create_app  # noqa: E402
+from app.routers.health import device_label  # noqa: E402
+from app.runs.engine import module_structure  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+SEED = (
+    "seed Linear(2, 3): jit(grad) of mean(out), ones (5, 2)",
+    {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}},
+    {"transforms": ["grad", "jit"], "loss": "mean(out)", "input": {"shape": [5, 2]}},
+)
+MLP = (
+    "MLP 4 x 512 (relu): jit(grad) of mean((out - 1) ** 2), batch 256",
+    {
+        "kind": "eqx.nn.MLP",
+        "params": {"in_size": 512, "out_size": 512, "width_size": 512, "depth": 3},
+    },
+    {
+        "transforms": ["grad", "jit"],
+        "loss": "mean((out - 1) ** 2)",
+        "batched": True,
+        "input": {"shape": [256, 512], "init": "normal", "seed": 0},
+    },
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def measure(app, client: httpx.Client, case, repeats: int, include: str | None) -> dict:
+    title, module, body = case
+    made = client.post("/api/modules", json=module)
+    made.raise_for_status()
+    module_id = made.json()["id"]
+    params = {"include": include} if include else None
+    url = f"/api/modules/{module_id}/run"
+    first = client.post(url, json=body, params=params)
+    first.raise_for_status()
+    first.json()
+
+    services = app.state.services
+    engine = services.extras["runs"]
+    record = services.store.get(_workspace(services, module_id), module_id)
+    model = services.store.load(record)
+    _, arrays = module_structure(model)
+    prepared = engine.inputs.get(
+        _input_spec(body), record.spec().example_input_shape(), "float32", 1 << 30
+    )
+    entry = next(
+        e
+        for e in engine.cache._entries.values()
+        if e.key.input_shape == prepared.shape and e.key.kind == module["kind"]
+    )
+    args = (arrays, prepared.array)
+
+    def direct() -> float:
+        started = time.perf_counter()
+        jax.block_until_ready(entry.executable(*args))
+        return time.perf_counter() - started
+
+    def http() -> float:
+        started = time.perf_counter()
+        response = client.post(url, json=body, params=params)
+        _ = response.content
+        took = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(response.text)
+        return took
+
+    for _ in range(max(5, repeats // 10)):  # warm both paths
+        http()
+        direct()
+    http_times, direct_times = [], []
+    for _ in range(repeats):
+        http_times.append(http())
+        direct_times.append(direct())
+    last = client.post(url, json=body, params=params).json()
+    assert last["compiled"] is False
+    http_ms = statistics.median(http_times) * 1e3
+    direct_ms = statistics.median(direct_times) * 1e3
+    return {
+        "case": title,
+        "include": include or "all",
+        "http_ms": http_ms,
+        "direct_ms": direct_ms,
+        "added_ms": http_ms - direct_ms,
+        "ratio": http_ms / direct_ms,
+        "response_bytes": len(json.dumps(last)),
+        "compiles": last["compiles"],
+    }
+
+
+def _input_spec(body):
+    from app.runs.spec import InputSpec
+
+    return InputSpec.model_validate(body.get("input", {}))
+
+
+def _workspace(services, module_id: str) -> str:
+    from sqlalchemy import select
+
+    from app.database import modules
+
+    with services.engine.connect() as connection:
+        query = select(modules.c.workspace).where(modules.c.id == module_id)
+        return connection.execute(query).scalar_one()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls of each path")
+    parser.add_argument("--include", default=None, help="also measure ?include=... (e.g. 'values')")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        settings = Settings(data_dir=Path(data), max_input_elements=262_144)
+        app = create_app(settings)
+        with Server(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+            print(f"device: {device_label()}; jax {jax.__version__}; {args.repeats} calls each")
+            rows = []
+            for case in (SEED, MLP):
+                rows.append(measure(app, client, case, args.repeats, None))
+                if args.include:
+                    rows.append(measure(app, client, case, args.repeats, args.include))
+    print()
+    print(
+        f"{'case':66} {'include':8} {'HTTP ms':>9} {'direct ms':>10} {'added ms':>9} {'ratio':>6}"
+    )
+    for row in rows:
+        print(
+            f"{row['case']:66} {row['include']:8} {row['http_ms']:9.3f} {row['direct_ms']:10.3f} "
+            f"{row['added_ms']:9.3f} {row['ratio']:6.2f}"
+        )
+    seed, mlp = rows[0], next(r for r in rows if r["case"] == MLP[0] and r["include"] == "all")
+    print()
+    print(
+        f"seed: {seed['added_ms']:.2f} ms added (target <= 3 ms): "
+        f"{'OK' if seed['added_ms'] <= 3 else 'MISSED'}"
+    )
+    print(
+        f"MLP: ratio {mlp['ratio']:.2f} (target <= 1.3): "
+        f"{'OK' if mlp['ratio'] <= 1.3 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
