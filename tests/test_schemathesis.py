@@ -20,7 +20,10 @@ from hypothesis import HealthCheck, Phase, settings
 from app.main import create_app
 from app.settings import Settings
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 10
+MAX_EXAMPLES_COMPUTING = 5
+"""For the operations that compile or compute (run, sweep, train, dynamics)."""
+COMPUTING = r"/(run|sweep|train|dynamics)$"
 
 _data = Path(tempfile.mkdtemp(prefix="playground-schemathesis-"))
 atexit.register(shutil.rmtree, _data, True)
@@ -48,16 +51,7 @@ _share = _client.post(f"/api/modules/{_module}/share").json()["share_id"]
 _cookie = dict(_client.cookies)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
-def test_no_request_gets_a_server_error(case):
+def check(case) -> None:
     parameters = case.path_parameters or {}
     if "module_id" in parameters and case.method.upper() != "DELETE":
         parameters["module_id"] = _module
@@ -69,3 +63,26 @@ def test_no_request_gets_a_server_error(case):
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
     )
+
+
+def bounded(examples: int):
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+@schema.exclude(path_regex=COMPUTING).parametrize()
+@bounded(MAX_EXAMPLES)
+def test_no_request_gets_a_server_error(case):
+    check(case)
+
+
+@schema.include(path_regex=COMPUTING).parametrize()
+@bounded(MAX_EXAMPLES_COMPUTING)
+def test_no_computing_request_gets_a_server_error(case):
+    check(case)
