@@ -52,6 +52,7 @@ from app.training.service import (
     start_training,
     upload_csv,
 )
+from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
 from library.training import infer_state
 
@@ -324,10 +325,10 @@ def compute_dynamics(
         result = dynamics.run_dynamics(model, state, x, y, request.steps, request.phase)
     names = dynamics.slot_names(len(sizes))
     return {
-        "states": [np.round(s, 6).tolist() for s in result["states"]],
-        "flips": result["flips"].tolist(),
+        "states": [finite_list(s, 6) for s in result["states"]],
+        "flips": finite_list(result["flips"], 6),
         "plot": dynamics.overview_figure(result["states"], request.example),
-        "edges": result["edges"],
+        "edges": [[v if v is None else finite_list(v, 6) for v in row] for row in result["edges"]],
         "slots": sizes,
         "phase": request.phase,
         "steps": request.steps,

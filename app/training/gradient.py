@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from app.errors import PlaygroundError
+from app.training import views
 from app.training.datasets import Data
 from app.training.losses import choose_loss, class_score, loss_value, predicted_class
 from library.training import gradient_step, init_opt_state
@@ -31,10 +32,6 @@ RECORD_EVERY = 20
 """A job records its metrics every ``min(RECORD_EVERY, ceil(steps / 100))`` steps."""
 VIEW_SECONDS = 0.5
 """The least time between two refreshes of the decision boundary (or fit) of a running job."""
-GRID = 48
-"""The decision boundary is computed on a GRID x GRID grid."""
-MAX_SHOWN_POINTS = 400
-"""Points of the dataset drawn over the boundary."""
 
 _OPTIMIZER_CACHE: dict[str, optax.GradientTransformation] = {}
 
@@ -193,22 +190,6 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
     return Objective(forward, loss, data.num_classes)
 
 
-def grid_for(points: np.ndarray, size: int = GRID) -> tuple[np.ndarray, np.ndarray]:
-    """Axes of a grid covering ``points`` (N, 2) with a margin."""
-    low, high = points.min(axis=0), points.max(axis=0)
-    pad = np.maximum((high - low) * 0.1, 0.1)
-    low, high = low - pad, high + pad
-    return np.linspace(low[0], high[0], size), np.linspace(low[1], high[1], size)
-
-
-def sample_points(x: np.ndarray, y: np.ndarray, limit: int = MAX_SHOWN_POINTS):
-    """At most ``limit`` of the points, evenly spread over the set."""
-    if len(x) <= limit:
-        return x, y
-    index = np.linspace(0, len(x) - 1, limit).astype(int)
-    return x[index], y[index]
-
-
 class GradientPlan:
     """A gradient training job: the model, the data, the objective and the settings."""
 
@@ -243,41 +224,21 @@ class GradientPlan:
         self.view_kind = "boundary" if shows_boundary else ("fit" if shows_fit else None)
         self._x_all = jnp.asarray(np.concatenate([data.x_train, data.x_test]))
         self._y_all = jnp.asarray(np.concatenate([data.y_train, data.y_test]))
-        self._grid = None
         if shows_boundary:
-            gx, gy = grid_for(np.concatenate([data.x_train, data.x_test]))
-            mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2).astype(np.float32)
-            self._grid = (gx, gy, mesh)
+            self._grid = views.boundary_grid(data)
         elif shows_fit:
-            xs = np.concatenate([data.x_train, data.x_test])[:, 0]
-            gx = np.linspace(xs.min(), xs.max(), 200).astype(np.float32)
-            self._grid = (gx, None, gx[:, None])
+            xs = views.fit_grid(data)
+            self._grid = (xs, None, xs[:, None])
 
     def view(self, model: Any) -> dict | None:
         """The numbers of the boundary (2-D classification) or fit (1-D regression) plot."""
         if self.view_kind is None:
             return None
-        gx, gy, mesh = self._grid
+        xs, ys, mesh = self._grid
         scores = np.asarray(_scores(model, self.objective, jnp.asarray(mesh)))
-        px, py = sample_points(self.data.x_train, self.data.y_train)
-        tx, ty = sample_points(self.data.x_test, self.data.y_test, MAX_SHOWN_POINTS // 4)
         if self.view_kind == "boundary":
-            return {
-                "kind": "boundary",
-                "x": gx.tolist(),
-                "y": gy.tolist(),
-                "z": scores.reshape(len(gy), len(gx)).round(4).tolist(),
-                "num_classes": self.data.num_classes,
-                "train": {"x": px.round(4).tolist(), "label": py.tolist()},
-                "test": {"x": tx.round(4).tolist(), "label": ty.tolist()},
-            }
-        return {
-            "kind": "fit",
-            "x": gx.tolist(),
-            "prediction": scores.round(5).tolist(),
-            "train": {"x": px[:, 0].round(4).tolist(), "y": py[:, 0].round(4).tolist()},
-            "test": {"x": tx[:, 0].round(4).tolist(), "y": ty[:, 0].round(4).tolist()},
-        }
+            return views.boundary_view(self.data, xs, ys, scores)
+        return views.fit_view(self.data, xs, scores)
 
     def evaluate(self, model: Any) -> dict[str, float]:
         d = self.data
@@ -288,6 +249,28 @@ class GradientPlan:
         if d.task == "classification":
             out.update(accuracy=float(accuracy), test_accuracy=float(test_accuracy))
         return out
+
+    def record(self, job, model: Any, step: int, losses: list[jax.Array]) -> None:
+        """Record the mean of the batch losses since the last record, and the evaluation.
+
+        A loss that is NaN or infinite fails the job (the module keeps its parameters).
+        """
+        mean_loss = float(np.mean(np.asarray(losses)))
+        if not math.isfinite(mean_loss):
+            raise PlaygroundError(
+                422,
+                f"the loss became {mean_loss} by step {step}: the learning rate "
+                f"({self.learning_rate:g}) is probably too high. The module keeps its "
+                "parameters.",
+            )
+        scores = self.evaluate(model)
+        job.record(
+            step=step,
+            loss=mean_loss,
+            test_loss=scores["test_loss"],
+            accuracy=scores.get("accuracy"),
+            test_accuracy=scores.get("test_accuracy"),
+        )
 
     def run(self, job) -> Any:
         """Train, reporting to ``job``; returns the model reached (also when stopped)."""
@@ -316,35 +299,13 @@ class GradientPlan:
             losses.append(loss)
             job.set_step(step)
             if step % record_every == 0 or step == self.steps:
-                mean_loss = float(jnp.mean(jnp.stack(losses)))
+                self.record(job, model, step, losses)
                 losses = []
-                if not math.isfinite(mean_loss):
-                    raise PlaygroundError(
-                        422,
-                        f"the loss became {mean_loss} at step {step}: the learning rate "
-                        f"({self.learning_rate:g}) is probably too high. The module keeps its "
-                        "parameters.",
-                    )
-                scores = self.evaluate(model)
-                job.record(
-                    step=step,
-                    loss=mean_loss,
-                    test_loss=scores["test_loss"],
-                    accuracy=scores.get("accuracy"),
-                    test_accuracy=scores.get("test_accuracy"),
-                )
                 now = time.monotonic()
                 if now - last_view >= VIEW_SECONDS:
                     job.set_view(self.view(model))
                     last_view = now
         if losses:  # stopped between two records
-            scores = self.evaluate(model)
-            job.record(
-                step=job.step,
-                loss=float(jnp.mean(jnp.stack(losses))),
-                test_loss=scores["test_loss"],
-                accuracy=scores.get("accuracy"),
-                test_accuracy=scores.get("test_accuracy"),
-            )
+            self.record(job, model, job.step, losses)
         job.set_view(self.view(model))
         return model

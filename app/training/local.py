@@ -29,15 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from app.errors import PlaygroundError
+from app.training import views
 from app.training.datasets import Data
-from app.training.gradient import (
-    GRID,
-    MAX_SHOWN_POINTS,
-    VIEW_SECONDS,
-    grid_for,
-    init_optimizer,
-    sample_points,
-)
+from app.training.gradient import VIEW_SECONDS, init_optimizer
 from library.data import to_one_vs_all
 from library.orchestrators import SequentialOrchestrator
 from library.training import eval_step, infer, train_step
@@ -156,14 +150,13 @@ class LocalPlan:
         self.y_test = one_vs_all(data.y_test, k)
         self.view_kind = "boundary" if data.input_dim == 2 else None
         if self.view_kind:
-            gx, gy = grid_for(np.concatenate([data.x_train, data.x_test]), GRID)
-            mesh = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2).astype(np.float32)
-            self._grid = (gx, gy, encoder(mesh))
+            xs, ys, mesh = views.boundary_grid(data)
+            self._grid = (xs, ys, encoder(mesh))
 
     def view(self, model: Any) -> dict | None:
         if self.view_kind is None:
             return None
-        gx, gy, mesh = self._grid
+        xs, ys, mesh = self._grid
         out = infer(
             model,
             self.state,
@@ -172,18 +165,7 @@ class LocalPlan:
             steps_inference=self.steps_inference,
         )
         predicted = np.asarray(jnp.argmax(out, axis=-1))
-        scores = predicted / max(self.data.num_classes - 1, 1)
-        px, py = sample_points(self.data.x_train, self.data.y_train)
-        tx, ty = sample_points(self.data.x_test, self.data.y_test, MAX_SHOWN_POINTS // 4)
-        return {
-            "kind": "boundary",
-            "x": gx.tolist(),
-            "y": gy.tolist(),
-            "z": scores.reshape(len(gy), len(gx)).round(4).tolist(),
-            "num_classes": self.data.num_classes,
-            "train": {"x": px.round(4).tolist(), "label": py.tolist()},
-            "test": {"x": tx.round(4).tolist(), "label": ty.tolist()},
-        }
+        return views.boundary_view(self.data, xs, ys, predicted / max(self.data.num_classes - 1, 1))
 
     def accuracy(self, model: Any, x: np.ndarray, y: np.ndarray) -> float:
         value = eval_step(
