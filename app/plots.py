@@ -51,7 +51,7 @@ MAX_CELL_TEXT = 12
 HISTOGRAM_BINS = 30
 MAIN_WIDTH = 0.56
 """The share of the width the main plot takes when a histogram is beside it."""
-HISTOGRAM_START = 0.74
+HISTOGRAM_START = 0.72
 
 
 def _nan_to_none(values: list) -> list:
@@ -131,9 +131,16 @@ def _with_histogram(main: list[dict], values: np.ndarray, layout: dict) -> dict:
     layout["xaxis"]["domain"] = [0.0, MAIN_WIDTH]
     layout["xaxis2"] = _axis("value", domain=[HISTOGRAM_START, 1.0], anchor="y2", nticks=4)
     most = max(histogram["y"]) if histogram["y"] else 1
+    # the counts' ticks on the right, away from a heatmap's colour bar
     layout["yaxis2"] = _axis(
-        "", anchor="x2", rangemode="tozero", tick0=0, dtick=max(1, math.ceil(most / 4))
+        "",
+        anchor="x2",
+        side="right",
+        rangemode="tozero",
+        tick0=0,
+        dtick=max(1, math.ceil(most / 4)),
     )
+    layout["margin"] = {**layout["margin"], "r": 55}
     layout["annotations"] = [
         {
             "text": "histogram",
