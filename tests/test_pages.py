@@ -404,3 +404,24 @@ def test_each_kind_builds_from_its_default_form(client, kind):
     assert "HX-Push-Url" in response.headers, re.findall(
         r"field-error[^>]*>(.*?)</p>", response.text
     )
+
+
+def test_a_busy_server_keeps_the_form(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "data", max_concurrent_computations=1, compute_wait_seconds=0.1
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        open_first_page(client)
+        with app.state.services.compute.slot():  # every compute slot taken
+            response = client.post(
+                "/build", data={"kind": "library.Linear", "in_dim": "4"}, headers=HX
+            )
+        assert response.status_code == 200
+        assert '<form id="build-form"' in response.text and "busy" in response.text
+        assert re.search(r'id="f-in_dim" name="in_dim" value="4"', response.text)

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jax
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -397,10 +397,11 @@ def _build_from_form(
         form = build_form(kind, shown, by_field, loose, focus=focus)
         return _form_failure(request, form)
     except PlaygroundError as error:
-        if error.status_code != 422:
-            raise
         form = build_form(kind, shown, {}, [error.message], focus="form-errors")
-        return _form_failure(request, form)
+        return _form_failure(request, form, error.status_code)
+    except HTTPException as error:  # the server is busy (no compute slot came free): say so
+        form = build_form(kind, shown, {}, [str(error.detail)], focus="form-errors")
+        return _form_failure(request, form, error.status_code)
     if not wants_html(request):
         return RedirectResponse(f"/m/{record.id}", status_code=303)
     context = module_context(request, record)
@@ -422,15 +423,16 @@ def _input_order(form: BuildForm) -> list[str]:
     return names
 
 
-def _form_failure(request: Request, form: BuildForm) -> Response:
-    """The form with its errors: 200 for htmx (a form re-rendered, not a failed request, so the
-    browser logs no failed load), 422 for a plain form post (the whole page)."""
+def _form_failure(request: Request, form: BuildForm, status_code: int = 422) -> Response:
+    """The form with its errors, what was typed kept: for htmx a 200 (the form re-rendered in
+    place, so the browser logs no failed load) with ``X-Form-Errors``; for a plain form post the
+    whole page with ``status_code``."""
     if wants_html(request):
         response = _form_response(request, form, status_code=200)
         response.headers["X-Form-Errors"] = str(form.error_count)
         return response
     record = _latest_or_seed(request)
-    return _page(request, record, status_code=422, form=form)
+    return _page(request, record, status_code=status_code, form=form)
 
 
 # Fragments of a module --------------------------------------------------------------------
