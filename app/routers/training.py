@@ -379,7 +379,7 @@ def job_figures(job: dict) -> dict:
             figures["loss"] = plots.line_figure(
                 x, series, "Loss (log scale)", x_title="step", y_title="loss"
             )
-            figures["loss"]["layout"]["yaxis"]["type"] = "log"
+            figures["loss"]["layout"]["yaxis"].update(type="log", exponentformat="e")
     else:
         x = metrics.get("epoch", [])
     if metrics.get("accuracy"):

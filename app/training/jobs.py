@@ -34,6 +34,8 @@ FINISHED = ("done", "failed", "stopped")
 ACTIVE = ("queued", "running")
 MAX_JOBS_IN_MEMORY = 200
 """Finished jobs kept in memory (older ones are read back from the database)."""
+WORKER_IDLE_SECONDS = 30.0
+"""A worker thread with no job for this long ends (a new job starts another)."""
 MAX_DIFF_ROWS = 200
 """Leaves listed in a job's parameter diff; the rest are counted."""
 
@@ -221,9 +223,10 @@ class JobManager:
             self.check_capacity(record.workspace)
             self._jobs[job.id] = job
             self._evict()
-            self._start_workers()
         self._save(job)
-        self._queue.put(job)
+        with self._lock:
+            self._queue.put(job)
+            self._start_workers()
         return job
 
     def _evict(self) -> None:
@@ -303,8 +306,16 @@ class JobManager:
 
     # Running ---------------------------------------------------------------------------------
     def _work(self) -> None:
+        """Run queued jobs; after ``WORKER_IDLE_SECONDS`` without one, the thread ends."""
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._threads.remove(threading.current_thread())
+                        return
+                continue
             try:
                 self._run(job)
             except Exception:  # noqa: BLE001 - a worker must survive anything
