@@ -22,10 +22,13 @@ from test_workspaces import (  # noqa: F401
     test_a_workspace_lists_only_its_own_modules,
     test_modules_and_trained_parameters_survive_a_restart,
     test_nobody_reaches_another_workspace_s_module,
+    two_users,
 )
 
 from app.database import create_database_engine
 from app.settings import Settings
+
+del test_share_copy_open_and_fork_in_a_browser  # noqa: F821 - the browser adds nothing here
 
 pytestmark = pytest.mark.postgres
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -310,3 +310,35 @@ def test_nothing_is_lost_when_the_server_is_killed(settings):
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# In a real browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_share_copy_open_and_fork_in_a_browser(browser, page, page_probe, live_server):
+    page.goto("/")
+    page.get_by_role("button", name="Share this module").click()
+    link = page.locator(".share-url")
+    link.wait_for()
+    url = link.input_value()
+    assert re.fullmatch(re.escape(live_server.url) + r"/s/[A-Za-z0-9_-]+", url)
+    page.get_by_role("button", name="Copy link").click()
+    page.get_by_role("button", name=re.compile("Copied|Press Ctrl")).wait_for()
+    page_probe.assert_clean()
+
+    # someone else opens the link, sees the read-only tree, and forks it
+    context = browser.new_context(base_url=live_server.url)
+    try:
+        other = context.new_page()
+        errors: list[str] = []
+        other.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        other.goto(url)
+        assert other.get_by_role("heading", name="Its pytree").is_visible()
+        assert other.get_by_text("f32[2,3]").is_visible()
+        other.get_by_role("button", name="Fork into my workspace").click()
+        other.wait_for_url(re.compile(r"/m/[A-Za-z0-9_-]+$"))
+        assert other.locator("#share-panel").is_visible()
+        assert errors == []
+    finally:
+        context.close()
