@@ -418,6 +418,37 @@ CASES += [
         "/api/modules/{id}/train",
         {"json": train(loss="out.__class__")},
     ),
+    # datasets: huge numbers of rows, wrong values
+    (
+        "train:rows-huge",
+        "POST",
+        "/api/modules/{id}/train",
+        {"json": train(dataset={"name": "circle", "num_examples": 10**9})},
+    ),
+    (
+        "csv:rows-huge",
+        "POST",
+        "/api/datasets/csv",
+        {"files": {"file": ("rows.csv", b"a,b,y\n" + b"1,2,0\n" * 400_000, "text/csv")}},
+    ),
+    (
+        "csv:nan-and-text",
+        "POST",
+        "/api/datasets/csv",
+        {"files": {"file": ("bad.csv", b"a,b,y\nNaN,inf,0\n=cmd(),2,1\n", "text/csv")}},
+    ),
+    (
+        "csv:binary",
+        "POST",
+        "/api/datasets/csv",
+        {"files": {"file": ("bin.csv", bytes(range(256)) * 10, "text/csv")}},
+    ),
+    (
+        "csv:many-columns",
+        "POST",
+        "/api/datasets/csv",
+        {"files": {"file": ("wide.csv", (",".join(["1"] * 100_000) + "\n").encode(), "text/csv")}},
+    ),
     # jobs and shares
     ("job:traversal", "GET", "/api/jobs/..%2F..%2Fetc%2Fpasswd", {}),
     ("job:unknown", "GET", "/api/jobs/" + "z" * 40, {}),
