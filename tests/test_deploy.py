@@ -88,9 +88,10 @@ def test_dockerfile_copies_what_the_app_needs():
 def test_every_setting_is_documented_with_its_variable_and_default():
     docs = (ROOT / "docs" / "serving.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    assert settings_table() in docs, (
-        "docs/serving.md's table of settings is out of date: paste `python -m app.settings`"
-    )
+    for name, text in (("docs/serving.md", docs), ("README.md", readme)):
+        assert settings_table() in text, (
+            f"{name}'s table of settings is out of date: paste `python -m app.settings`"
+        )
     for name, field in Settings.model_fields.items():
         assert f"PLAYGROUND_{name.upper()}" in docs + readme, name
         assert field.description, f"setting {name} has no description"
