@@ -341,6 +341,30 @@ def test_datasets_that_do_not_fit_name_both_shapes(client):
     embedding = build(client, "eqx.nn.Embedding")
     response = client.post(f"/api/modules/{embedding}/train", json={"dataset": "circle"})
     assert response.status_code == 422 and "int32" in response.json()["message"]
+    frozen = build(client, "library.Ferromagnetic", {"features": 2})
+    response = client.post(f"/api/modules/{frozen}/train", json={"dataset": "circle"})
+    assert response.status_code == 422 and "nothing to train" in response.json()["message"]
+
+
+def test_a_custom_module_with_a_batch_in_its_example_shape_trains_per_example(client):
+    fields = [
+        {"name": "weight", "role": "param", "shape": [2, 1], "init": "normal"},
+        {"name": "bias", "role": "param", "shape": [1], "init": "zeros"},
+        {"name": "scale", "role": "buffer", "shape": [1], "init": "ones"},
+    ]
+    params = {"name": "Logit", "seed": 0, "call": "(x @ weight + bias) * scale", "fields": fields}
+    module = build(client, "custom", params)
+    response = client.post(
+        f"/api/modules/{module}/train",
+        json={"dataset": {**CIRCLE, "name": "two_gaussians"}, "steps": 100},
+    )
+    assert response.status_code == 202, response.text
+    record = wait(client, response.json()["job"])
+    assert record["status"] == "done" and record["settings"]["loss"] == "logistic"
+    assert record["metrics"]["test_accuracy"][-1] >= 0.9
+    moved = {row["path"]: row for row in record["diff"]["leaves"]}
+    assert moved[".weight"]["change"] > 0 and moved[".scale"]["change"] == 0
+    assert moved[".scale"]["trained"] is False
 
 
 def test_the_training_panel_renders(client, mlp):

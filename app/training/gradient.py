@@ -25,6 +25,7 @@ from app.errors import PlaygroundError
 from app.training import views
 from app.training.datasets import Data
 from app.training.losses import choose_loss, class_score, loss_value, predicted_class
+from library import trainable_filter
 from library.training import gradient_step, init_opt_state
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -125,10 +126,34 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _call_modes(entry: Any) -> list[tuple[bool, tuple[int, ...]]]:
+    """``(batched, example shape)`` ways to call the module on a batch, most likely first: a
+    library module takes the batch; any other one example, mapped with vmap. An example shape
+    with a leading batch axis (a custom module's ``(5, 2)``) is also tried without it."""
+    shape = tuple(entry.example_input_shape())
+    if getattr(entry, "batched_input", False):
+        return [(True, shape[1:])]
+    modes = [(False, shape)]
+    if len(shape) >= 2:
+        modes += [(False, shape[1:]), (True, shape[1:])]
+    return modes
+
+
+def _output_struct(entry: Any, model: Any, batched: bool, example: tuple[int, ...]) -> Any:
+    """The abstract output of the module on a batch of 2 examples (nothing is computed)."""
+    probe = jax.ShapeDtypeStruct((2, *example), jnp.float32)
+    if batched:
+        return eqx.filter_eval_shape(entry.apply, model, probe)
+    return eqx.filter_eval_shape(
+        lambda m, x: jax.vmap(lambda e: entry.apply(m, e))(x), model, probe
+    )
+
+
 def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -> Objective:
     """Check that ``data`` fits the module's input and output; the objective to train it on.
 
-    Raises a 422 naming both shapes when the dataset does not fit.
+    Raises a 422 naming both shapes when the dataset does not fit, and when the module has
+    nothing to train.
     """
     if not str(getattr(entry, "input_dtype", "float32")).startswith("float"):
         raise PlaygroundError(
@@ -137,12 +162,17 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
             "numbers: train a module with float inputs.",
             "dataset",
         )
-    batched = bool(getattr(entry, "batched_input", False))
-    example = tuple(entry.example_input_shape())
-    if batched:
-        example = example[1:]
-    size = math.prod(example) if example else 1
-    if size != data.input_dim:
+    if not jax.tree.leaves(eqx.filter(model, trainable_filter(model))):
+        raise PlaygroundError(
+            422,
+            f"{entry.kind} has no trained arrays (its arrays, if any, are buffers): there is "
+            "nothing to train.",
+            "module",
+        )
+    modes = _call_modes(entry)
+    fitting = [(b, e) for b, e in modes if (math.prod(e) if e else 1) == data.input_dim]
+    if not fitting:
+        example = modes[0][1]
         raise PlaygroundError(
             422,
             f"the dataset {data.name} has inputs of shape {_shape_text(data.input_shape)}, but "
@@ -150,26 +180,22 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
             f"{data.input_dim} input(s), or choose another dataset.",
             "dataset",
         )
-    forward = Forward(entry, batched, example)
-    probe = jax.ShapeDtypeStruct((2, data.input_dim), jnp.float32)
-    try:
-        if batched:
-            raw = eqx.filter_eval_shape(
-                lambda m, x: entry.apply(m, x.reshape((2, *example))), model, probe
-            )
-        else:
-            raw = eqx.filter_eval_shape(
-                lambda m, x: jax.vmap(lambda e: entry.apply(m, e.reshape(example)))(x),
-                model,
-                probe,
-            )
-    except Exception as error:  # noqa: BLE001 - reported to the user as a 422
+    problem = None
+    for batched, example in fitting:
+        try:
+            raw = _output_struct(entry, model, batched, example)
+        except Exception as error:  # noqa: BLE001 - reported to the user as a 422
+            problem = problem or (example, error)
+            continue
+        break
+    else:
+        example, error = problem
         raise PlaygroundError(
             422,
             f"the module cannot be called on inputs of shape {_shape_text(example)}: "
             f"{type(error).__name__}: {str(error)[:300]}",
             "dataset",
-        ) from None
+        )
     if not isinstance(raw, jax.ShapeDtypeStruct) or not jnp.issubdtype(raw.dtype, jnp.floating):
         raise PlaygroundError(
             422,
@@ -187,7 +213,7 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
         data.name,
         _shape_text(output_shape),
     )
-    return Objective(forward, loss, data.num_classes)
+    return Objective(Forward(entry, batched, example), loss, data.num_classes)
 
 
 class GradientPlan:
