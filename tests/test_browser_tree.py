@@ -221,6 +221,8 @@ def test_stack_rows_and_layermap(page, page_probe):
     select_and_rerender(page, "#f-kind", "library.network")
     page.get_by_role("button", name=re.compile("^Build Reference")).click()
     wait_for_module(page, "SequentialOrchestrator")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, f"the page scrolls sideways ({width}px)"
     table = page.locator("table.layermap")
     assert table.locator("tbody tr").count() == 2
     page.get_by_role("link", name="RecurrentDiscrete").click()
