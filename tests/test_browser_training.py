@@ -60,13 +60,15 @@ def test_train_from_the_page_watch_it_and_stop_it(page, page_probe):
     page.wait_for_timeout(1200)
     page.locator("#train-panel").screenshot(path=str(SCREENSHOTS / "train_in_progress.png"))
 
-    panel.get_by_role("button", name="Stop training").click()
-    page.locator('#train-progress[data-status="stopped"]').wait_for(timeout=30_000)
+    # Stopping ends the job; its parameters replace the module's and the tree panel reloads.
+    with page.expect_response(lambda r: r.url.endswith(f"/m/{module}"), timeout=30_000) as tree:
+        panel.get_by_role("button", name="Stop training").click()
+        page.locator('#train-progress[data-status="stopped"]').wait_for(timeout=30_000)
+    assert tree.value.status == 200
     assert page.get_by_role("button", name="Stop training").count() == 0
     assert "Stopped at step" in page.locator(".train-status").inner_text()
     assert page.locator("table.train-diff tbody tr").count() == 6
     assert "replaced the module's" in page.locator(".train-saved").inner_text()
-    # The tree panel reloads with the new parameters.
     page.wait_for_load_state("networkidle")
     assert page.locator(".tree-panel").count() == 1
     page.locator("#train-panel").screenshot(path=str(SCREENSHOTS / "train_stopped.png"))
