@@ -53,7 +53,10 @@ def wants_html(request: Request) -> bool:
 
 def error_response(request: Request, status: int, message: str, detail=None, headers=None):
     if wants_html(request):
-        html = f'<div class="error" role="alert"><strong>Error {status}.</strong> {escape(message)}</div>'
+        html = (
+            f'<div class="error" role="alert"><strong>Error {status}.</strong> '
+            f"{escape(message)}</div>"
+        )
         return HTMLResponse(html, status_code=status, headers=headers)
     return JSONResponse(
         {"detail": detail if detail is not None else message, "message": message},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.engine import Engine
@@ -41,11 +41,14 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_settings(services: Services = Depends(get_services)) -> Settings:
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: Services = Depends(get_services)) -> ModuleStore:
+def get_store(services: ServicesDep) -> ModuleStore:
     return services.store
 
 
@@ -56,13 +59,14 @@ def get_workspace(request: Request) -> str:
 
 def get_module_record(
     module_id: str,
-    workspace: str = Depends(get_workspace),
-    store: ModuleStore = Depends(get_store),
+    workspace: Annotated[str, Depends(get_workspace)],
+    store: Annotated[ModuleStore, Depends(get_store)],
 ) -> ModuleRecord:
-    """The module ``module_id`` of the caller's workspace; 404 for any other."""
+    """The module ``module_id`` of the caller's workspace; 404 for any other (the same answer
+    as for a module that does not exist, so ids of other workspaces cannot be probed)."""
     record = store.get(workspace, module_id) if len(module_id) <= 32 else None
     if record is None:
         raise HTTPException(
-            status_code=404, detail=f"No module {module_id!r} in your workspace."
+            status_code=404, detail=f"No module {module_id[:40]!r} in your workspace."
         )
     return record

@@ -150,9 +150,9 @@ def page(browser, live_server, page_probe):
     page.route("**/*", route)
     page.on(
         "console",
-        lambda message: page_probe.console_errors.append(message.text)
-        if message.type == "error"
-        else None,
+        lambda message: (
+            page_probe.console_errors.append(message.text) if message.type == "error" else None
+        ),
     )
     page.on("pageerror", lambda error: page_probe.page_errors.append(str(error)))
     yield page
