@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import sys
@@ -123,16 +124,21 @@ def measure(app, client: httpx.Client, case, repeats: int, include: str | None) 
     )
     args = (arrays, prepared.array)
 
+    cpu = {"http": 0.0, "direct": 0.0}
+
     def direct() -> float:
-        started = time.perf_counter()
+        cpu_start, started = time.process_time(), time.perf_counter()
         jax.block_until_ready(entry.executable(*args))
-        return time.perf_counter() - started
+        took = time.perf_counter() - started
+        cpu["direct"] += time.process_time() - cpu_start
+        return took
 
     def http() -> float:
-        started = time.perf_counter()
+        cpu_start, started = time.process_time(), time.perf_counter()
         response = client.post(url, json=body, params=params)
         _ = response.content
         took = time.perf_counter() - started
+        cpu["http"] += time.process_time() - cpu_start
         if response.status_code != 200:
             raise RuntimeError(response.text)
         return took
@@ -141,6 +147,7 @@ def measure(app, client: httpx.Client, case, repeats: int, include: str | None) 
         http()
         direct()
     http_times, direct_times = [], []
+    cpu["http"] = cpu["direct"] = 0.0
     for _ in range(repeats):
         http_times.append(http())
         direct_times.append(direct())
@@ -155,6 +162,8 @@ def measure(app, client: httpx.Client, case, repeats: int, include: str | None) 
         "direct_ms": direct_ms,
         "added_ms": http_ms - direct_ms,
         "ratio": http_ms / direct_ms,
+        "http_cpu_ms": cpu["http"] / repeats * 1e3,
+        "direct_cpu_ms": cpu["direct"] / repeats * 1e3,
         "response_bytes": len(json.dumps(last)),
         "compiles": last["compiles"],
     }
@@ -193,13 +202,20 @@ def main() -> None:
                     rows.append(measure(app, client, case, args.repeats, args.include))
     print()
     print(
-        f"{'case':66} {'include':8} {'HTTP ms':>9} {'direct ms':>10} {'added ms':>9} {'ratio':>6}"
+        f"{'case':66} {'include':8} {'HTTP ms':>9} {'direct ms':>10} {'added ms':>9} "
+        f"{'ratio':>6} {'CPU HTTP':>9} {'CPU direct':>10}"
     )
     for row in rows:
         print(
             f"{row['case']:66} {row['include']:8} {row['http_ms']:9.3f} {row['direct_ms']:10.3f} "
-            f"{row['added_ms']:9.3f} {row['ratio']:6.2f}"
+            f"{row['added_ms']:9.3f} {row['ratio']:6.2f} {row['http_cpu_ms']:9.3f} "
+            f"{row['direct_cpu_ms']:10.3f}"
         )
+    print(
+        "(medians of wall time per call; CPU: the process's CPU time per call, all threads, "
+        "client and server included)"
+    )
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     seed, mlp = rows[0], next(r for r in rows if r["case"] == MLP[0] and r["include"] == "all")
     print()
     print(

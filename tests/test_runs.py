@@ -383,6 +383,11 @@ def test_vmap_over_a_missing_axis(client, seed):
     assert "f32[5,2]" in answer["message"]
     thrice = run(client, seed, transforms=["vmap", "vmap", "vmap"], status=422)
     assert "3 times" in thrice["message"]
+    single = build(client, "eqx.nn.Linear", in_features=3, out_features=2)
+    sliced = run(client, single, transforms=["grad", "vmap"], input={"shape": [3]}, status=422)
+    assert "The input f32[] does not fit the module (eqx.nn.Linear)" in sliced["message"]
+    assert "the input (3,) becomes f32[] inside it" in sliced["message"]
+    assert "shape (5, 3)" in sliced["message"]
 
 
 def test_shapes_that_do_not_fit_the_module(client, seed):

@@ -149,12 +149,25 @@ def module_structure(model: Any) -> tuple[ModuleStructure, list]:
 
 
 class StructureMemo:
-    """``module_structure`` of recently seen module objects (the store keeps built modules)."""
+    """``module_structure`` of recently seen module objects (the store keeps built modules).
+
+    An entry holds the module's arrays, so it goes as soon as the module itself is collected
+    (a weak reference's callback): the memo never keeps a module's memory alive.
+    """
 
     def __init__(self, size: int = 256):
         self._size = size
         self._items: OrderedDict[int, tuple] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] is ref:
+                del self._items[key]
 
     def get(self, model: Any) -> tuple[ModuleStructure, list, bool]:
         """The structure, the array leaves, and whether every leaf is a trained array."""
@@ -167,7 +180,7 @@ class StructureMemo:
         structure, arrays = module_structure(model)
         simple = all(item[0] == "array" for item in structure.leaves) and _all_trained(model)
         try:
-            ref = weakref.ref(model)
+            ref = weakref.ref(model, lambda dead: self._forget(key, dead))
         except TypeError:
             return structure, arrays, simple
         with self._lock:
@@ -486,7 +499,7 @@ class InputCache:
         if spec.init == "values":
             return prepare_input(spec, default_shape, default_dtype, max_elements)
         key = (
-            spec.shape and tuple(spec.shape),
+            None if spec.shape is None else tuple(spec.shape),  # [] (a scalar) is a shape too
             spec.init,
             spec.seed,
             spec.start,
@@ -547,6 +560,7 @@ class PipelineBuilder:
         batched: bool,
         max_jacobian: int,
         kind: str,
+        input_shape: tuple[int, ...] | None = None,
     ):
         self.apply = apply
         self.function = function
@@ -557,6 +571,18 @@ class PipelineBuilder:
         self.batched = batched
         self.max_jacobian = max_jacobian
         self.kind = kind
+        self.input_shape = input_shape
+
+    def _misfit(self, xi: Any, detail: str) -> RunError:
+        message = f"The input {aval_text(xi)} does not fit the module ({self.kind}): {detail}"
+        full = self.input_shape
+        if full is not None and xi.ndim < len(full) and "vmap" in self.transforms:
+            message += (
+                f". vmap hands the function one slice of the input at a time: the input "
+                f"{shape_text(full)} becomes {aval_text(xi)} inside it. To map over examples, "
+                f"give the input a batch axis first, e.g. shape {shape_text((5, *full))}"
+            )
+        return RunError(message, field="input.shape")
 
     def forward(self, model: Any, x: Any) -> Any:
         def one(xi):
@@ -565,17 +591,9 @@ class PipelineBuilder:
             except RunError:
                 raise
             except ExpressionError as error:
-                raise RunError(
-                    f"The input {aval_text(xi)} does not fit the module ({self.kind}): "
-                    f"{error.message}",
-                    field="input.shape",
-                ) from None
+                raise self._misfit(xi, error.message) from None
             except (TypeError, ValueError, IndexError) as error:
-                raise RunError(
-                    f"The input {aval_text(xi)} does not fit the module ({self.kind}): "
-                    f"{jax_message(error)}",
-                    field="input.shape",
-                ) from None
+                raise self._misfit(xi, jax_message(error)) from None
 
         if not self.batched:
             return one(x)
@@ -660,9 +678,16 @@ class PipelineBuilder:
         ndim = len(shape)
         shown = f"{_DTYPE_SHORT.get(dtype, dtype)}[{','.join(map(str, shape))}]"
         if vmaps > ndim:
+            times = "once" if vmaps == 1 else f"{vmaps} times"
+            has = (
+                "is a scalar (no axes)"
+                if ndim == 0
+                else (f"has {ndim} ax{'is' if ndim == 1 else 'es'}")
+            )
             raise RunError(
-                f"vmap is applied {vmaps} times but the input {shown} has {ndim} "
-                f"ax{'is' if ndim == 1 else 'es'}: each vmap takes one axis away",
+                f"vmap maps over an axis of the input and is applied {times}, but the input "
+                f"{shown} {has}: each vmap takes one axis away. Give the input a batch axis, "
+                f"e.g. shape {shape_text((5, *shape))}",
                 field="vmap_axis",
             )
         innermost = ndim - vmaps + 1
@@ -943,6 +968,7 @@ class RunEngine:
             batched=request.batched,
             max_jacobian=settings.max_array_elements,
             kind=spec.kind,
+            input_shape=prepared.shape,
         )
         if (
             request.wrt == "input"
