@@ -21,6 +21,7 @@ from test_sharing import *  # noqa: F403
 from test_workspaces import (  # noqa: F401
     test_a_workspace_lists_only_its_own_modules,
     test_modules_and_trained_parameters_survive_a_restart,
+    test_nobody_reaches_another_workspace_s_jobs_or_uploads,
     test_nobody_reaches_another_workspace_s_module,
     two_users,
 )

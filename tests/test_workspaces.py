@@ -148,3 +148,30 @@ def test_modules_and_trained_parameters_survive_a_restart(settings):
         shared = user.get(f"/api/shared/{share['share_id']}")
         assert shared.status_code == 200
         assert shared.json()["leaves"][".weight"] == before["values"]
+
+
+def test_nobody_reaches_another_workspace_s_jobs_or_uploads(two_users):
+    alice, bob = two_users
+    mlp = {"kind": "eqx.nn.MLP", "params": {"in_size": 2, "out_size": 1, "width_size": 4}}
+    module = alice.post("/api/modules", json=mlp).json()["id"]
+    job = alice.post(
+        f"/api/modules/{module}/train", json={"dataset": "circle", "steps": 5, "batch_size": 8}
+    )
+    assert job.status_code == 202, job.text
+    job_id = job.json()["job"]
+    assert alice.get(f"/api/jobs/{job_id}").status_code == 200
+    assert bob.get(f"/api/jobs/{job_id}").status_code == 404
+    assert bob.get(f"/api/jobs/{job_id}/events").status_code == 404
+    assert bob.post(f"/api/jobs/{job_id}/stop").status_code == 404
+    assert bob.get(f"/api/modules/{module}/jobs").status_code == 404
+
+    csv = b"a,b,y\n" + b"0,0,0\n1,1,1\n0,1,1\n1,0,0\n" * 5
+    upload = alice.post("/api/datasets/csv", files={"file": ("d.csv", csv, "text/csv")})
+    assert upload.status_code == 201, upload.text
+    csv_id = upload.json()["csv_id"]
+    mine = bob.post("/api/modules", json=mlp).json()["id"]
+    theirs = bob.post(
+        f"/api/modules/{mine}/train", json={"dataset": {"csv_id": csv_id}, "steps": 5}
+    )
+    assert theirs.status_code in (404, 422), theirs.text
+    assert csv_id not in theirs.text or "no" in theirs.text.lower()
