@@ -15,13 +15,13 @@ pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 
 
-def shot(page, name: str, selector: str | None = None) -> None:
+def shot(page, name: str, selector: str | None = None, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     path = str(SCREENSHOTS / f"{name}.png")
     if selector:
         page.locator(selector).screenshot(path=path)
     else:
-        page.screenshot(path=path, full_page=True)
+        page.screenshot(path=path, full_page=full_page)
 
 
 def preset(page, name: str) -> None:
@@ -43,10 +43,12 @@ def test_one_click_grad_on_the_seed(page, page_probe):
     assert cells.count() == 9
     assert set(cells.all_inner_texts()) == {"0.333"}
     page.locator("#run-result .plot .main-svg").first.wait_for()
+    # the result has the focus, so it is in view: what the projector shows after one click
+    assert page.evaluate("document.activeElement.id") == "run-result"
+    shot(page, "run_seed_grad_viewport", full_page=False)
     status = page.locator("#run-result .run-status").inner_text()
     assert "compiled now" in status
     assert "jax.grad(loss)(model, x)" in page.locator("#run-result .run-function").inner_text()
-    page.locator("#run-panel").scroll_into_view_if_needed()
     shot(page, "run_seed_grad")
     shot(page, "run_seed_grad_panel", "#run-panel")
 

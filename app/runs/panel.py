@@ -132,12 +132,14 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
     fields = dict(pairs)
     action = fields.get("action", "run")[:60]
     form = RunForm.from_pairs(pairs)
+    focus = "run-result"  # focusing the result scrolls it into view
     if action.startswith("preset-"):
         chosen = [p for p in items if p.name == action[len("preset-") :]]
         if chosen:
             form = copy.deepcopy(chosen[0].form)
     context = _context(record, spec, form, items)
     context["request"] = request
+    context["focus"] = focus
     status = 200
     try:
         context.update(_run(request, record, form))
@@ -166,8 +168,23 @@ def render_form(request: Request, record: ModuleRecord, pairs: list[tuple[str, s
     form.transforms = [t for t in form.transforms if t in TRANSFORMS][:MAX_TRANSFORMS]
     context = _context(record, spec, form, presets(spec, _simple(services, model)))
     context["request"] = request
-    context["focus"] = action
+    context["focus"] = _focus_after_edit(action, len(form.transforms))
     return templates.TemplateResponse(request, "partials/run_form.html", context)
+
+
+def _focus_after_edit(action: str, steps: int) -> str:
+    """The control that keeps the keyboard focus after a pipeline button."""
+    name, _, index_text = action.partition("-")
+    index = int(index_text) if index_text.isdigit() else 0
+    if name == "add":
+        return f"run-step-{steps - 1}" if steps else "run-add-step"
+    if name == "up":
+        return f"run-step-{max(0, index - 1)}"
+    if name == "down":
+        return f"run-step-{min(steps - 1, index + 1)}"
+    if name == "remove" and steps:
+        return f"run-step-{min(index, steps - 1)}"
+    return "run-add-step"
 
 
 def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
