@@ -22,39 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app import plots
 from app.errors import PlaygroundError
-from app.runs.engine import prepare_input
-from app.runs.spec import InputSpec
 from app.services import Services, get_module_record, get_services, get_workspace
 from app.store import ModuleRecord
-from app.training import datasets, dynamics
-from app.training.datasets import DatasetChoice, as_dataset
-from app.training.local import check_network_data, one_vs_all, slot_sizes
+from app.training import datasets
+from app.training.figures import job_figures
+from app.training.local import slot_sizes
 from app.training.service import (
     DEFAULTS,
+    DynamicsRequest,
     TrainRequest,
+    compute_dynamics,
     default_dataset,
     get_jobs,
     get_storage,
-    load_data,
+    network_state,
     start_training,
     upload_csv,
 )
-from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
-from library.training import infer_state
 
 router = APIRouter(tags=["training"])
 templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[2] / "templates")
@@ -68,10 +63,6 @@ EVENTS_MAX_SECONDS = 900
 """A server-sent event stream ends after this long (reconnect to follow a longer job)."""
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 10
-MAX_DYNAMICS_STEPS = 500
-MAX_DYNAMICS_BATCH = 256
-MAX_DYNAMICS_VALUES = 250_000
-"""Numbers in a dynamics answer: sweeps x batch x units of every slot."""
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -88,36 +79,6 @@ class JobOut(BaseModel):
     total: int
     metrics: dict[str, list[float | None]]
     error: str | None
-
-
-class DatasetBatch(BaseModel):
-    """A batch of a dataset as the network's input."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: DatasetChoice = Field(description="As in the train request.")
-    batch: int = Field(8, ge=1, le=MAX_DYNAMICS_BATCH, description="Examples in the batch.")
-    split: Literal["train", "test"] = Field("test", description="Which part of the dataset.")
-
-
-class DynamicsRequest(BaseModel):
-    """The body of ``POST /api/modules/{id}/dynamics``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: DatasetBatch | InputSpec | None = Field(
-        None,
-        description="An input spec (shape (batch, input size) or (input size,)) or "
-        '{"dataset", "batch"}. Default: 8 test examples of prototypes when the input slot has '
-        "100 units, else a normal input of shape (8, input size).",
-    )
-    steps: int = Field(20, ge=1, le=MAX_DYNAMICS_STEPS, description="Sweeps T.")
-    phase: Literal["train", "inference"] = Field(
-        "inference",
-        description="train: init(x, y) then `step` (all messages, output clamped); "
-        "inference: init(x) then `step_inference` (forward messages only).",
-    )
-    example: int = Field(0, ge=0, description="The example of the batch the figures show.")
 
 
 class CsvOut(BaseModel):
@@ -241,116 +202,6 @@ def upload_dataset(
 # --- dynamics ------------------------------------------------------------------------------------
 
 
-def _network(services: Services, record: ModuleRecord) -> tuple[SequentialOrchestrator, Any]:
-    model = services.store.load(record)
-    if not isinstance(model, SequentialOrchestrator):
-        raise PlaygroundError(
-            422,
-            f"dynamics need a library network (kind library.network); this module is "
-            f"{record.kind}.",
-            "module",
-        )
-    entry = record.spec()
-    state = entry.state() if hasattr(entry, "state") else None
-    return model, state
-
-
-def _dynamics_input(
-    request: DynamicsRequest, services: Services, workspace: str, state: Any, model: Any
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """``(x, y or None, description)`` for the network's input slot."""
-    sizes = slot_sizes(state)
-    source = request.input
-    if source is None:
-        if sizes[0] == 100 and sizes[-1] == 10:
-            source = DatasetBatch(dataset="prototypes")
-        else:
-            source = InputSpec(shape=[8, sizes[0]], init="normal")
-    if isinstance(source, DatasetBatch):
-        spec = as_dataset(source.dataset)
-        data = load_data(spec, services, workspace)
-        encoder = check_network_data(state, data, getattr(spec, "seed", 0))
-        xs, ys = (
-            (data.x_test, data.y_test) if source.split == "test" else (data.x_train, data.y_train)
-        )
-        count = min(source.batch, len(xs))
-        x = encoder(xs[:count])
-        y = one_vs_all(ys[:count], data.num_classes)
-        return x, y, f"{count} {source.split} examples of {data.name} ({encoder.describe()})"
-    prepared = prepare_input(source, (8, sizes[0]), "float32", services.settings.max_input_elements)
-    x = np.asarray(prepared.array, np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != sizes[0]:
-        raise PlaygroundError(
-            422,
-            f"the input has shape {tuple(prepared.shape)}, but the network's input slot has "
-            f"shape ({sizes[0]},): give an input of shape (batch, {sizes[0]}) or ({sizes[0]},).",
-            "input.shape",
-        )
-    if x.shape[0] > MAX_DYNAMICS_BATCH:
-        raise PlaygroundError(
-            422,
-            f"the batch has {x.shape[0]} examples; the limit is {MAX_DYNAMICS_BATCH}.",
-            "input.shape",
-        )
-    return x, None, f"an input of shape {tuple(x.shape)} ({source.init})"
-
-
-def compute_dynamics(
-    services: Services, workspace: str, record: ModuleRecord, request: DynamicsRequest
-) -> dict:
-    model, state = _network(services, record)
-    if state is None:
-        state = infer_state(model, np.zeros((1, 1), np.float32))
-    x, y, description = _dynamics_input(request, services, workspace, state, model)
-    sizes = slot_sizes(state)
-    values = request.steps * x.shape[0] * sum(sizes)
-    if values > MAX_DYNAMICS_VALUES:
-        raise PlaygroundError(
-            422,
-            f"{request.steps} sweeps of a batch of {x.shape[0]} over {sum(sizes)} units are "
-            f"{values:,} numbers; the limit is {MAX_DYNAMICS_VALUES:,}: use fewer sweeps or a "
-            "smaller batch.",
-            "steps",
-        )
-    if request.example >= x.shape[0]:
-        raise PlaygroundError(
-            422,
-            f"example {request.example} is not in the batch of {x.shape[0]} (0 to "
-            f"{x.shape[0] - 1}).",
-            "example",
-        )
-    with services.compute.slot():
-        result = dynamics.run_dynamics(model, state, x, y, request.steps, request.phase)
-    names = dynamics.slot_names(len(sizes))
-    return {
-        "states": [finite_list(s, 6) for s in result["states"]],
-        "flips": finite_list(result["flips"], 6),
-        "plot": dynamics.overview_figure(result["states"], request.example),
-        "edges": [[v if v is None else finite_list(v, 6) for v in row] for row in result["edges"]],
-        "slots": sizes,
-        "phase": request.phase,
-        "steps": request.steps,
-        "batch": int(x.shape[0]),
-        "example": request.example,
-        "input": description,
-        "clamped_target": y is not None and request.phase == "train",
-        "plots": {
-            "slots": [
-                dynamics.slot_figure(
-                    np.concatenate([start[None, request.example], s[:, request.example]]),
-                    name,
-                    request.example,
-                )
-                for s, start, name in zip(result["states"], result["initial"], names, strict=True)
-            ],
-            "flips": dynamics.flips_figure(result["flips"]),
-            "edges": dynamics.edges_figure(result["edges"]),
-        },
-    }
-
-
 @router.post("/api/modules/{module_id}/dynamics")
 def module_dynamics(
     request: DynamicsRequest, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
@@ -364,135 +215,6 @@ def module_dynamics(
 
 def _is_network(services: Services, record: ModuleRecord) -> bool:
     return isinstance(services.store.load(record), SequentialOrchestrator)
-
-
-def job_figures(job: dict) -> dict:
-    """The figures of a job's progress fragment: loss, accuracy, boundary or fit, diff."""
-    metrics = job["metrics"]
-    figures: dict[str, Any] = {}
-    if job["mode"] == "gradient":
-        x = metrics.get("step", [])
-        if metrics.get("loss"):
-            series = {"training loss (batches)": metrics["loss"]}
-            if metrics.get("test_loss") and not metrics.get("test_accuracy"):
-                series["test loss"] = metrics["test_loss"]
-            figures["loss"] = plots.line_figure(
-                x, series, "Loss (log scale)", x_title="step", y_title="loss"
-            )
-            figures["loss"]["layout"]["yaxis"].update(type="log", exponentformat="e")
-    else:
-        x = metrics.get("epoch", [])
-    if metrics.get("accuracy"):
-        figures["accuracy"] = plots.line_figure(
-            x,
-            {"training accuracy": metrics["accuracy"], "test accuracy": metrics["test_accuracy"]},
-            "Accuracy" + (" per epoch" if job["mode"] == "local" else ""),
-            x_title="step" if job["mode"] == "gradient" else "epoch",
-            y_title="accuracy",
-        )
-        figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
-    for figure in figures.values():
-        if figure["layout"].get("showlegend"):
-            figure["layout"]["legend"] = {"orientation": "h", "y": -0.32, "font": {"size": 16}}
-            figure["layout"]["margin"] = {"l": 70, "r": 30, "t": 60, "b": 110}
-    view = job.get("view")
-    if view and view.get("kind") == "boundary":
-        figures["view"] = boundary_figure(view)
-    elif view and view.get("kind") == "fit":
-        figures["view"] = fit_figure(view)
-    diff = job.get("diff")
-    if diff and diff.get("leaves"):
-        rows = [row for row in diff["leaves"] if row["trained"]][:40]
-        figures["diff"] = plots.bar_figure(
-            [row["path"] or "(root)" for row in rows],
-            [row["relative"] if row["relative"] is not None else math.nan for row in rows],
-            "How far each trained leaf moved: |change| / |before|",
-        )
-    return figures
-
-
-MARKERS = ["circle", "x", "diamond", "triangle-up", "square"]
-
-
-def boundary_figure(view: dict) -> dict:
-    """The decision boundary as a heatmap, with the training and test points over it."""
-    classes = view["num_classes"]
-    title = (
-        "Decision boundary: P(class 1) and the data"
-        if classes == 2
-        else "Decision regions (predicted class) and the data"
-    )
-    figure = plots.heatmap_figure(view["z"], title=title, x_title="x1", y_title="x2")
-    heat = figure["data"][0]
-    heat.update(
-        x=view["x"],
-        y=view["y"],
-        zmin=0,
-        zmax=1,
-        colorscale=[[0, "#93c5fd"], [0.5, "#f8fafc"], [1, "#fca5a5"]],
-        hovertemplate="(%{x:.2f}, %{y:.2f}): %{z:.2f}<extra></extra>",
-        xgap=0,
-        ygap=0,
-    )
-    heat.pop("texttemplate", None)
-    heat.pop("zmid", None)
-    heat["colorbar"]["title"] = {"text": "P(1)" if classes == 2 else "class"}
-    colours = ["#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309"]
-    for part, hollow in (("train", False), ("test", True)):
-        points = np.asarray(view[part]["x"], np.float64).reshape(-1, 2)
-        labels = np.asarray(view[part]["label"])
-        for c in range(classes):
-            chosen = points[labels == c]
-            if not len(chosen):
-                continue
-            figure["data"].append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "name": f"{part}, class {c}",
-                    "x": chosen[:, 0].round(4).tolist(),
-                    "y": chosen[:, 1].round(4).tolist(),
-                    "marker": {
-                        "size": 9 if hollow else 8,
-                        "symbol": MARKERS[c % len(MARKERS)] + ("-open" if hollow else ""),
-                        "color": colours[c % len(colours)],
-                        "line": {
-                            "width": 1 if not hollow else 2,
-                            "color": "#ffffff" if not hollow else colours[c % len(colours)],
-                        },
-                    },
-                    "hovertemplate": f"{part}, class {c}: (%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
-                }
-            )
-    layout = figure["layout"]
-    layout["yaxis"].pop("autorange", None)
-    layout["yaxis"].update(scaleanchor="x", scaleratio=1, type="linear", constrain="domain")
-    layout["xaxis"].update(type="linear", range=[view["x"][0], view["x"][-1]], constrain="domain")
-    layout["yaxis"]["range"] = [view["y"][0], view["y"][-1]]
-    layout["height"] = 520
-    layout["showlegend"] = True
-    layout["legend"] = {"orientation": "h", "y": -0.18, "font": {"size": 15}}
-    return figure
-
-
-def fit_figure(view: dict) -> dict:
-    """1-D regression: the model's curve over the data."""
-    figure = plots.line_figure(
-        view["x"], {"model": view["prediction"]}, "The model's fit", x_title="x", y_title="y"
-    )
-    for part, colour in (("train", "#6b7280"), ("test", "#b45309")):
-        figure["data"].append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": f"{part} data",
-                "x": view[part]["x"],
-                "y": view[part]["y"],
-                "marker": {"size": 7, "color": colour},
-            }
-        )
-    figure["layout"]["showlegend"] = True
-    return figure
 
 
 def _render(request: Request, name: str, context: dict, status_code: int = 200) -> HTMLResponse:
@@ -647,8 +369,8 @@ def upload_from_page(
 def dynamics_panel(request: Request, record: RecordDep, services: ServicesDep) -> HTMLResponse:
     if not _is_network(services, record):
         return HTMLResponse("")
-    _, state = _network(services, record)
-    sizes = slot_sizes(state) if state is not None else []
+    _, state = network_state(services, record)
+    sizes = slot_sizes(state)
     return _render(
         request,
         "partials/dynamics_form.html",

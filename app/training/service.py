@@ -1,4 +1,5 @@
-"""From a request to a job: the request models, the defaults, the checks, the plan.
+"""From a request to a job or to a dynamics answer: the request models, the defaults, the
+checks, the plan.
 
 Everything a job needs is checked here, in the request, before anything is queued: the
 settings' bounds, the dataset (generated or uploaded) and whether it fits the module's input and
@@ -10,11 +11,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import PlaygroundError
+from app.runs.engine import prepare_input
+from app.runs.spec import InputSpec
 from app.services import Services
 from app.store import ModuleRecord, new_id
+from app.training import dynamics
 from app.training.datasets import (
     MAX_SEED,
     CsvDataset,
@@ -28,9 +33,10 @@ from app.training.datasets import (
 )
 from app.training.gradient import GradientPlan, prepare_objective
 from app.training.jobs import JobManager
-from app.training.local import LocalPlan, check_network_data
+from app.training.local import LocalPlan, check_network_data, one_vs_all, slot_sizes
 from app.training.losses import LossName
 from app.training.storage import TrainingStorage
+from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
 from library.training import infer_state
 
@@ -292,3 +298,149 @@ def start_training(
     plan, resolved, dataset = plan_training(services, workspace, record, request)
     job = jobs.submit(record, plan, resolved, dataset)
     return job.public()
+
+
+# --- dynamics -----------------------------------------------------------------------------------
+
+MAX_DYNAMICS_STEPS = 500
+MAX_DYNAMICS_BATCH = 256
+MAX_DYNAMICS_VALUES = 250_000
+"""Numbers in a dynamics answer: sweeps x batch x units of every slot."""
+
+
+class DatasetBatch(BaseModel):
+    """A batch of a dataset as the network's input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetChoice = Field(description="As in the train request.")
+    batch: int = Field(8, ge=1, le=MAX_DYNAMICS_BATCH, description="Examples in the batch.")
+    split: Literal["train", "test"] = Field("test", description="Which part of the dataset.")
+
+
+class DynamicsRequest(BaseModel):
+    """The body of ``POST /api/modules/{id}/dynamics``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: DatasetBatch | InputSpec | None = Field(
+        None,
+        description="An input spec (shape (batch, input size) or (input size,)) or "
+        '{"dataset", "batch"}. Default: 8 test examples of prototypes when the input slot has '
+        "100 units, else a normal input of shape (8, input size).",
+    )
+    steps: int = Field(20, ge=1, le=MAX_DYNAMICS_STEPS, description="Sweeps T.")
+    phase: Literal["train", "inference"] = Field(
+        "inference",
+        description="train: init(x, y) then `step` (all messages, output clamped); "
+        "inference: init(x) then `step_inference` (forward messages only).",
+    )
+    example: int = Field(0, ge=0, description="The example of the batch the figures show.")
+
+
+def network_state(services: Services, record: ModuleRecord) -> tuple[SequentialOrchestrator, Any]:
+    """The module's network and its state template; 422 for any other module."""
+    model = services.store.load(record)
+    entry = record.spec()
+    if not isinstance(model, SequentialOrchestrator) or not hasattr(entry, "state"):
+        raise PlaygroundError(
+            422,
+            f"dynamics need a library network (kind library.network); this module is "
+            f"{record.kind}.",
+            "module",
+        )
+    return model, entry.state()
+
+
+def _dynamics_input(
+    request: DynamicsRequest, services: Services, workspace: str, state: Any
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(x, y or None, description)`` for the network's input slot."""
+    sizes = slot_sizes(state)
+    source = request.input
+    if source is None:
+        if sizes[0] == 100 and sizes[-1] == 10:
+            source = DatasetBatch(dataset="prototypes")
+        else:
+            source = InputSpec(shape=[8, sizes[0]], init="normal")
+    if isinstance(source, DatasetBatch):
+        spec = as_dataset(source.dataset)
+        data = load_data(spec, services, workspace)
+        encoder = check_network_data(state, data, getattr(spec, "seed", 0))
+        xs, ys = (
+            (data.x_test, data.y_test) if source.split == "test" else (data.x_train, data.y_train)
+        )
+        count = min(source.batch, len(xs))
+        x = encoder(xs[:count])
+        y = one_vs_all(ys[:count], data.num_classes)
+        return x, y, f"{count} {source.split} examples of {data.name} ({encoder.describe()})"
+    prepared = prepare_input(source, (8, sizes[0]), "float32", services.settings.max_input_elements)
+    x = np.asarray(prepared.array, np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != sizes[0]:
+        raise PlaygroundError(
+            422,
+            f"the input has shape {tuple(prepared.shape)}, but the network's input slot has "
+            f"shape ({sizes[0]},): give an input of shape (batch, {sizes[0]}) or ({sizes[0]},).",
+            "input.shape",
+        )
+    if x.shape[0] > MAX_DYNAMICS_BATCH:
+        raise PlaygroundError(
+            422,
+            f"the batch has {x.shape[0]} examples; the limit is {MAX_DYNAMICS_BATCH}.",
+            "input.shape",
+        )
+    return x, None, f"an input of shape {tuple(x.shape)} ({source.init})"
+
+
+def compute_dynamics(
+    services: Services, workspace: str, record: ModuleRecord, request: DynamicsRequest
+) -> dict:
+    model, state = network_state(services, record)
+    x, y, description = _dynamics_input(request, services, workspace, state)
+    sizes = slot_sizes(state)
+    values = request.steps * x.shape[0] * sum(sizes)
+    if values > MAX_DYNAMICS_VALUES:
+        raise PlaygroundError(
+            422,
+            f"{request.steps} sweeps of a batch of {x.shape[0]} over {sum(sizes)} units are "
+            f"{values:,} numbers; the limit is {MAX_DYNAMICS_VALUES:,}: use fewer sweeps or a "
+            "smaller batch.",
+            "steps",
+        )
+    if request.example >= x.shape[0]:
+        raise PlaygroundError(
+            422,
+            f"example {request.example} is not in the batch of {x.shape[0]} (0 to "
+            f"{x.shape[0] - 1}).",
+            "example",
+        )
+    with services.compute.slot():
+        result = dynamics.run_dynamics(model, state, x, y, request.steps, request.phase)
+    names = dynamics.slot_names(len(sizes))
+    return {
+        "states": [finite_list(s, 6) for s in result["states"]],
+        "flips": finite_list(result["flips"], 6),
+        "plot": dynamics.overview_figure(result["states"], request.example),
+        "edges": [[v if v is None else finite_list(v, 6) for v in row] for row in result["edges"]],
+        "slots": sizes,
+        "phase": request.phase,
+        "steps": request.steps,
+        "batch": int(x.shape[0]),
+        "example": request.example,
+        "input": description,
+        "clamped_target": y is not None and request.phase == "train",
+        "plots": {
+            "slots": [
+                dynamics.slot_figure(
+                    np.concatenate([start[None, request.example], s[:, request.example]]),
+                    name,
+                    request.example,
+                )
+                for s, start, name in zip(result["states"], result["initial"], names, strict=True)
+            ],
+            "flips": dynamics.flips_figure(result["flips"]),
+            "edges": dynamics.edges_figure(result["edges"]),
+        },
+    }

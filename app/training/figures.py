@@ -1,0 +1,140 @@
+"""The figures of a job's progress: loss, accuracy, the decision boundary or the fit, and the
+diff of the parameters. Plotly figure dicts made with ``app.plots``'s helpers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from app import plots
+
+
+def job_figures(job: dict) -> dict:
+    """The figures of a job's progress fragment: loss, accuracy, boundary or fit, diff."""
+    metrics = job["metrics"]
+    figures: dict[str, Any] = {}
+    if job["mode"] == "gradient":
+        x = metrics.get("step", [])
+        if metrics.get("loss"):
+            series = {"training loss (batches)": metrics["loss"]}
+            if metrics.get("test_loss") and not metrics.get("test_accuracy"):
+                series["test loss"] = metrics["test_loss"]
+            figures["loss"] = plots.line_figure(
+                x, series, "Loss (log scale)", x_title="step", y_title="loss"
+            )
+            figures["loss"]["layout"]["yaxis"].update(type="log", exponentformat="e")
+    else:
+        x = metrics.get("epoch", [])
+    if metrics.get("accuracy"):
+        figures["accuracy"] = plots.line_figure(
+            x,
+            {"training accuracy": metrics["accuracy"], "test accuracy": metrics["test_accuracy"]},
+            "Accuracy" + (" per epoch" if job["mode"] == "local" else ""),
+            x_title="step" if job["mode"] == "gradient" else "epoch",
+            y_title="accuracy",
+        )
+        figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
+    for figure in figures.values():
+        if figure["layout"].get("showlegend"):
+            figure["layout"]["legend"] = {"orientation": "h", "y": -0.32, "font": {"size": 16}}
+            figure["layout"]["margin"] = {"l": 70, "r": 30, "t": 60, "b": 110}
+    view = job.get("view")
+    if view and view.get("kind") == "boundary":
+        figures["view"] = boundary_figure(view)
+    elif view and view.get("kind") == "fit":
+        figures["view"] = fit_figure(view)
+    diff = job.get("diff")
+    if diff and diff.get("leaves"):
+        rows = [row for row in diff["leaves"] if row["trained"]][:40]
+        figures["diff"] = plots.bar_figure(
+            [row["path"] or "(root)" for row in rows],
+            [row["relative"] if row["relative"] is not None else math.nan for row in rows],
+            "How far each trained leaf moved: |change| / |before|",
+        )
+    return figures
+
+
+MARKERS = ["circle", "x", "diamond", "triangle-up", "square"]
+
+
+def boundary_figure(view: dict) -> dict:
+    """The decision boundary as a heatmap, with the training and test points over it."""
+    classes = view["num_classes"]
+    title = (
+        "Decision boundary: P(class 1) and the data"
+        if classes == 2
+        else "Decision regions (predicted class) and the data"
+    )
+    figure = plots.heatmap_figure(view["z"], title=title, x_title="x1", y_title="x2")
+    heat = figure["data"][0]
+    heat.update(
+        x=view["x"],
+        y=view["y"],
+        zmin=0,
+        zmax=1,
+        colorscale=[[0, "#93c5fd"], [0.5, "#f8fafc"], [1, "#fca5a5"]],
+        hovertemplate="(%{x:.2f}, %{y:.2f}): %{z:.2f}<extra></extra>",
+        xgap=0,
+        ygap=0,
+    )
+    heat.pop("texttemplate", None)
+    heat.pop("zmid", None)
+    heat["colorbar"]["title"] = {"text": "P(1)" if classes == 2 else "class"}
+    colours = ["#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309"]
+    for part, hollow in (("train", False), ("test", True)):
+        points = np.asarray(view[part]["x"], np.float64).reshape(-1, 2)
+        labels = np.asarray(view[part]["label"])
+        for c in range(classes):
+            chosen = points[labels == c]
+            if not len(chosen):
+                continue
+            figure["data"].append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"{part}, class {c}",
+                    "x": chosen[:, 0].round(4).tolist(),
+                    "y": chosen[:, 1].round(4).tolist(),
+                    "marker": {
+                        "size": 9 if hollow else 8,
+                        "symbol": MARKERS[c % len(MARKERS)] + ("-open" if hollow else ""),
+                        "color": colours[c % len(colours)],
+                        "line": {
+                            "width": 1 if not hollow else 2,
+                            "color": "#ffffff" if not hollow else colours[c % len(colours)],
+                        },
+                    },
+                    "hovertemplate": f"{part}, class {c}: (%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
+                }
+            )
+    layout = figure["layout"]
+    layout["yaxis"].pop("autorange", None)
+    layout["yaxis"].update(scaleanchor="x", scaleratio=1, type="linear", constrain="domain")
+    layout["xaxis"].update(type="linear", range=[view["x"][0], view["x"][-1]], constrain="domain")
+    layout["yaxis"]["range"] = [view["y"][0], view["y"][-1]]
+    layout["height"] = 520
+    layout["showlegend"] = True
+    layout["legend"] = {"orientation": "h", "y": -0.18, "font": {"size": 15}}
+    return figure
+
+
+def fit_figure(view: dict) -> dict:
+    """1-D regression: the model's curve over the data."""
+    figure = plots.line_figure(
+        view["x"], {"model": view["prediction"]}, "The model's fit", x_title="x", y_title="y"
+    )
+    for part, colour in (("train", "#6b7280"), ("test", "#b45309")):
+        figure["data"].append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{part} data",
+                "x": view[part]["x"],
+                "y": view[part]["y"],
+                "marker": {"size": 7, "color": colour},
+            }
+        )
+    figure["layout"]["showlegend"] = True
+    return figure
