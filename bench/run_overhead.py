@@ -18,9 +18,10 @@ Cases:
 The batch (256 × 512 = 131,072 numbers) is above the default ``max_input_elements`` (100,000),
 so the server here runs with ``max_input_elements=262144``; nothing else differs from the
 defaults. Both runs answer the full default response (output tree, values, figure, code, jaxpr,
-HLO); ``--include values`` measures the lean answer too.
+HLO); ``--include values`` (only the values) or ``--include none`` (timings and the cache's
+verdict only) measure leaner answers too.
 
-    .venv/bin/python bench/run_overhead.py [--repeats 200] [--include values]
+    .venv/bin/python bench/run_overhead.py [--repeats 200] [--include values] [--include none]
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ def _workspace(services, module_id: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=200, help="timed calls of each path")
-    parser.add_argument("--include", default=None, help="also measure ?include=... (e.g. 'values')")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="also measure the answer with ?include=... (e.g. 'values' or 'none'); repeatable",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(data_dir=Path(data), max_input_elements=262_144)
@@ -198,8 +204,8 @@ def main() -> None:
             rows = []
             for case in (SEED, MLP):
                 rows.append(measure(app, client, case, args.repeats, None))
-                if args.include:
-                    rows.append(measure(app, client, case, args.repeats, args.include))
+                for include in args.include:
+                    rows.append(measure(app, client, case, args.repeats, include))
     print()
     print(
         f"{'case':66} {'include':8} {'HTTP ms':>9} {'direct ms':>10} {'added ms':>9} "

@@ -461,6 +461,8 @@ def test_include_sends_only_the_named_parts(client, seed):
     assert lean["output"] is None and lean["code"] is None
     bad = client.post(f"/api/modules/{seed}/run", params={"include": "secrets"}, json={})
     assert bad.status_code == 422
+    bare = client.post(f"/api/modules/{seed}/run", params={"include": "none"}, json={}).json()
+    assert bare["values"] is None and bare["compiled"] is True and bare["timings"]["run_ms"] > 0
 
 
 # The page's fragments -----------------------------------------------------------------------

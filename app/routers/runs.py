@@ -4,7 +4,8 @@
   the module through a pipeline of transformations; answers the output tree, its values, a
   plotly figure, the timings, whether this call compiled, the jaxpr, the StableHLO text, the
   cost analysis, the device and the equivalent Python. ``?include=values,plot`` sends only
-  the named heavy parts (of ``output, values, plot, code, jaxpr, hlo``; the rest is always sent).
+  the named heavy parts (of ``output, values, plot, code, jaxpr, hlo``; the rest is always
+  sent); ``?include=none`` sends none of them (timings, cost and the cache's verdict only).
 - ``POST /api/modules/{id}/sweep`` (JSON :class:`~app.runs.spec.SweepRequest`): ``f`` and its
   derivative along one input coordinate, computed with ``vmap`` of ``grad``.
 - ``POST /m/{id}/run``, ``POST /m/{id}/run/form``, ``POST /m/{id}/sweep``: the run panel's
@@ -50,6 +51,8 @@ def get_engine(services: Services) -> RunEngine:
 def parse_include(include: str | None) -> frozenset[str] | None:
     if include is None or include.strip() in ("", "all"):
         return None
+    if include.strip() == "none":
+        return frozenset()
     names = frozenset(part.strip() for part in include.split(",") if part.strip())
     unknown = sorted(names - set(FIELDS))
     if unknown:
