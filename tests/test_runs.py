@@ -331,7 +331,7 @@ def test_two_identical_requests_at_once_compile_once(client, seed):
 
     services = client.app.state.services
     engine = get_engine(services)
-    record = services.store.get(services.store.list(_workspace(client))[0].workspace, seed)
+    record = services.store.get(_workspace(client, seed), seed)
     spec, model = record.spec(), services.store.load(record)
     request = RunRequest(transforms=["grad", "vmap", "jit"], input={"shape": [64, 2]})
     outcomes, barrier = [], threading.Barrier(4)
@@ -349,14 +349,14 @@ def test_two_identical_requests_at_once_compile_once(client, seed):
     assert engine.compiles == 1
 
 
-def _workspace(client: TestClient) -> str:
-    services = client.app.state.services
-    with services.engine.connect() as connection:
-        from sqlalchemy import select
+def _workspace(client: TestClient, module_id: str) -> str:
+    from sqlalchemy import select
 
-        from app.database import modules
+    from app.database import modules
 
-        return connection.execute(select(modules.c.workspace)).scalar_one()
+    with client.app.state.services.engine.connect() as connection:
+        query = select(modules.c.workspace).where(modules.c.id == module_id)
+        return connection.execute(query).scalar_one()
 
 
 # Errors that teach ------------------------------------------------------------------------
@@ -494,3 +494,26 @@ def test_run_panel_fragments(client, seed):
     assert 'role="alert"' in error.text and "returns f32[5,3]" in error.text
     sweep = client.post(f"/m/{seed}/sweep", data={"points": "11"}, headers=headers)
     assert sweep.status_code == 200 and 'class="plot"' in sweep.text
+
+
+def test_the_module_is_an_argument_of_the_compiled_function(client, seed):
+    answer = run(client, seed, transforms=["grad"], input={"shape": [5, 2]})
+    # the weight, the bias and x are the jaxpr's inputs, not constants closed over
+    assert answer["jaxpr"].startswith("{ lambda ; a:f32[2,3] b:f32[3] c:f32[5,2]. let")
+
+
+def test_the_structure_memo_lets_modules_go():
+    import gc
+
+    import equinox as eqx
+    import jax
+
+    from app.runs.engine import StructureMemo
+
+    memo = StructureMemo()
+    model = eqx.nn.Linear(2, 3, key=jax.random.PRNGKey(0))
+    structure, arrays, simple = memo.get(model)
+    assert simple and len(arrays) == 2 and memo.get(model)[0] is structure
+    del model, arrays
+    gc.collect()
+    assert len(memo) == 0
