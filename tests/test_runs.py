@@ -419,6 +419,10 @@ def test_request_validation(client, seed):
     assert run(client, seed, input={"init": "values", "values": [[1, 2], [3]]}, status=422)[
         "message"
     ].startswith("The input values: the values are not rectangular")
+    deep = run(
+        client, seed, input={"init": "values", "values": "[" * 5000 + "]" * 5000}, status=422
+    )
+    assert "nested" in deep["message"]
     mismatch = run(client, seed, input={"shape": [3, 2], "init": "values", "values": X}, status=422)
     assert "(5, 2)" in mismatch["message"] and "(3, 2)" in mismatch["message"]
     assert client.post("/api/modules/nope/run", json={}).status_code == 404

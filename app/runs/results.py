@@ -39,6 +39,7 @@ def _fallback(value: Any) -> Any:
 FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo")
 """The parts of an answer that ``?include=`` can leave out (all are sent by default)."""
 MAX_BAR_LEAVES = 60
+MAX_LINE_POINTS = 2000
 
 
 def is_single_array(value: Any) -> bool:
@@ -155,11 +156,13 @@ def result_figure(
     if is_single_array(result):
         array = leaves[0][1]
         if array.ndim == 1 and array.size > 1:
-            values = array.astype(np.float64)
+            shown = array[:MAX_LINE_POINTS]
+            cut = f" (first {MAX_LINE_POINTS})" if array.size > MAX_LINE_POINTS else ""
+            values = (np.abs(shown) if shown.dtype.kind == "c" else shown).astype(np.float64)
             return line_figure(
-                list(range(array.shape[0])),
+                list(range(shown.shape[0])),
                 {"output": values.tolist()},
-                f"Output {array_summary(array)}",
+                f"Output {array_summary(array)}{cut}",
                 x_title="index",
                 y_title="value",
             )

@@ -201,6 +201,8 @@ def _parse_text(text: str, max_elements: int) -> Any:
             return json.loads(text)
         except ValueError as error:
             raise ValuesError(f"the values are not valid nested lists: {error}") from None
+        except RecursionError:
+            raise ValuesError(f"the values are nested more than {MAX_NDIM} levels deep") from None
     rows = [row for row in re.split(r"[;\n]+", text) if row.strip()]
     parsed = []
     for index, row in enumerate(rows):
