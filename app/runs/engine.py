@@ -24,6 +24,7 @@ once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import threading
@@ -100,6 +101,8 @@ class ModuleStructure:
     template: tuple  # the leaves, arrays replaced by None
     array_index: tuple[int, ...]
     hashable: bool
+    statics: tuple = field(default=(), compare=False)
+    """(path, value) of the static fields and non-array leaves, for "what changed" only."""
 
     @property
     def key(self) -> tuple:
@@ -144,8 +147,40 @@ def module_structure(model: Any) -> tuple[ModuleStructure, list]:
         template=tuple(template),
         array_index=tuple(index),
         hashable=hashable,
+        statics=static_parts(model),
     )
     return structure, arrays
+
+
+MAX_STATIC_PARTS = 64
+"""Static parts remembered per module for "what changed" (a 5000-layer MLP has 20,000)."""
+
+
+def static_parts(model: Any) -> tuple[tuple[str, str], ...]:
+    """``(path, value)`` of the first static dataclass fields and non-array leaves of
+    ``model`` (``(".activation", "relu")``, ``(".k", "2.0")``), depth first."""
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[str, Any]] = [("", model)]
+    while stack and len(found) < MAX_STATIC_PARTS:
+        path, node = stack.pop()
+        if isinstance(node, eqx.Module) and dataclasses.is_dataclass(node):
+            children = []
+            for item in dataclasses.fields(node):
+                if not hasattr(node, item.name):
+                    continue
+                value = getattr(node, item.name)
+                if item.metadata.get("static", False):
+                    found.append((f"{path}.{item.name}", _leaf_name(value)))
+                else:
+                    children.append((f"{path}.{item.name}", value))
+            stack.extend(reversed(children))
+        elif isinstance(node, list | tuple):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(node)]))
+        elif isinstance(node, dict):
+            stack.extend(reversed([(f"{path}[{k!r}]", v) for k, v in node.items()]))
+        elif node is not None and not eqx.is_array(node) and not isinstance(node, jax.Array):
+            found.append((path, _leaf_name(node)))
+    return tuple(found[:MAX_STATIC_PARTS])
 
 
 class StructureMemo:
@@ -211,6 +246,7 @@ class RunKey:
     input_shape: tuple[int, ...]
     input_dtype: str
     extra: tuple = ()
+    statics: tuple = field(default=(), compare=False, hash=False)
 
     def parts(self) -> dict[str, Any]:
         """The key's parts with the names the page shows when one changes."""
@@ -259,7 +295,7 @@ def key_changes(old: RunKey | None, new: RunKey) -> list[str]:
         if name == "vmap axis" and None in (before, value):
             continue
         if name == "module structure (static fields)":
-            changes.append(name + _static_leaf_change(before[1], value[1]))
+            changes.append(name + _static_change(old.statics, new.statics))
         elif name == "parameter shapes":
             changes.append(
                 f"parameter shapes ({len(before)} arrays -> {len(value)} arrays)"
@@ -273,13 +309,18 @@ def key_changes(old: RunKey | None, new: RunKey) -> list[str]:
     return changes
 
 
-def _static_leaf_change(before: tuple, after: tuple) -> str:
-    if len(before) != len(after):
+def _static_change(before: tuple, after: tuple) -> str:
+    """``: .activation relu -> tanh`` for the static parts whose value changed."""
+    old = dict(before)
+    changed = [
+        f"{path} {old[path]} -> {value}"
+        for path, value in after
+        if path in old and old[path] != value
+    ]
+    if not changed:
         return ""
-    for old, new in zip(before, after, strict=True):
-        if old != new:
-            return f": {_leaf_name(old[1])} -> {_leaf_name(new[1])}"
-    return ""
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return ": " + ", ".join(changed[:3]) + more
 
 
 def _leaf_name(value: Any) -> str:
@@ -986,6 +1027,7 @@ class RunEngine:
             kind=spec.kind,
             apply=spec.apply_code("model", "x"),
             structure=structure.key,
+            statics=structure.statics,
             function=request.function,
             loss=expression.to_python() if expression is not None else None,
             wrt=request.wrt if DIFFERENTIATING & set(transforms) else "-",
@@ -1094,6 +1136,7 @@ class RunEngine:
             kind=spec.kind,
             apply=spec.apply_code("model", "x"),
             structure=structure.key,
+            statics=structure.statics,
             function="loss",
             loss=expression.to_python(),
             wrt="input",
