@@ -223,6 +223,8 @@ def test_embedding_takes_int_indices(client):
     table = leaf(client, module, ".weight")
     answer = run(client, module, function="forward", input=values_input(7))
     np.testing.assert_allclose(answer["values"], table[7], rtol=1e-6)
+    ones = run(client, module, function="forward", input={"shape": [], "init": "ones"})
+    np.testing.assert_allclose(ones["values"], table[1], rtol=1e-6)
     assert answer["input"]["dtype"] == "int32"
     grads = run(client, module, transforms=["grad", "vmap"], input=values_input([1, 7, 7]))
     assert np.asarray(grads["values"][".weight"]).shape == (3, 10, 4)
