@@ -11,11 +11,13 @@ the end, so it can still be read after a restart.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -34,6 +36,8 @@ FINISHED = ("done", "failed", "stopped")
 ACTIVE = ("queued", "running")
 MAX_JOBS_IN_MEMORY = 200
 """Finished jobs kept in memory (older ones are read back from the database)."""
+SHUTDOWN_SECONDS = 5.0
+"""At exit, running jobs are stopped (their parameters saved) and waited for this long."""
 WORKER_IDLE_SECONDS = 30.0
 """A worker thread with no job for this long ends (a new job starts another)."""
 MAX_DIFF_ROWS = 200
@@ -180,6 +184,16 @@ class Job:
         return out
 
 
+_MANAGERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """Stop every job before the interpreter goes (no thread is left inside XLA)."""
+    for manager in list(_MANAGERS):
+        manager.shutdown()
+
+
 class JobManager:
     """Every training job of one app: a queue, worker threads, limits and persistence."""
 
@@ -189,9 +203,10 @@ class JobManager:
         self.settings = settings
         self.workers = max(1, settings.max_concurrent_computations // 2)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._queue: queue.Queue[Job] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        _MANAGERS.add(self)
 
     # Submitting ------------------------------------------------------------------------------
     def active_count(self, workspace: str) -> int:
@@ -300,9 +315,17 @@ class JobManager:
                 self._finish(job, None, "stopped")
         return job.public()
 
-    def stop_all(self) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Stop every job, end the worker threads and wait for them (at most ``timeout``)."""
         for job in list(self._jobs.values()):
             job.request_stop()
+        with self._lock:
+            threads = list(self._threads)
+            for _ in threads:
+                self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # Running ---------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -316,6 +339,10 @@ class JobManager:
                         self._threads.remove(threading.current_thread())
                         return
                 continue
+            if job is None:  # shutdown
+                with self._lock:
+                    self._threads.remove(threading.current_thread())
+                return
             try:
                 self._run(job)
             except Exception:  # noqa: BLE001 - a worker must survive anything
@@ -327,7 +354,12 @@ class JobManager:
         with self._lock:
             if job.finished:  # stopped while queued
                 return
-            job.status = "running"
+            cancelled = job.should_stop()  # stopped at shutdown before it started
+            if not cancelled:
+                job.status = "running"
+        if cancelled:
+            self._finish(job, None, "stopped")
+            return
         job.started_at = time.time()
         job.version += 1
         self._save(job)
