@@ -57,19 +57,43 @@ def host_leaves(result: Any) -> list[tuple[str, np.ndarray]]:
 def nested_values(array: np.ndarray, limit: int) -> tuple[Any, bool]:
     """Nested lists of at most ``limit`` elements (the leading part of every axis), and
     whether that is a cut. NaN and infinities are the strings ``"NaN"``, ``"Infinity"``."""
-    kept = kept_shape(array.shape, limit)
-    truncated = kept != tuple(array.shape)
-    part = array[tuple(slice(0, n) for n in kept)] if truncated else array
-    if part.dtype.kind == "f":
-        finite = np.isfinite(part).all()
-        values = short_floats(part).tolist()
-        if not finite:
-            values = _json_safe(values)
-    elif part.dtype.kind == "c":
-        values = np.abs(part).astype(np.float64).tolist()
-    else:
-        values = part.tolist()
-    return values, truncated
+    return nested_values_many([array], limit)[0]
+
+
+def nested_values_many(arrays: list[np.ndarray], limit: int) -> list[tuple[Any, bool]]:
+    """:func:`nested_values` of several arrays; the float32 ones are shortened in one batch
+    (a few numpy calls in all, rather than a few per array)."""
+    parts, cuts = [], []
+    for array in arrays:
+        kept = kept_shape(array.shape, limit)
+        truncated = kept != tuple(array.shape)
+        parts.append(array[tuple(slice(0, n) for n in kept)] if truncated else array)
+        cuts.append(truncated)
+    singles = [i for i, part in enumerate(parts) if part.dtype == np.float32 and part.size]
+    shortened: dict[int, np.ndarray] = {}
+    if singles:
+        flat = short_floats(np.concatenate([parts[i].reshape(-1) for i in singles]))
+        start = 0
+        for i in singles:
+            size = parts[i].size
+            shortened[i] = flat[start : start + size].reshape(parts[i].shape)
+            start += size
+    out = []
+    for i, part in enumerate(parts):
+        if part.dtype.kind == "f":
+            values = (shortened[i] if i in shortened else part.astype(np.float64)).tolist()
+            if not np.isfinite(part).all():
+                values = _json_safe(values)
+        elif part.dtype.kind == "c":
+            values = np.abs(part).astype(np.float64).tolist()
+        else:
+            values = part.tolist()
+        out.append((values, cuts[i]))
+    return out
+
+
+_POWERS = 10.0 ** np.arange(0, 64)
+"""Exact powers of ten (10**22 and beyond are the nearest doubles)."""
 
 
 def short_floats(array: np.ndarray) -> np.ndarray:
@@ -83,11 +107,11 @@ def short_floats(array: np.ndarray) -> np.ndarray:
     magnitude = np.abs(wide)
     usable = np.isfinite(wide) & (magnitude > 0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        exponent = np.floor(np.log10(np.where(usable, magnitude, 1.0)))
+        exponent = np.floor(np.log10(np.where(usable, magnitude, 1.0))).astype(np.int64)
         best = wide
         for significant in (9, 8):
             places = significant - 1 - exponent
-            scale = np.power(10.0, np.abs(places))
+            scale = _POWERS[np.clip(np.abs(places), 0, _POWERS.size - 1)]
             rounded = np.where(
                 places >= 0, np.round(wide * scale) / scale, np.round(wide / scale) * scale
             )
@@ -204,10 +228,9 @@ def run_payload(
         if single:
             values, truncated = nested_values(leaves[0][1], limit)
         else:
-            values = {}
-            for path, array in leaves:
-                values[path], cut = nested_values(array, limit)
-                truncated = truncated or cut
+            converted = nested_values_many([array for _, array in leaves], limit)
+            values = {path: found for (path, _), (found, _) in zip(leaves, converted, strict=True)}
+            truncated = any(cut for _, cut in converted)
     norms = leaf_norms(leaves)
     warnings = nonfinite_warnings(leaves, norms)
     transforms = list(request.transforms)
