@@ -235,6 +235,12 @@ def test_nan_and_inf_come_back_with_a_warning(client, seed):
     assert answer["warnings"] and "NaN" in answer["warnings"][0]
     flat = [v for row in answer["values"] for v in row]
     assert "NaN" in flat
+    grads = run(client, seed, loss="mean(sqrt(out))", transforms=["grad"], input=values_input(X))
+    assert grads["warnings"] and "NaN and infinity left out" in grads["plot"]["layout"]["title"][
+        "text"]  # fmt: skip
+    bars = grads["plot"]["data"][0]
+    heights = bars["x"] if bars.get("orientation") == "h" else bars["y"]
+    assert all(height is not None for height in heights)
     inf = run(client, seed, loss="1 / (out - out)", input=values_input(X))
     assert inf["warnings"] and "infinite" in inf["warnings"][0]
     assert {v for row in inf["values"] for v in row} <= {"Infinity", "-Infinity", "NaN"}

@@ -208,7 +208,14 @@ def result_figure(
             x_title="example",
         )
 
-    return bar_figure(labels, norms[: len(shown)], f"Norm of each leaf of the result{more}")
+    heights = list(norms[: len(shown)])
+    note = ""
+    for index, ((_, array), norm) in enumerate(zip(shown, heights, strict=True)):
+        if not math.isfinite(norm) and array.dtype.kind in "fc":
+            finite = array[np.isfinite(array)]
+            heights[index] = float(np.linalg.norm(finite)) if finite.size else 0.0
+            note = " (NaN and infinity left out)"
+    return bar_figure(labels, heights, f"Norm of each leaf of the result{more}{note}")
 
 
 def run_payload(
