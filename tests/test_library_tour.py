@@ -1,13 +1,11 @@
-"""Runs every ```python block of the library tour, in order, in one namespace."""
+"""Runs every ```python block of the README (the library tour), in order, in one namespace."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-# The tour lives in docs/library_tour.md and is pasted into README.md; point this at the
-# file whose snippets must run.
-TOUR = Path(__file__).resolve().parent.parent / "docs" / "library_tour.md"
+TOUR = Path(__file__).resolve().parent.parent / "README.md"
 
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 

@@ -34,7 +34,7 @@ logger = logging.getLogger("playground.training")
 
 FINISHED = ("done", "failed", "stopped")
 ACTIVE = ("queued", "running")
-MAX_JOBS_IN_MEMORY = 200
+MAX_JOBS_IN_MEMORY = 32
 """Finished jobs kept in memory (older ones are read back from the database)."""
 SHUTDOWN_SECONDS = 5.0
 """At exit, running jobs are stopped (their parameters saved) and waited for this long."""
