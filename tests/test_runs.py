@@ -87,6 +87,19 @@ def test_seed_gradient_is_a_third_everywhere(client, seed):
     )
 
 
+def test_values_are_written_as_float32_text(client, seed):
+    """float32 values travel as their shortest text, 0.33333334, not 0.3333333432674408."""
+    body = {"transforms": ["grad"], "input": {"shape": [5, 2]}}
+    text = client.post(f"/api/modules/{seed}/run", json=body).text
+    assert '".bias":[0.33333334,0.33333334,0.33333334]' in text
+    assert "0.3333333432674408" not in text
+    loss = client.post(f"/api/modules/{seed}/run", json={"transforms": []}).json()
+    assert isinstance(loss["values"], float)
+    forward = {"function": "forward", "transforms": [], "input": {"shape": [5, 2]}}
+    output = client.post(f"/api/modules/{seed}/run", json=forward).json()["values"]
+    assert np.asarray(output).shape == (5, 3)
+
+
 def test_defaults_give_the_seed_loss_and_example_input(client, seed):
     answer = run(client, seed)
     weight, bias = leaf(client, seed, ".weight"), leaf(client, seed, ".bias")

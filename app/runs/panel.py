@@ -27,7 +27,7 @@ from app.errors import PlaygroundError, describe_validation_errors
 from app.routers.modules import model_roles
 from app.routers.pages import templates
 from app.runs.engine import RunEngine
-from app.runs.results import run_payload, sweep_payload
+from app.runs.results import FIELDS, run_payload, sweep_payload
 from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
 from app.runs.view import (
     INITS,
@@ -40,6 +40,9 @@ from app.runs.view import (
 from app.services import Services
 from app.store import ModuleRecord
 from app.trees import describe_tree
+
+PANEL_PARTS = frozenset(FIELDS) - {"values"}
+"""The panel shows the result's tree, figure, code, jaxpr and HLO; the values are the API's."""
 
 
 def _services(request: Request) -> Services:
@@ -111,7 +114,7 @@ def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
                 ("your previous run", record.workspace),
             ],
         )
-    payload = run_payload(outcome, spec, services.settings)
+    payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
     model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)
     view = result_rows(outcome, payload["output"], model_node, body.wrt)
     return {"payload": payload, "view": view, "outcome": outcome, "request_body": body}
