@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
-from app.routers import health, modules, pages, runs, sharing, training
+from app.routers import api_docs, health, modules, pages, runs, sharing, training
 from app.security import SecurityMiddleware
 from app.services import Services
 from app.settings import Settings
@@ -26,6 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Pytree Playground",
         summary="Build JAX/Equinox modules, see their pytrees, run grad, vmap and jit live.",
         version="0.1.0",
+        docs_url=None,  # app.routers.api_docs serves /docs without a CDN
+        redoc_url=None,
     )
     app.state.services = Services.create(settings)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         training.router,
         sharing.router,
         pages.router,
+        api_docs.router,
     ):
         app.include_router(router)
     install_error_handlers(app)
