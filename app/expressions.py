@@ -364,7 +364,8 @@ def parse_expression(
     allowed_variables = _check_variables(variables)
     if len(text) > max_length:
         raise ExpressionError(
-            f"expression is {len(text)} characters long; the limit is {max_length}"
+            f"expression is {len(text)} characters long; the limit is {max_length} "
+            "(max_expression_length, PLAYGROUND_MAX_EXPRESSION_LENGTH)"
         )
     _check_characters(text)
     source = text.strip(" ")
@@ -511,7 +512,8 @@ def _check_size(tree: ast.Expression, shift: int, max_nodes: int, max_depth: int
         if count > max_nodes:
             raise ExpressionError(
                 f"the expression is too big: it has more than {max_nodes} parts (numbers, names,"
-                f" operations, calls); the limit is {max_nodes}"
+                f" operations, calls); the limit is {max_nodes} (max_expression_nodes,"
+                " PLAYGROUND_MAX_EXPRESSION_NODES)"
             )
         if depth > max_depth:
             raise ExpressionError(

@@ -353,7 +353,10 @@ def test_messages_are_plain_words():
     assert message("x.shape").message.startswith("attributes are not allowed except .T")
     assert message("lambda: x").message == "'lambda' is not allowed in an expression"
     long = message("x" * 812)
-    assert long.message == "expression is 812 characters long; the limit is 500"
+    assert long.message == (
+        "expression is 812 characters long; the limit is 500 "
+        "(max_expression_length, PLAYGROUND_MAX_EXPRESSION_LENGTH)"
+    )
     syntax = message("x + * 2")
     assert syntax.message.startswith("syntax error at column 5")
     assert syntax.position == 4

@@ -160,10 +160,10 @@ def test_expression_length_and_size_in_a_loss(limited):
     module = limited.post("/api/modules", json=linear()).json()["id"]
     long_loss = "mean(out)" + " + 0" * 20
     response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": long_loss})
-    refused(response, 422, "limit is 60")
+    refused(response, 422, "limit is 60 (max_expression_length, PLAYGROUND_MAX_EXPRESSION_LENGTH)")
     big_loss = "mean(out + out + out + out + out + out + out + out)"
     response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": big_loss})
-    refused(response, 422, "limit is 12")
+    refused(response, 422, "limit is 12 (max_expression_nodes, PLAYGROUND_MAX_EXPRESSION_NODES)")
 
 
 def test_expression_limits_of_a_custom_module_come_from_the_environment(monkeypatch, tmp_path):
