@@ -283,8 +283,11 @@ def _heatmap_trace(z: np.ndarray, x: Sequence | None = None, y: Sequence | None 
     return trace
 
 
-def bar_figure(labels: Sequence[Any], values: Sequence[float], title: str) -> dict:
-    """Bars, one per label (horizontal when there are many or the labels are long)."""
+def bar_figure(
+    labels: Sequence[Any], values: Sequence[float], title: str, value_title: str = "value"
+) -> dict:
+    """Bars, one per label (horizontal when there are many or the labels are long);
+    ``value_title`` names the value axis."""
     labels = [str(label) for label in labels]
     numbers = _nan_to_none([float(v) for v in values])
     horizontal = len(labels) > 8 or any(len(label) > 10 for label in labels)
@@ -303,12 +306,12 @@ def bar_figure(labels: Sequence[Any], values: Sequence[float], title: str) -> di
         layout = base_layout(
             title,
             height=height,
-            xaxis=_axis("value"),
+            xaxis=_axis(value_title),
             yaxis=_axis("", autorange="reversed", type="category"),
         )
     else:
         trace.update(x=labels, y=numbers, hovertemplate="%{x}: %{y:.4g}<extra></extra>")
-        layout = base_layout(title, xaxis=_axis("", type="category"), yaxis=_axis("value"))
+        layout = base_layout(title, xaxis=_axis("", type="category"), yaxis=_axis(value_title))
     return {"data": [trace], "layout": layout}
 
 

@@ -194,6 +194,23 @@ def test_stop_keeps_what_was_learnt(client, mlp):
     assert client.post(f"/api/jobs/{job}/stop").json()["status"] == "stopped"
 
 
+def test_a_watched_job_is_spread_over_its_seconds_and_stops_at_once(client, mlp):
+    body = {"dataset": CIRCLE, "steps": 100, "watch_seconds": 2.0}
+    job = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
+    halfway = wait(client, job, until=lambda r: r["step"] >= 50)
+    assert halfway["status"] == "running" and halfway["elapsed"] >= 0.9
+    record = wait(client, job)
+    assert record["status"] == "done" and record["elapsed"] >= 1.9
+    assert record["settings"]["watch_seconds"] == 2.0
+
+    body = {"dataset": CIRCLE, "steps": 100, "watch_seconds": 60.0}
+    job = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
+    wait(client, job, until=lambda r: r["step"] >= 1)
+    client.post(f"/api/jobs/{job}/stop")
+    record = wait(client, job, timeout=10)
+    assert record["status"] == "stopped" and record["step"] < 10
+
+
 def test_a_queued_job_stops_at_once_and_the_workspace_limit_is_a_429(client, mlp):
     # One worker (max_concurrent_computations=2 -> 1 worker) and at most 2 jobs per workspace.
     body = {"dataset": CIRCLE, "steps": 20_000}
@@ -305,6 +322,8 @@ def test_a_batched_library_module_with_one_output_per_class_gets_softmax(client)
         ({"dataset": "circle", "loss": "softmax_cross_entropy"}, "one output per class"),
         ({"weight_decay": 0.1}, "adamw"),
         ({"dataset": {"csv_id": "missing"}}, "No uploaded CSV"),
+        ({"watch_seconds": -1}, "watch_seconds"),
+        ({"watch_seconds": 61}, "watch_seconds"),
     ],
 )
 def test_bad_settings_are_422_with_a_message(client, mlp, body, words):

@@ -295,6 +295,7 @@ def train_request_from_form(form: Any, network: bool) -> TrainRequest:
         "learning_rate": _optional(form.get("learning_rate")),
         "batch_size": _optional(form.get("batch_size")),
         "seed": _optional(form.get("seed")) or 0,
+        "watch_seconds": _optional(form.get("watch_seconds")) or 0,
     }
     if network:
         body["epochs"] = _optional(form.get("epochs"))

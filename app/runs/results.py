@@ -253,7 +253,9 @@ def result_figure(
             finite = array[np.isfinite(array)]
             heights[index] = float(np.linalg.norm(finite)) if finite.size else 0.0
             note = " (NaN and infinity left out)"
-    return bar_figure(labels, heights, f"Norm of each leaf of the result{more}{note}")
+    return bar_figure(
+        labels, heights, f"Norm of each leaf of the result{more}{note}", value_title="2-norm"
+    )
 
 
 def run_payload(

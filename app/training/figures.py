@@ -36,6 +36,8 @@ def job_figures(job: dict) -> dict:
             y_title="accuracy",
         )
         figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
+        if job["mode"] == "local":
+            figures["accuracy"]["layout"]["xaxis"].update(dtick=1, tick0=1)  # whole epochs
     for figure in figures.values():
         if figure["layout"].get("showlegend"):
             figure["layout"]["legend"] = {"orientation": "h", "y": -0.32, "font": {"size": 16}}
@@ -52,6 +54,7 @@ def job_figures(job: dict) -> dict:
             [row["path"] or "(root)" for row in rows],
             [row["relative"] if row["relative"] is not None else math.nan for row in rows],
             "How far each trained leaf moved: |change| / |before|",
+            value_title="|change| / |before|",
         )
     return figures
 

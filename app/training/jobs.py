@@ -127,8 +127,15 @@ class Job:
         return self._stop.is_set()
 
     def set_step(self, step: int) -> None:
+        """Step ``step`` is done. With ``watch_seconds`` in the settings, wait until that share
+        of the time has passed, so that a fast job can be watched; Stop ends the wait."""
         self.step = step
         self.version += 1
+        pace = self.settings.get("watch_seconds") or 0.0
+        if pace > 0 and self.started_at is not None and self.total:
+            wait = self.started_at + pace * step / self.total - time.time()
+            if wait > 0:
+                self._stop.wait(min(wait, pace))
 
     def record(self, **values: Any) -> None:
         """Append one value to each named metric (None where a value does not apply)."""

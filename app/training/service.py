@@ -41,6 +41,7 @@ from library.orchestrators import SequentialOrchestrator
 from library.training import infer_state
 
 MAX_BATCH_SIZE = 4096
+MAX_WATCH_SECONDS = 60.0
 MAX_DYNAMICS_SWEEPS = 100
 """``steps_train`` and ``steps_inference`` of the local rule, per batch."""
 
@@ -91,6 +92,14 @@ class TrainRequest(BaseModel):
         "mse for regression), logistic, softmax_cross_entropy or mse. Gradient training only.",
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the batches' order.")
+    watch_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_WATCH_SECONDS,
+        allow_inf_nan=False,
+        description="Spread the job over at least this many seconds, so that a fast training "
+        "can be watched live (the page asks for 5); 0 trains at full speed.",
+    )
     steps_train: int = Field(
         10,
         ge=0,
@@ -286,6 +295,7 @@ def plan_training(
             seed=request.seed,
         )
         resolved.update(steps=steps, loss=objective.loss)
+    resolved["watch_seconds"] = request.watch_seconds
     return plan, resolved, data.summary()
 
 
