@@ -61,6 +61,8 @@ def test_one_click_grad_on_the_seed(page, page_probe):
     weight_row = page.locator("#run-result .run-tree tr[data-path='.weight']")
     labels = weight_row.locator(".run-block-label").all_inner_texts()
     assert labels == ["[0]", "[1]", "[2]", "[3]", "[4]"]  # vmap added an axis of 5
+    blocks = weight_row.locator(".run-block").all_inner_texts()
+    assert len(set(blocks)) == 5, blocks  # normal examples: each gradient its own
     page.locator("#run-result .plot .main-svg").first.wait_for()
     shot(page, "run_per_example", "#run-panel")
     preset(page, "jit-vmap-grad")

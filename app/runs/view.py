@@ -163,6 +163,7 @@ def presets(spec: Any, simple_model: bool) -> list[Preset]:
     batch = _text_shape(_batch_shape(spec))
     one = _text_shape(_one_example(spec))
     int_input = getattr(spec, "input_dtype", "float32") != "float32"
+    varied = "ones" if int_input else "normal"  # examples that differ, so their gradients do
     items = [
         Preset(
             "grad",
@@ -175,14 +176,14 @@ def presets(spec: Any, simple_model: bool) -> list[Preset]:
             "per-example",
             "per-example gradients",
             "vmap adds an axis: one gradient per example",
-            RunForm(transforms=["grad", "vmap"], shape=batch),
+            RunForm(transforms=["grad", "vmap"], shape=batch, init=varied),
             "",
         ),
         Preset(
             "jit-vmap-grad",
             "jit(vmap(grad))",
             "jit compiles once; run it again and nothing compiles",
-            RunForm(transforms=["grad", "vmap", "jit"], shape=batch),
+            RunForm(transforms=["grad", "vmap", "jit"], shape=batch, init=varied),
             "",
         ),
     ]
