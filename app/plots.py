@@ -265,9 +265,9 @@ def _heatmap_trace(z: np.ndarray, x: Sequence | None = None, y: Sequence | None 
         "z": _finite_list(z),
         "colorbar": {"thickness": 18, "tickfont": {"size": FONT_SIZE - 2}, "len": 0.9},
         "hovertemplate": "row %{y}, column %{x}: %{z:.4g}<extra></extra>",
-        "xgap": 1 if z.shape[1] <= 40 else 0,
-        "ygap": 1 if z.shape[0] <= 40 else 0,
     }
+    # Gaps outline the cells of a small matrix; on a long or wide one they would draw stripes.
+    trace["xgap"] = trace["ygap"] = 1 if max(z.shape[0], z.shape[1]) <= 40 else 0
     if finite.size and finite.min() < 0 < finite.max():
         trace["colorscale"] = DIVERGING
         trace["zmid"] = 0.0
