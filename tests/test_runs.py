@@ -542,3 +542,16 @@ def test_the_structure_memo_lets_modules_go():
     del model, arrays
     gc.collect()
     assert len(memo) == 0
+
+
+def test_cut_values_say_so_with_and_without_nan(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "cut", leaf_values_limit=4))
+    with TestClient(app) as client:
+        seed = build(client, in_dim=2, out_dim=3)
+        body = {"function": "forward", "transforms": [], "input": values_input([[1, 2]] * 3)}
+        finite = run(client, seed, **body)
+        assert finite["truncated"] is True
+        assert np.asarray(finite["values"]).size <= 4
+        nan = run(client, seed, loss="log(-1 - out * out)", transforms=[], input=body["input"])
+        assert nan["truncated"] is True and nan["warnings"]
+        assert {v for row in nan["values"] for v in row} == {"NaN"}

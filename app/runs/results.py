@@ -99,12 +99,15 @@ def nested_values_many(
             and (part.dtype.kind != "f" or bool(np.isfinite(part).all()))
             for part in parts
         ]
-        rest = [(part, cut) for part, cut, ok in zip(parts, cuts, direct, strict=True) if not ok]
-        converted = iter(nested_values_many([p for p, _ in rest], limit) if rest else [])
+        rest = [part for part, ok in zip(parts, direct, strict=True) if not ok]
+        converted = iter(nested_values_many(rest, limit) if rest else [])
         return [
-            (part[()] if part.ndim == 0 else np.ascontiguousarray(part), cut)
-            if ok
-            else next(converted)
+            (
+                (part[()] if part.ndim == 0 else np.ascontiguousarray(part))
+                if ok
+                else next(converted)[0],
+                cut,
+            )
             for part, cut, ok in zip(parts, cuts, direct, strict=True)
         ]
     singles = [i for i, part in enumerate(parts) if part.dtype == np.float32 and part.size]
