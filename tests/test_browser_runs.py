@@ -25,9 +25,12 @@ def shot(page, name: str, selector: str | None = None, full_page: bool = True) -
 
 
 def preset(page, name: str) -> None:
+    """Click a preset and wait for its answer (the panel's body is replaced, so the old one,
+    marked stale first, cannot pass for it)."""
+    page.evaluate("document.getElementById('run-body')?.setAttribute('data-stale', '')")
     page.locator(f"button[data-preset='{name}']").click()
+    page.locator("#run-body:not([data-stale]) #run-result .run-status").wait_for()
     page.locator(f"button.run-primary[data-preset='{name}']").wait_for()
-    page.locator("#run-result .run-status").wait_for()
 
 
 def test_one_click_grad_on_the_seed(page, page_probe):
