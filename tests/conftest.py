@@ -137,7 +137,7 @@ def page(browser, live_server, page_probe):
     blocked and recorded."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(45_000)  # a 2-core machine running two test workers is slow
 
     def route(route_request):
         url = route_request.request.url
