@@ -64,12 +64,6 @@ def host_leaves(result: Any) -> list[tuple[str, np.ndarray]]:
     return [(keystr(path), np.asarray(leaf)) for path, leaf in flat if is_single_array(leaf)]
 
 
-def nested_values(array: np.ndarray, limit: int) -> tuple[Any, bool]:
-    """Nested lists of at most ``limit`` elements (the leading part of every axis), and
-    whether that is a cut. NaN and infinities are the strings ``"NaN"``, ``"Infinity"``."""
-    return nested_values_many([array], limit)[0]
-
-
 _ORJSON_DTYPES = frozenset(
     np.dtype(name)
     for name in (
@@ -83,34 +77,28 @@ _ORJSON_DTYPES = frozenset(
 def nested_values_many(
     arrays: list[np.ndarray], limit: int, as_arrays: bool = False
 ) -> list[tuple[Any, bool]]:
-    """:func:`nested_values` of several arrays; the float32 ones are shortened in one batch
-    (a few numpy calls in all, rather than a few per array). With ``as_arrays``, a finite
-    array of a dtype orjson writes is given back as a contiguous NumPy array, for
-    :class:`FastJSONResponse` alone."""
-    parts, cuts = [], []
+    """Each array as nested lists of at most ``limit`` elements (the leading part of every
+    axis), and whether that is a cut. NaN and infinities are the strings ``"NaN"``,
+    ``"Infinity"``; the float32 arrays are shortened in one batch (a few numpy calls in all).
+    With ``as_arrays``, a finite array of a dtype orjson writes stays a contiguous NumPy array
+    (a scalar for 0-d), for :class:`FastJSONResponse` alone."""
+    parts, cuts, direct = [], [], []
     for array in arrays:
         kept = kept_shape(array.shape, limit)
         truncated = kept != tuple(array.shape)
-        parts.append(array[tuple(slice(0, n) for n in kept)] if truncated else array)
+        part = array[tuple(slice(0, n) for n in kept)] if truncated else array
+        parts.append(part)
         cuts.append(truncated)
-    if as_arrays:
-        direct = [
-            part.dtype in _ORJSON_DTYPES
+        direct.append(
+            as_arrays
+            and part.dtype in _ORJSON_DTYPES
             and (part.dtype.kind != "f" or bool(np.isfinite(part).all()))
-            for part in parts
-        ]
-        rest = [part for part, ok in zip(parts, direct, strict=True) if not ok]
-        converted = iter(nested_values_many(rest, limit) if rest else [])
-        return [
-            (
-                (part[()] if part.ndim == 0 else np.ascontiguousarray(part))
-                if ok
-                else next(converted)[0],
-                cut,
-            )
-            for part, cut, ok in zip(parts, cuts, direct, strict=True)
-        ]
-    singles = [i for i, part in enumerate(parts) if part.dtype == np.float32 and part.size]
+        )
+    singles = [
+        i
+        for i, part in enumerate(parts)
+        if part.dtype == np.float32 and part.size and not direct[i]
+    ]
     shortened: dict[int, np.ndarray] = {}
     if singles:
         flat = short_floats(np.concatenate([parts[i].reshape(-1) for i in singles]))
@@ -121,7 +109,9 @@ def nested_values_many(
             start += size
     out = []
     for i, part in enumerate(parts):
-        if part.dtype.kind == "f":
+        if direct[i]:
+            values = part[()] if part.ndim == 0 else np.ascontiguousarray(part)
+        elif part.dtype.kind == "f":
             values = (shortened[i] if i in shortened else part.astype(np.float64)).tolist()
             if not np.isfinite(part).all():
                 values = _json_safe(values)
