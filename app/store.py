@@ -17,7 +17,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from app.catalog import CatalogEntry, parse_spec
@@ -39,7 +39,8 @@ class WorkspaceFull(PlaygroundError):
 
 @dataclass(frozen=True)
 class ModuleRecord:
-    """One module of a workspace, as stored."""
+    """One module of a workspace, as stored, without its parameters' bytes: ``trained`` says
+    whether it has any (``ModuleStore.load`` reads them when it builds the module)."""
 
     id: str
     workspace: str
@@ -49,11 +50,7 @@ class ModuleRecord:
     created_at: float
     updated_at: float
     revision: int
-    leaves: bytes | None
-
-    @property
-    def trained(self) -> bool:
-        return self.leaves is not None
+    trained: bool
 
     def spec(self) -> CatalogEntry:
         return parse_spec(self.kind, self.params)
@@ -141,6 +138,23 @@ class BuiltModuleCache:
                 self._bytes -= self._items.pop(key)[1]
 
 
+_RECORD_QUERY = select(
+    modules.c.id,
+    modules.c.workspace,
+    modules.c.kind,
+    modules.c.params,
+    modules.c.saved,
+    modules.c.created_at,
+    modules.c.updated_at,
+    modules.c.revision,
+    modules.c.leaves.is_not(None).label("trained"),
+)
+"""A module's record: every column but the parameters' bytes, and whether it has them."""
+_GET_RECORD = _RECORD_QUERY.where(
+    modules.c.id == bindparam("module_id"), modules.c.workspace == bindparam("workspace")
+)
+
+
 class ModuleStore:
     """Modules of every workspace, and shared snapshots."""
 
@@ -173,7 +187,8 @@ class ModuleStore:
         with self.engine.begin() as connection:
             self._make_room(connection, workspace)
             connection.execute(insert(modules).values(**row))
-        return ModuleRecord(**row)
+        del row["leaves"]
+        return ModuleRecord(**row, trained=leaves is not None)
 
     def _make_room(self, connection, workspace: str) -> None:
         """Evict the oldest unsaved modules so that one more fits under the limit."""
@@ -208,30 +223,21 @@ class ModuleStore:
             )
 
     def get(self, workspace: str, module_id: str) -> ModuleRecord | None:
+        """The module's record (every run starts here, so its bytes stay in the database)."""
         with self.engine.connect() as connection:
-            row = (
-                connection.execute(
-                    select(modules).where(
-                        modules.c.id == module_id, modules.c.workspace == workspace
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return ModuleRecord(**row) if row else None
+            row = connection.execute(
+                _GET_RECORD, {"module_id": module_id, "workspace": workspace}
+            ).first()
+        return ModuleRecord(*row) if row else None
 
     def list(self, workspace: str) -> list[ModuleRecord]:
         with self.engine.connect() as connection:
-            rows = (
-                connection.execute(
-                    select(modules)
-                    .where(modules.c.workspace == workspace)
-                    .order_by(modules.c.created_at.desc())
+            rows = connection.execute(
+                _RECORD_QUERY.where(modules.c.workspace == workspace).order_by(
+                    modules.c.created_at.desc()
                 )
-                .mappings()
-                .all()
-            )
-        return [ModuleRecord(**row) for row in rows]
+            ).all()
+        return [ModuleRecord(*row) for row in rows]
 
     def count(self, workspace: str) -> int:
         with self.engine.connect() as connection:
@@ -277,11 +283,31 @@ class ModuleStore:
 
         def build():
             model = record.spec().build()
-            if record.leaves is not None:
-                model = deserialise_leaves(record.leaves, model)
+            if isinstance(record, ShareRecord):
+                return deserialise_leaves(record.leaves, model)
+            if record.trained:
+                model = deserialise_leaves(self._leaves(record), model)
             return model
 
         return self._built.get_or_build(key, build)
+
+    def _leaves(self, record: ModuleRecord) -> bytes:
+        """The stored parameters of exactly this revision of ``record``."""
+        with self.engine.connect() as connection:
+            blob = connection.execute(
+                select(modules.c.leaves).where(
+                    modules.c.id == record.id,
+                    modules.c.workspace == record.workspace,
+                    modules.c.revision == record.revision,
+                )
+            ).scalar()
+        if blob is None:
+            raise PlaygroundError(
+                409,
+                f"Module {record.id} changed or was removed while it was being loaded; "
+                "reload the page and try again.",
+            )
+        return blob
 
     def pop_notices(self, workspace: str) -> list[str]:
         with self.engine.begin() as connection:

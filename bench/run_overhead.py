@@ -1,13 +1,15 @@
 """What the HTTP API adds to a warm run: the round trip against the same compiled call in Python.
 
-A real uvicorn server runs on 127.0.0.1 in a thread of this process; a keep-alive
-``http.client`` connection posts warm runs to it (``httpx`` costs about a millisecond more of
-this process's CPU per call, which the server would then share).
+A real uvicorn server runs on 127.0.0.1 in a thread of this process; a keep-alive socket posts
+warm runs to it (see :class:`Client`).
 
 The same compiled executable (taken from the server's compile cache) is then called
-directly with the same module arrays and input, ``jax.block_until_ready`` included. The two are
-timed alternately, call by call, so that both see the same machine load; the medians, their
-difference and their ratio are printed.
+directly with the same module arrays and input, ``jax.block_until_ready`` included. For
+reference, a bare FastAPI app (one ``async`` route that runs the same call in the thread pool
+and answers ``{"ok": true}``, no middleware, no body) is served by a second uvicorn in the same
+process: it is the floor that uvicorn, Starlette and the thread pool set on this machine. The
+three are timed alternately, call by call, so that all see the same machine load; the medians,
+the time the playground adds and their ratio are printed.
 
 Cases:
 
@@ -30,7 +32,6 @@ verdict only) measure leaner answers too.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import socket
@@ -103,23 +104,54 @@ class Server:
 
 
 class Client:
-    """Posts JSON over one keep-alive connection, carrying the workspace cookie."""
+    """HTTP/1.1 over one keep-alive socket, carrying the workspace cookie.
+
+    It writes the request in one ``sendall`` and reads the answer by its Content-Length into a
+    reused buffer, like the load generators ``wrk`` and ``ab``: the client lives in the
+    server's process, so every microsecond it spends is counted against the API
+    (``http.client`` parses headers with the ``email`` package and ``httpx`` costs about a
+    millisecond per call).
+    """
 
     def __init__(self, port: int):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.cookie = ""
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray(1 << 20)
+        self.cookie = b""
 
     def post(self, path: str, body: dict) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/json"}
+        content = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(content)}\r\n"
+        ).encode()
         if self.cookie:
-            headers["Cookie"] = self.cookie
-        self.connection.request("POST", path, body=json.dumps(body), headers=headers)
-        response = self.connection.getresponse()
-        content = response.read()
-        cookie = response.getheader("set-cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        return response.status, content
+            head += b"Cookie: " + self.cookie + b"\r\n"
+        self.socket.sendall(head + b"\r\n" + content)
+        filled, end = 0, -1
+        while end < 0:
+            filled += self._receive(filled, len(self.buffer))
+            end = self.buffer.find(b"\r\n\r\n", 0, filled)
+        lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        status, length = int(lines[0].split(" ", 2)[1]), 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "set-cookie":
+                self.cookie = value.strip().split(";", 1)[0].encode()
+        total = end + 4 + length
+        if total > len(self.buffer):
+            self.buffer.extend(bytes(total - len(self.buffer)))
+        while filled < total:
+            filled += self._receive(filled, total)
+        return status, bytes(self.buffer[end + 4 : total])
+
+    def _receive(self, start: int, stop: int) -> int:
+        received = self.socket.recv_into(memoryview(self.buffer)[start:stop])
+        if not received:
+            raise ConnectionError("the server closed the connection")
+        return received
 
     def post_json(self, path: str, body: dict) -> dict:
         status, content = self.post(path, body)
@@ -128,7 +160,27 @@ class Client:
         return json.loads(content)
 
 
-def measure(app, client: Client, case, repeats: int, include: str | None) -> dict:
+class BareServer(Server):
+    """A FastAPI app with one route that makes ``self.call()`` in the thread pool."""
+
+    def __init__(self):
+        from fastapi import FastAPI
+        from fastapi.concurrency import run_in_threadpool
+
+        bare = FastAPI()
+        self.call = lambda: None
+
+        @bare.post("/run")
+        async def run() -> dict:
+            await run_in_threadpool(self.call)
+            return {"ok": True}
+
+        super().__init__(bare)
+
+
+def measure(
+    app, client: Client, bare_server: BareServer, case, repeats: int, include: str | None
+) -> dict:
     title, module, body = case
     module_id = client.post_json("/api/modules", module)["id"]
     url = f"/api/modules/{module_id}/run" + (f"?include={include}" if include else "")
@@ -150,6 +202,7 @@ def measure(app, client: Client, case, repeats: int, include: str | None) -> dic
     args = (arrays, prepared.array)
 
     cpu = {"http": 0.0, "direct": 0.0}
+    bare_client = Client(bare_server.port)
 
     def direct() -> float:
         cpu_start, started = time.process_time(), time.perf_counter()
@@ -167,23 +220,36 @@ def measure(app, client: Client, case, repeats: int, include: str | None) -> dic
             raise RuntimeError(content[:500])
         return took
 
-    for _ in range(max(5, repeats // 10)):  # warm both paths
+    def bare() -> float:
+        started = time.perf_counter()
+        status, content = bare_client.post("/run", {})
+        if status != 200:
+            raise RuntimeError(content[:500])
+        return time.perf_counter() - started
+
+    bare_server.call = lambda: jax.block_until_ready(entry.executable(*args))
+    for _ in range(max(5, repeats // 10)):  # warm every path
         http()
+        bare()
         direct()
-    http_times, direct_times = [], []
+    http_times, bare_times, direct_times = [], [], []
     cpu["http"] = cpu["direct"] = 0.0
     for _ in range(repeats):
         http_times.append(http())
+        bare_times.append(bare())
         direct_times.append(direct())
     last = client.post_json(url, body)
     assert last["compiled"] is False
     http_ms = statistics.median(http_times) * 1e3
     direct_ms = statistics.median(direct_times) * 1e3
+    bare_ms = statistics.median(bare_times) * 1e3
     return {
         "case": title,
         "include": include or "all",
         "http_ms": http_ms,
         "direct_ms": direct_ms,
+        "bare_ms": bare_ms,
+        "bare_ratio": bare_ms / direct_ms,
         "added_ms": http_ms - direct_ms,
         "ratio": http_ms / direct_ms,
         "http_cpu_ms": cpu["http"] / repeats * 1e3,
@@ -222,28 +288,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(data_dir=Path(data), max_input_elements=262_144)
         app = create_app(settings)
-        with Server(app) as server:
+        with Server(app) as server, BareServer() as bare_server:
             client = Client(server.port)
             print(f"device: {device_label()}; jax {jax.__version__}; {args.repeats} calls each")
             rows = []
             for case in (SEED, MLP):
-                rows.append(measure(app, client, case, args.repeats, None))
+                rows.append(measure(app, client, bare_server, case, args.repeats, None))
                 for include in args.include:
-                    rows.append(measure(app, client, case, args.repeats, include))
+                    rows.append(measure(app, client, bare_server, case, args.repeats, include))
     print()
     print(
         f"{'case':66} {'include':8} {'HTTP ms':>9} {'direct ms':>10} {'added ms':>9} "
-        f"{'ratio':>6} {'CPU HTTP':>9} {'CPU direct':>10}"
+        f"{'ratio':>6} {'bare ms':>8} {'bare ratio':>10} {'CPU HTTP':>9} {'CPU direct':>10}"
     )
     for row in rows:
         print(
             f"{row['case']:66} {row['include']:8} {row['http_ms']:9.3f} {row['direct_ms']:10.3f} "
-            f"{row['added_ms']:9.3f} {row['ratio']:6.2f} {row['http_cpu_ms']:9.3f} "
-            f"{row['direct_cpu_ms']:10.3f}"
+            f"{row['added_ms']:9.3f} {row['ratio']:6.2f} {row['bare_ms']:8.3f} "
+            f"{row['bare_ratio']:10.2f} {row['http_cpu_ms']:9.3f} {row['direct_cpu_ms']:10.3f}"
         )
     print(
-        "(medians of wall time per call; CPU: the process's CPU time per call, all threads, "
-        "client and server included)"
+        "(medians of wall time per call; bare: the same call behind a one-route FastAPI app; "
+        "CPU: the process's CPU time per call of the playground's HTTP path and of the direct "
+        "call, all threads, client and server included)"
     )
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     seed, mlp = rows[0], next(r for r in rows if r["case"] == MLP[0] and r["include"] == "all")

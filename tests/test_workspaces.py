@@ -150,6 +150,37 @@ def test_modules_and_trained_parameters_survive_a_restart(settings):
         assert shared.json()["leaves"][".weight"] == before["values"]
 
 
+def test_a_record_leaves_the_parameters_in_the_database_until_a_build_needs_them(settings):
+    import dataclasses
+
+    import jax
+
+    from app.errors import PlaygroundError
+
+    app = create_app(settings)
+    with new_client(app) as user:
+        module = user.post("/api/modules", json=LINEAR).json()["id"]
+        workspace = user.cookies[COOKIE_NAME]
+        store = app.state.services.store
+        record = store.get(workspace, module)
+        assert record.trained is False and record.revision == 0
+        assert "leaves" not in {field.name for field in dataclasses.fields(record)}
+        model = store.load(record)
+        changed = jax.tree_util.tree_map(lambda a: a * 3 - 1, model)
+        updated = store.set_leaves(record, changed)
+        assert updated.trained is True and updated.revision == 1
+        assert [r.trained for r in store.list(workspace) if r.id == module] == [True]
+        np.testing.assert_array_equal(
+            np.asarray(store.load(updated).weight), np.asarray(model.weight) * 3 - 1
+        )
+        # a record read before newer parameters were stored is refused, not built from them
+        store.set_leaves(updated, model)
+        store._built.forget(("ModuleRecord", module))
+        with pytest.raises(PlaygroundError) as refused:
+            store.load(updated)
+        assert refused.value.status_code == 409 and "changed" in refused.value.message
+
+
 def test_nobody_reaches_another_workspace_s_jobs_or_uploads(two_users):
     alice, bob = two_users
     mlp = {"kind": "eqx.nn.MLP", "params": {"in_size": 2, "out_size": 1, "width_size": 4}}
