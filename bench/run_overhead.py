@@ -82,7 +82,6 @@ def free_port() -> int:
 class Server:
     def __init__(self, app):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
         )

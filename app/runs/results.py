@@ -82,18 +82,15 @@ def nested_values_many(
     ``"Infinity"``; the float32 arrays are shortened in one batch (a few numpy calls in all).
     With ``as_arrays``, a finite array of a dtype orjson writes stays a contiguous NumPy array
     (a scalar for 0-d), for :class:`FastJSONResponse` alone."""
-    parts, cuts, direct = [], [], []
+    parts, cuts, finite, direct = [], [], [], []
     for array in arrays:
         kept = kept_shape(array.shape, limit)
         truncated = kept != tuple(array.shape)
         part = array[tuple(slice(0, n) for n in kept)] if truncated else array
         parts.append(part)
         cuts.append(truncated)
-        direct.append(
-            as_arrays
-            and part.dtype in _ORJSON_DTYPES
-            and (part.dtype.kind != "f" or bool(np.isfinite(part).all()))
-        )
+        finite.append(part.dtype.kind != "f" or bool(np.isfinite(part).all()))
+        direct.append(as_arrays and finite[-1] and part.dtype in _ORJSON_DTYPES)
     singles = [
         i
         for i, part in enumerate(parts)
@@ -113,7 +110,7 @@ def nested_values_many(
             values = part[()] if part.ndim == 0 else np.ascontiguousarray(part)
         elif part.dtype.kind == "f":
             values = (shortened[i] if i in shortened else part.astype(np.float64)).tolist()
-            if not np.isfinite(part).all():
+            if not finite[i]:
                 values = _json_safe(values)
         elif part.dtype.kind == "c":
             values = np.abs(part).astype(np.float64).tolist()
