@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from htmx_settle import wait_for_htmx_settled
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +32,7 @@ def preset(page, name: str) -> None:
     page.locator(f"button[data-preset='{name}']").click()
     page.locator("#run-body:not([data-stale]) #run-result .run-status").wait_for()
     page.locator(f"button.run-primary[data-preset='{name}']").wait_for()
+    wait_for_htmx_settled(page)
 
 
 def test_one_click_grad_on_the_seed(page, page_probe):
@@ -88,11 +90,14 @@ def test_pipeline_editing_and_an_error_that_teaches(page, page_probe):
     page.select_option("#run-function", "forward")
     page.locator("#run-form button[value='add']").click()
     page.locator("#run-step-1").wait_for()
+    wait_for_htmx_settled(page)
     page.select_option("#run-step-1", "vmap")
     page.locator("#run-form button[value='up-1']").click()
     page.wait_for_function("() => document.querySelector('#run-step-0')?.value === 'vmap'")
+    wait_for_htmx_settled(page)
     page.locator("#run-form button[value='remove-0']").click()
     page.wait_for_function("() => !document.querySelector('#run-step-1')")
+    wait_for_htmx_settled(page)
     assert page.locator("#run-step-0").input_value() == "grad"
     page.locator("#run-form button[type=submit]").click()
     alert = page.locator("#run-result .run-error[role=alert]")

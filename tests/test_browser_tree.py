@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from htmx_settle import wait_for_htmx_settled
 
 from app.routers.pages import node_id
 
@@ -34,6 +35,7 @@ def summary(path: str) -> str:
 
 def select_and_rerender(page, selector: str, value: str) -> None:
     """Choose in a select whose change re-renders the form, and wait for the new form."""
+    wait_for_htmx_settled(page)
     with page.expect_response(lambda response: "/build/form" in response.url):
         page.select_option(selector, value)
     page.wait_for_load_state("networkidle")
@@ -44,6 +46,7 @@ def wait_for_module(page, title: str) -> None:
         "title => document.querySelector('#module-title')?.textContent.trim().startsWith(title)",
         arg=title,
     )
+    wait_for_htmx_settled(page)
 
 
 def test_first_page_tree_fold_and_leaf_figure(page, page_probe):
@@ -210,11 +213,13 @@ def test_stack_rows_and_layermap(page, page_probe):
     select_and_rerender(page, "#f-kind", "stack")
     page.click("#f-rows-add")
     page.wait_for_selector("#f-rows-2-kind")
+    wait_for_htmx_settled(page)
     page.wait_for_function(
         "() => document.activeElement && document.activeElement.id === 'f-rows-2-kind'"
     )
     page.get_by_role("button", name="Remove row 1").click()
     page.wait_for_selector("#f-rows-2-kind", state="detached")
+    wait_for_htmx_settled(page)
     page.get_by_role("button", name=re.compile("^Build Stack")).click()
     wait_for_module(page, "Sequential")
 
