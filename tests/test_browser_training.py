@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from htmx_settle import wait_for_htmx_settled
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 
@@ -43,6 +44,7 @@ def test_train_from_the_page_watch_it_and_stop_it(page, page_probe):
     page.goto(f"/m/{module}")
     panel = page.locator("#train-panel")
     panel.locator("#train-form").wait_for()
+    wait_for_htmx_settled(page)
     panel.get_by_label("Dataset").select_option("circle")
     panel.get_by_label("Noise").fill("0.05")
     panel.get_by_label("Steps", exact=True).fill("20000")
@@ -82,6 +84,7 @@ def test_the_reference_network_trains_and_its_dynamics_show(page, page_probe):
     page.goto(f"/m/{module}")
     train = page.locator("#train-panel")
     train.locator("#train-form").wait_for()
+    wait_for_htmx_settled(page)
     assert train.get_by_label("Dataset").input_value() == "prototypes"
     assert train.get_by_label("Epochs").input_value() == "3"
     train.get_by_role("button", name="Train", exact=True).click()
@@ -93,6 +96,8 @@ def test_the_reference_network_trains_and_its_dynamics_show(page, page_probe):
     page.locator("#train-panel").screenshot(path=str(SCREENSHOTS / "train_network_done.png"))
 
     panel = page.locator("#dynamics-panel")
+    panel.get_by_role("button", name="Run the dynamics").wait_for()
+    wait_for_htmx_settled(page)
     panel.get_by_role("button", name="Run the dynamics").click()
     plots = page.locator("#dynamics-result .plot.js-plotly-plot")
     plots.nth(4).wait_for(timeout=60_000)
