@@ -119,6 +119,7 @@ class PageProbe:
         self.console_errors: list[str] = []
         self.page_errors: list[str] = []
         self.foreign_requests: list[str] = []
+        self.responses: list[str] = []
 
     def assert_clean(self):
         assert self.foreign_requests == [], f"requests left localhost: {self.foreign_requests}"
@@ -132,7 +133,7 @@ def page_probe():
 
 
 @pytest.fixture
-def page(browser, live_server, page_probe):
+def page(browser, live_server, page_probe, request):
     """A page at 1280x800 on the live server (``page.goto("/")``); requests to other hosts are
     blocked and recorded."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
@@ -155,5 +156,32 @@ def page(browser, live_server, page_probe):
         ),
     )
     page.on("pageerror", lambda error: page_probe.page_errors.append(str(error)))
+    page.on(
+        "response",
+        lambda response: page_probe.responses.append(
+            f"{response.status} {response.request.method} {response.url}"
+        ),
+    )
     yield page
+    if getattr(request.node, "call_failed", False):
+        report_page_state(page, page_probe)
     context.close()
+
+
+def report_page_state(page, probe: PageProbe) -> None:
+    """Print what a failed browser test left on its page: the URL, htmx's swaps still under way
+    and the last responses (pytest shows it under the failure)."""
+    print(f"page at failure: {page.url}")
+    try:
+        busy = page.locator(".htmx-request, .htmx-swapping, .htmx-added, .htmx-settling")
+        print(f"elements htmx is still working on: {busy.count()}")
+    except Exception as error:  # noqa: BLE001 - the page may be gone
+        print(f"the page could not be read: {error}")
+    print("last responses:", *probe.responses[-12:], sep="\n  ")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.call_failed = True
