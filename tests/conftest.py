@@ -8,10 +8,12 @@ import shutil
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from htmx_settle import SWAP_IN_PROGRESS
 
 from app.main import create_app
 from app.settings import Settings
@@ -119,7 +121,7 @@ class PageProbe:
         self.console_errors: list[str] = []
         self.page_errors: list[str] = []
         self.foreign_requests: list[str] = []
-        self.responses: list[str] = []
+        self.responses: deque[str] = deque(maxlen=12)  # the last ones, for a failure's report
 
     def assert_clean(self):
         assert self.foreign_requests == [], f"requests left localhost: {self.foreign_requests}"
@@ -173,11 +175,11 @@ def report_page_state(page, probe: PageProbe) -> None:
     and the last responses (pytest shows it under the failure)."""
     print(f"page at failure: {page.url}")
     try:
-        busy = page.locator(".htmx-request, .htmx-swapping, .htmx-added, .htmx-settling")
+        busy = page.locator(f".htmx-request, {SWAP_IN_PROGRESS}")
         print(f"elements htmx is still working on: {busy.count()}")
     except Exception as error:  # noqa: BLE001 - the page may be gone
         print(f"the page could not be read: {error}")
-    print("last responses:", *probe.responses[-12:], sep="\n  ")
+    print("last responses:", *probe.responses, sep="\n  ")
 
 
 @pytest.hookimpl(hookwrapper=True)
