@@ -50,7 +50,7 @@ import uvicorn  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.routers.health import device_label  # noqa: E402
-from app.runs.engine import module_structure  # noqa: E402
+from app.runs.structure import module_structure  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 SEED = (

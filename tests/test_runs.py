@@ -533,7 +533,7 @@ def test_the_structure_memo_lets_modules_go():
     import equinox as eqx
     import jax
 
-    from app.runs.engine import StructureMemo
+    from app.runs.structure import StructureMemo
 
     memo = StructureMemo()
     model = eqx.nn.Linear(2, 3, key=jax.random.PRNGKey(0))

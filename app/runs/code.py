@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from app.runs.engine import PreparedInput
+from app.runs.inputs import PreparedInput
 
 TRANSFORM_NOTES = {
     "grad": "the gradient",

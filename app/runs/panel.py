@@ -29,6 +29,7 @@ from app.routers.pages import templates
 from app.runs.engine import RunEngine
 from app.runs.results import FIELDS, run_payload, sweep_payload
 from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
+from app.runs.structure import know_module
 from app.runs.view import (
     INITS,
     MAX_ROWS,
@@ -56,7 +57,7 @@ def _engine(services: Services) -> RunEngine:
 
 
 def _simple(services: Services, model: Any) -> bool:
-    return _engine(services).structures.get(model)[2]
+    return _engine(services).structures.get(model).simple
 
 
 def _sweep_allowed(spec: Any) -> bool:
@@ -77,9 +78,7 @@ def run_panel_context(module: ModuleRecord, spec: Any, model: Any, services=None
 
 
 def _guess_simple(model: Any) -> bool:
-    from app.runs.engine import StructureMemo
-
-    return StructureMemo(1).get(model)[2]
+    return know_module(model).simple
 
 
 def _context(module, spec, form: RunForm, items) -> dict:

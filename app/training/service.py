@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import PlaygroundError
-from app.runs.engine import prepare_input
+from app.runs.inputs import prepare_input
 from app.runs.spec import InputSpec
 from app.services import Services
 from app.store import ModuleRecord, new_id

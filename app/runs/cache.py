@@ -1,0 +1,98 @@
+"""Compiled runs and their cache: a bounded LRU where each key compiles once."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.runs.keys import RunKey
+
+RUN_TIMES_KEPT = 7
+"""Recent call times kept per executable; run_ms is their median."""
+
+
+@dataclass
+class Compiled:
+    """One compiled run, shared by every request with its key."""
+
+    key: RunKey
+    executable: Any
+    trace_ms: float
+    compile_ms: float
+    jaxpr: str
+    jaxpr_truncated: bool
+    hlo: str
+    hlo_truncated: bool
+    cost: dict | None
+    out_info: Any
+    run_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    memo: dict = field(default_factory=dict)
+    """What answers derive from the key alone (the output's tree node), made once."""
+
+    def remember(self, name: str, make: Callable[[], Any]) -> Any:
+        found = self.memo.get(name)
+        if found is None:
+            found = self.memo[name] = make()
+        return found
+
+    def record(self, seconds: float) -> None:
+        with self.lock:
+            self.run_times.append(seconds)
+
+    def run_ms(self) -> float:
+        with self.lock:
+            times = list(self.run_times)
+        return statistics.median(times) * 1e3 if times else 0.0
+
+
+class CompileCache:
+    """A bounded LRU of compiled runs; a per-key lock so that a key compiles once."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._entries: OrderedDict[RunKey, Compiled] = OrderedDict()
+        self._locks: dict[RunKey, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.compiles = 0
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: RunKey) -> Compiled | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return entry
+
+    def get_or_compile(
+        self, key: RunKey, compile_fn: Callable[[], Compiled]
+    ) -> tuple[Compiled, bool]:
+        """The entry of ``key`` and whether this call compiled it."""
+        entry = self.get(key)
+        if entry is not None:
+            return entry, False
+        with self._lock:
+            key_lock = self._locks.setdefault(key, threading.Lock())
+        with key_lock:
+            entry = self.get(key)
+            if entry is not None:
+                return entry, False
+            try:
+                entry = compile_fn()
+            finally:
+                with self._lock:
+                    self._locks.pop(key, None)
+            with self._lock:
+                self._entries[key] = entry
+                self.compiles += 1
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return entry, True
