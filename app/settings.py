@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         5.0, description="How long a request waits for a compute slot before a 503."
     )
     max_jobs_per_workspace: int = Field(2, description="Training jobs running per workspace.")
+    max_paused_seconds: float = Field(
+        1800.0, description="A paused training job is stopped (its parameters saved) after this."
+    )
     max_train_steps: int = Field(20_000, description="Gradient steps in one training job.")
     max_train_epochs: int = Field(50, description="Epochs in one library training job.")
     max_dataset_rows: int = Field(20_000, description="Rows in a dataset or uploaded CSV.")

@@ -259,6 +259,20 @@ class ModuleStore:
         assert updated is not None
         return updated
 
+    def reset_leaves(self, record: ModuleRecord) -> ModuleRecord:
+        """Forget the module's own parameters: it builds from its spec again (its initial
+        parameters); the revision is bumped. Returns the new record."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(modules)
+                .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
+                .values(leaves=None, updated_at=time.time(), revision=modules.c.revision + 1)
+            )
+        updated = self.get(record.workspace, record.id)
+        if updated is None:
+            raise PlaygroundError(404, f"Module {record.id} was removed meanwhile.")
+        return updated
+
     def set_saved(self, record: ModuleRecord, saved: bool = True) -> None:
         with self.engine.begin() as connection:
             connection.execute(

@@ -148,7 +148,13 @@ def test_library_network_learns_the_prototype_task(client):
     assert record["total"] == record["step"] == 3 * 62
     assert record["dataset"]["train"] == 1000
     accuracy = record["metrics"]["accuracy"]
-    assert len(accuracy) == 3 and len(record["metrics"]["test_accuracy"]) == 3
+    epochs = record["metrics"]["epoch"]
+    assert len(accuracy) == len(epochs) == len(record["metrics"]["test_accuracy"])
+    # a baseline before training (chance: one class in ten), then at least every 10% of an epoch
+    assert epochs[0] == 0 and accuracy[0] < 0.3
+    assert max(b - a for a, b in zip(epochs, epochs[1:], strict=False)) <= 0.1
+    assert {1.0, 2.0, 3.0} <= set(epochs) and epochs[-1] == 3.0
+    assert record["epoch"] == 3.0
     assert accuracy[-1] >= 0.95
     assert record["metrics"]["test_accuracy"][-1] >= 0.9
     # Only the trained arrays moved: the frozen feedback and the thresholds did not.

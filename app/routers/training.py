@@ -7,6 +7,9 @@ JSON API:
 - ``GET /api/jobs/{job}``: ``{"status", "step", "total", "metrics", "error", ...}``;
 - ``GET /api/jobs/{job}/events``: the same progress as server-sent events, until the job ends;
 - ``POST /api/jobs/{job}/stop``; ``GET /api/modules/{id}/jobs``;
+- ``POST /api/jobs/{job}/pause``, ``/resume``, ``/step`` (one batch, then paused; answers once
+  it is done): training you can play; ``POST /api/modules/{id}/reset``: the module back to its
+  initial parameters (its jobs stopped, their results discarded);
 - ``POST /api/modules/{id}/dynamics``: a network's states over T sweeps, the fraction of units
   that changed per sweep, the LayerMap's edge magnitudes and figures;
 - ``POST /api/datasets/csv`` (multipart, field ``file``): upload a CSV; ``GET /api/datasets``.
@@ -46,6 +49,7 @@ from app.training.service import (
     get_jobs,
     get_storage,
     network_state,
+    reset_module,
     start_training,
     upload_csv,
 )
@@ -74,7 +78,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     job: str
-    status: Literal["queued", "running", "done", "failed", "stopped"]
+    status: Literal["queued", "running", "paused", "done", "failed", "stopped"]
     step: int
     total: int
     metrics: dict[str, list[float | None]]
@@ -131,6 +135,41 @@ def stop_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) ->
     if found is None:
         raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
     return found
+
+
+@router.post("/api/jobs/{job_id}/pause", response_model=JobOut)
+def pause_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
+    """Pause before the next step (409 once the job ended)."""
+    return get_jobs(services).pause(workspace, job_id)
+
+
+@router.post("/api/jobs/{job_id}/resume", response_model=JobOut)
+def resume_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
+    """Play again after a pause (409 once the job ended)."""
+    return get_jobs(services).resume(workspace, job_id)
+
+
+@router.post("/api/jobs/{job_id}/step", response_model=JobOut)
+def step_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
+    """Train one batch, then stay paused; answers once the step is done (a playing job pauses
+    after the step under way)."""
+    return get_jobs(services).step(workspace, job_id)
+
+
+class ResetOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    module: str
+    revision: int
+    trained: bool
+
+
+@router.post("/api/modules/{module_id}/reset", response_model=ResetOut)
+def reset(record: RecordDep, services: ServicesDep) -> dict:
+    """The module back to its initial parameters (those its spec builds, bit for bit); its
+    training jobs stop and their results are discarded."""
+    updated = reset_module(services, record)
+    return {"module": updated.id, "revision": updated.revision, "trained": updated.trained}
 
 
 def _event(name: str, payload: dict) -> str:

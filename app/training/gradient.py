@@ -31,8 +31,9 @@ from library.training import gradient_step, init_opt_state
 OPTIMIZERS = ("sgd", "adam", "adamw")
 RECORD_EVERY = 20
 """A job records its metrics every ``min(RECORD_EVERY, ceil(steps / 100))`` steps."""
-VIEW_SECONDS = 0.5
-"""The least time between two refreshes of the decision boundary (or fit) of a running job."""
+VIEW_SECONDS = 0.2
+"""The least time between two refreshes of the decision boundary (or fit) of a running job
+(the page shows at most 5 frames a second)."""
 
 _OPTIMIZER_CACHE: dict[str, optax.GradientTransformation] = {}
 
@@ -244,6 +245,7 @@ class GradientPlan:
         self.batch_size = min(batch_size, len(data.x_train))
         self.seed = seed
         self.total = steps
+        self.steps_per_epoch = len(data.x_train) / self.batch_size
         self.metric_names = ["step", "loss", "test_loss", "accuracy", "test_accuracy"]
         shows_boundary = data.input_dim == 2 and data.task == "classification"
         shows_fit = data.input_dim == 1 and data.task == "regression" and data.target_dim == 1
@@ -299,7 +301,9 @@ class GradientPlan:
         )
 
     def run(self, job) -> Any:
-        """Train, reporting to ``job``; returns the model reached (also when stopped)."""
+        """Train, reporting to ``job``: a generator that yields after every step (the job's
+        worker drives it, and parks it while paused); returns the model reached (also when
+        stopped)."""
         d = self.data
         model = self.model
         opt, opt_state = init_optimizer(
@@ -324,13 +328,15 @@ class GradientPlan:
             )
             losses.append(loss)
             job.set_step(step)
-            if step % record_every == 0 or step == self.steps:
+            single = job.wants_frame()  # paused: every single step shows
+            if single or step % record_every == 0 or step == self.steps:
                 self.record(job, model, step, losses)
                 losses = []
                 now = time.monotonic()
-                if now - last_view >= VIEW_SECONDS:
+                if single or now - last_view >= VIEW_SECONDS:
                     job.set_view(self.view(model))
                     last_view = now
+            yield
         if losses:  # stopped between two records
             self.record(job, model, job.step, losses)
         job.set_view(self.view(model))

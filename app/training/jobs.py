@@ -2,11 +2,20 @@
 
 A :class:`JobManager` runs jobs on a small pool of worker threads of its own (sized from
 ``max_concurrent_computations``), so a job never holds a request's compute slot. A workspace may
-have ``max_jobs_per_workspace`` jobs queued or running; one more is a 429. Stop is a flag the
-training loop reads before every step. When a job ends, done or stopped, its trained parameters
-replace the module's (``store.set_leaves``: persisted, revision bumped), and the job keeps a
-diff of how far every leaf moved. Each job's record is written to the database at start and at
-the end, so it can still be read after a restart.
+have ``max_jobs_per_workspace`` jobs queued, running or paused; one more is a 429. Stop is a
+flag the training loop reads before every step. When a job ends, done or stopped, its trained
+parameters replace the module's (``store.set_leaves``: persisted, revision bumped), and the job
+keeps a diff of how far every leaf moved. Each job's record is written to the database at start
+and at the end, so it can still be read after a restart.
+
+Play, pause, step: a plan's ``run(job)`` is a generator that yields after every step, so a
+worker drives it one step at a time. A paused job is *parked*: its generator is kept, its worker
+goes on to the next queued job (a paused job holds no thread). Resume, a single step or stop put
+it back on the queue. Every change of a job's pause state happens under the job's own lock
+(``Job.cond``), and a job is on the queue or in a worker at most once. A job paused for longer
+than ``max_paused_seconds`` is stopped (its parameters saved). Reset (back to the module's
+initial parameters) stops the module's jobs and discards their results under the lock that
+saving takes, so a job ending at that moment cannot overwrite the reset.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from library import trainable_filter
 logger = logging.getLogger("playground.training")
 
 FINISHED = ("done", "failed", "stopped")
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "paused")
 MAX_JOBS_IN_MEMORY = 32
 """Finished jobs kept in memory (older ones are read back from the database)."""
 SHUTDOWN_SECONDS = 5.0
@@ -42,6 +51,10 @@ WORKER_IDLE_SECONDS = 30.0
 """A worker thread with no job for this long ends (a new job starts another)."""
 MAX_DIFF_ROWS = 200
 """Leaves listed in a job's parameter diff; the rest are counted."""
+MAX_STEP_BUDGET = 20
+"""Single steps asked for while paused and not yet done (more clicks are ignored)."""
+STEP_WAIT_SECONDS = 15.0
+"""``POST /step`` waits at most this long for its step to be done."""
 
 
 def _finite(value: Any) -> float | None:
@@ -119,6 +132,19 @@ class Job:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.version = 0
+        self.steps_per_epoch = float(getattr(plan, "steps_per_epoch", 0) or 0)
+        self.paused_seconds = 0.0
+        self.discard = False
+        """Set by a reset: the job's parameters are not saved when it ends."""
+        self.cond = threading.Condition()
+        """Guards the pause state below and the status; notified on every change."""
+        self._pause = False
+        self._budget = 0
+        self._parked = False
+        self._paused_at: float | None = None
+        self._pace_origin: float | None = None
+        self.runner: Any = None
+        """The plan's ``run(job)`` generator, once started."""
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -128,14 +154,23 @@ class Job:
 
     def set_step(self, step: int) -> None:
         """Step ``step`` is done. With ``watch_seconds`` in the settings, wait until that share
-        of the time has passed, so that a fast job can be watched; Stop ends the wait."""
-        self.step = step
-        self.version += 1
-        pace = self.settings.get("watch_seconds") or 0.0
-        if pace > 0 and self.started_at is not None and self.total:
-            wait = self.started_at + pace * step / self.total - time.time()
-            if wait > 0:
-                self._stop.wait(min(wait, pace))
+        of the (unpaused) time has passed, so that a fast job can be watched; Stop and Pause end
+        the wait."""
+        with self.cond:
+            self.step = step
+            self.version += 1
+            self.cond.notify_all()
+            pace = self.settings.get("watch_seconds") or 0.0
+            if pace > 0 and self._pace_origin is not None and self.total and not self._pause:
+                wait = self._pace_origin + pace * step / self.total - time.time()
+                if wait > 0:
+                    self.cond.wait_for(
+                        lambda: self._stop.is_set() or self._pause, timeout=min(wait, pace)
+                    )
+
+    def wants_frame(self) -> bool:
+        """Paused (single steps): record and redraw after every step, so each one shows."""
+        return self._pause
 
     def record(self, **values: Any) -> None:
         """Append one value to each named metric (None where a value does not apply)."""
@@ -155,8 +190,15 @@ class Job:
         return self.status in FINISHED
 
     def request_stop(self) -> None:
-        self._stop.set()
-        self.version += 1
+        with self.cond:
+            self._stop.set()
+            self.version += 1
+            self.cond.notify_all()
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done (fractional): steps over steps per epoch."""
+        return round(self.step / self.steps_per_epoch, 4) if self.steps_per_epoch else 0.0
 
     def public(self, with_view: bool = False) -> dict[str, Any]:
         """The job as the API answers it."""
@@ -165,6 +207,7 @@ class Job:
         for name in ("loss", "accuracy", "test_accuracy"):
             metrics.setdefault(name, [])
         now = self.finished_at or time.time()
+        paused_now = now - self._paused_at if self._paused_at is not None else 0.0
         out = {
             "job": self.id,
             "module": self.module_id,
@@ -173,6 +216,10 @@ class Job:
             "status": self.status,
             "step": self.step,
             "total": self.total,
+            "epoch": self.epoch,
+            "steps_per_epoch": round(self.steps_per_epoch, 4),
+            "paused": self.status == "paused",
+            "pause_requested": self._pause and not self.finished,
             "metrics": metrics,
             "error": self.error,
             "note": self.note,
@@ -182,7 +229,9 @@ class Job:
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "elapsed": round(now - self.started_at, 3) if self.started_at else 0.0,
+            "elapsed": round(now - self.started_at - self.paused_seconds - paused_now, 3)
+            if self.started_at
+            else 0.0,
             "revision": self.revision,
             "diff": self.diff,
         }
@@ -212,6 +261,7 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         _MANAGERS.add(self)
 
@@ -230,8 +280,12 @@ class JobManager:
                 headers={"Retry-After": "5"},
             )
 
-    def submit(self, record: ModuleRecord, plan: Any, settings: dict, dataset: dict) -> Job:
-        """Queue a job for ``record``; 429 when its workspace already runs the most it may."""
+    def submit(
+        self, record: ModuleRecord, plan: Any, settings: dict, dataset: dict, paused: bool = False
+    ) -> Job:
+        """Queue a job for ``record`` (``paused``: it stops before its first step, for Step);
+        429 when its workspace already runs the most it may."""
+        self.expire_paused()
         job = Job(
             workspace=record.workspace,
             module_id=record.id,
@@ -241,6 +295,7 @@ class JobManager:
             dataset=dataset,
         )
         job.initial_revision = record.revision
+        job._pause = paused
         with self._lock:
             self.check_capacity(record.workspace)
             self._jobs[job.id] = job
@@ -297,6 +352,7 @@ class JobManager:
 
     def list(self, workspace: str, module_id: str | None = None) -> list[dict]:
         """Jobs of a workspace (newest first), in memory and stored."""
+        self.expire_paused()
         seen = set()
         out = []
         for job in reversed(self._jobs.values()):
@@ -312,20 +368,137 @@ class JobManager:
         job = self.get(workspace, job_id)
         if job is None:
             return self.describe(workspace, job_id)
-        if not job.finished:
-            job.request_stop()
-            with self._lock:
-                stop_now = job.status == "queued"
-                if stop_now:
-                    job.status = "stopped"
-            if stop_now:
-                self._finish(job, None, "stopped")
+        self._stop_job(job)
         return job.public()
 
-    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
-        """Stop every job, end the worker threads and wait for them (at most ``timeout``)."""
-        for job in list(self._jobs.values()):
+    def _stop_job(self, job: Job) -> None:
+        """Stop ``job``: a queued one ends at once, a running one before its next step, a
+        paused one goes back to a worker, which ends it (its parameters saved)."""
+        with job.cond:
+            if job.finished:
+                return
             job.request_stop()
+            stop_now = job.runner is None and job.status == "queued"
+            if stop_now:
+                job.status = "stopped"
+            elif job._parked:
+                self._unpark(job)
+        if stop_now:
+            self._finish(job, None, "stopped")
+
+    # Play, pause, step -----------------------------------------------------------------------
+    def _active(self, workspace: str, job_id: str) -> Job:
+        job = self.get(workspace, job_id)
+        if job is None:
+            if self.describe(workspace, job_id) is None:
+                raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+            raise PlaygroundError(
+                409, "This training has ended; press Train to start a new one.", "job"
+            )
+        if job.finished:
+            raise PlaygroundError(
+                409,
+                f"This training has ended ({job.status}); press Train to start a new one.",
+                "job",
+            )
+        return job
+
+    def _play(self, job: Job, pause: bool, budget: int) -> None:
+        """Set the pause state (the caller holds ``job.cond``); a parked job that has something
+        to do goes back on the queue; a watch_seconds wait ends."""
+        job._pause = pause
+        job._budget = budget
+        job.version += 1
+        if job._parked and (not pause or budget):
+            self._unpark(job)
+        job.cond.notify_all()
+
+    def pause(self, workspace: str, job_id: str) -> dict:
+        """Pause before the next step (the step under way finishes); 409 once it ended."""
+        job = self._active(workspace, job_id)
+        with job.cond:
+            self._play(job, True, 0)
+        return job.public()
+
+    def resume(self, workspace: str, job_id: str) -> dict:
+        """Go on playing; 409 once it ended."""
+        job = self._active(workspace, job_id)
+        with job.cond:
+            self._play(job, False, 0)
+        return job.public()
+
+    def step(self, workspace: str, job_id: str, wait: float = STEP_WAIT_SECONDS) -> dict:
+        """One step (one batch), then pause; waits (at most ``wait`` seconds) until it is done.
+        A playing job pauses after the step under way."""
+        job = self._active(workspace, job_id)
+        with job.cond:
+            self._play(job, True, min(job._budget + 1, MAX_STEP_BUDGET))
+            job.cond.wait_for(
+                lambda: job.finished or (job._parked and job._budget == 0), timeout=wait
+            )
+        return job.public()
+
+    def _unpark(self, job: Job) -> None:
+        """Put a parked job back on the queue (the caller holds ``job.cond``)."""
+        now = time.time()
+        if job._paused_at is not None:
+            job.paused_seconds += now - job._paused_at
+            if job._pace_origin is not None:
+                job._pace_origin += now - job._paused_at
+            job._paused_at = None
+        job._parked = False
+        job.status = "running" if job.runner is not None else "queued"
+        job.version += 1
+        with self._lock:
+            self._queue.put(job)
+            self._start_workers()
+
+    def _park(self, job: Job) -> bool:
+        """Before each step: park the job when it is paused with no single step to do (its
+        worker goes on to another job). False: go on with one step."""
+        with job.cond:
+            if job.should_stop() or not job._pause:
+                return False
+            if job._budget > 0:
+                job._budget -= 1
+                job.status = "running"
+                return False
+            job._parked = True
+            job._paused_at = time.time()
+            job.status = "paused"
+            job.version += 1
+            job.cond.notify_all()
+            return True
+
+    def expire_paused(self) -> None:
+        """Stop the jobs paused for longer than ``max_paused_seconds`` (parameters saved)."""
+        limit = getattr(self.settings, "max_paused_seconds", None)
+        if limit is None:
+            return
+        now = time.time()
+        for job in list(self._jobs.values()):
+            paused_at = job._paused_at
+            if job._parked and paused_at is not None and now - paused_at > limit:
+                job.note = f"Stopped after {limit:g} s paused (max_paused_seconds)."
+                self._stop_job(job)
+
+    # Reset -------------------------------------------------------------------------------------
+    def reset_module(self, record: ModuleRecord) -> ModuleRecord:
+        """Back to the module's initial parameters: its jobs are stopped and their results
+        discarded (under the lock that saving a result takes, so none lands after this)."""
+        with self._persist_lock:
+            for job in list(self._jobs.values()):
+                same = job.workspace == record.workspace and job.module_id == record.id
+                if same and not job.finished:
+                    job.discard = True
+                    self._stop_job(job)
+            return self.store.reset_leaves(record)
+
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
+        """Stop every job (a paused one goes back to a worker, which saves its parameters),
+        end the worker threads and wait for them (at most ``timeout``)."""
+        for job in list(self._jobs.values()):
+            self._stop_job(job)
         with self._lock:
             threads = list(self._threads)
             for _ in threads:
@@ -358,20 +531,30 @@ class JobManager:
                 self._queue.task_done()
 
     def _run(self, job: Job) -> None:
-        with self._lock:
+        """Drive ``job``'s generator one step at a time until it ends or parks."""
+        with job.cond:
             if job.finished:  # stopped while queued
                 return
-            cancelled = job.should_stop()  # stopped at shutdown before it started
-            if not cancelled:
+            first = job.runner is None
+            cancelled = first and job.should_stop()  # stopped at shutdown before it started
+            if first and not cancelled:
                 job.status = "running"
         if cancelled:
             self._finish(job, None, "stopped")
             return
-        job.started_at = time.time()
-        job.version += 1
-        self._save(job)
+        if first:
+            job.started_at = time.time()
+            job._pace_origin = job.started_at
+            job.version += 1
+            self._save(job)
+            job.runner = job.plan.run(job)
         try:
-            model = job.plan.run(job)
+            while True:
+                if self._park(job):
+                    return
+                next(job.runner)
+        except StopIteration as end:
+            model = end.value
         except PlaygroundError as error:
             job.error = error.message
             self._finish(job, None, "failed")
@@ -385,7 +568,7 @@ class JobManager:
 
     def _finish(self, job: Job, model: Any, status: str) -> None:
         """Persist the trained parameters (done or stopped), then mark the job ``status``."""
-        if model is not None:
+        if model is not None and job.step > 0:
             try:
                 self._persist(job, model)
             except Exception as error:  # noqa: BLE001 - reported on the job
@@ -393,12 +576,26 @@ class JobManager:
                 job.error = f"The parameters could not be saved: {type(error).__name__}: {error}"
                 status = "failed"
         job.plan = None  # let the data and the models go
-        job.finished_at = time.time()
-        job.status = status
-        job.version += 1
+        job.runner = None
+        with job.cond:
+            job.finished_at = time.time()
+            if job._paused_at is not None:
+                job.paused_seconds += job.finished_at - job._paused_at
+                job._paused_at = None
+            job._parked = False
+            job.status = status
+            job.version += 1
+            job.cond.notify_all()
         self._save(job)
 
     def _persist(self, job: Job, model: Any) -> None:
+        with self._persist_lock:
+            self._persist_locked(job, model)
+
+    def _persist_locked(self, job: Job, model: Any) -> None:
+        if job.discard:
+            job.note = "The module was reset while this job ran; its parameters were not saved."
+            return
         record = self.store.get(job.workspace, job.module_id)
         if record is None:
             job.note = "The module was removed while it trained; the parameters were not saved."

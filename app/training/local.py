@@ -37,6 +37,8 @@ from library.orchestrators import SequentialOrchestrator
 from library.training import eval_step, infer, train_step
 
 _one_vs_all = jax.jit(to_one_vs_all, static_argnums=1)
+RECORDS_PER_EPOCH = 10
+"""Accuracy is measured at least this many times an epoch (and once before training)."""
 
 
 def one_vs_all(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -142,6 +144,9 @@ class LocalPlan:
         self.steps_inference = steps_inference
         self.batches_per_epoch = len(data.x_train) // self.batch_size
         self.total = epochs * self.batches_per_epoch
+        self.steps_per_epoch = self.batches_per_epoch
+        self.record_every = max(1, self.batches_per_epoch // RECORDS_PER_EPOCH)
+        """Accuracy is measured every ``record_every`` batches: 10 times an epoch or more."""
         self.metric_names = ["epoch", "loss", "accuracy", "test_accuracy"]
         k = data.num_classes
         self.x_train = encoder(data.x_train)
@@ -178,8 +183,19 @@ class LocalPlan:
         )
         return float(value)
 
+    def record(self, job, model: Any, step: int) -> None:
+        """The training and test accuracy after ``step`` batches (epoch = step / batches)."""
+        job.record(
+            epoch=step / self.batches_per_epoch,
+            accuracy=self.accuracy(model, self.x_train, self.y_train),
+            test_accuracy=self.accuracy(model, self.x_test, self.y_test),
+        )
+
     def run(self, job) -> Any:
-        """Train epoch by epoch, reporting to ``job``; returns the network reached."""
+        """Train epoch by epoch, reporting to ``job``: a generator that yields after every
+        batch (the job's worker drives it, and parks it while paused); returns the network
+        reached. The accuracy is measured before training (epoch 0) and every
+        ``record_every`` batches."""
         model = self.model
         opt, opt_state = init_optimizer(
             self.optimizer_name, model, self.learning_rate, self.weight_decay
@@ -190,12 +206,16 @@ class LocalPlan:
         step = 0
         last_view = time.monotonic()
         job.set_view(self.view(model))
-        for epoch in range(1, self.epochs + 1):
+        self.record(job, model, 0)
+        recorded = 0
+        for _epoch in range(1, self.epochs + 1):
             order = rng.permutation(n)
             key, epoch_key = jax.random.split(key)
             batch_keys = jax.random.split(epoch_key, self.batches_per_epoch)
             for b in range(self.batches_per_epoch):
                 if job.should_stop():
+                    if step != recorded:
+                        self.record(job, model, step)
                     job.set_view(self.view(model))
                     return model
                 index = order[b * batch : (b + 1) * batch]
@@ -212,14 +232,15 @@ class LocalPlan:
                 )
                 step += 1
                 job.set_step(step)
+                single = job.wants_frame()  # paused: every single step shows
+                last = b == self.batches_per_epoch - 1
+                if single or last or step % self.record_every == 0:
+                    self.record(job, model, step)
+                    recorded = step
                 now = time.monotonic()
-                if now - last_view >= 4 * VIEW_SECONDS:
+                if single or now - last_view >= VIEW_SECONDS:
                     job.set_view(self.view(model))
                     last_view = time.monotonic()
-            job.record(
-                epoch=epoch,
-                accuracy=self.accuracy(model, self.x_train, self.y_train),
-                test_accuracy=self.accuracy(model, self.x_test, self.y_test),
-            )
+                yield
         job.set_view(self.view(model))
         return model

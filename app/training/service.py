@@ -100,6 +100,11 @@ class TrainRequest(BaseModel):
         description="Spread the job over at least this many seconds, so that a fast training "
         "can be watched live (the page asks for 5); 0 trains at full speed.",
     )
+    paused: bool = Field(
+        False,
+        description="Start paused, before the first step: then POST /api/jobs/{job}/step trains "
+        "one batch at a time and /resume plays.",
+    )
     steps_train: int = Field(
         10,
         ge=0,
@@ -306,8 +311,14 @@ def start_training(
     jobs = get_jobs(services)
     jobs.check_capacity(workspace)  # before generating any data
     plan, resolved, dataset = plan_training(services, workspace, record, request)
-    job = jobs.submit(record, plan, resolved, dataset)
+    job = jobs.submit(record, plan, resolved, dataset, paused=request.paused)
     return job.public()
+
+
+def reset_module(services: Services, record: ModuleRecord) -> ModuleRecord:
+    """The module back to its initial parameters (those its spec builds); its training jobs
+    are stopped and their results discarded."""
+    return get_jobs(services).reset_module(record)
 
 
 # --- dynamics -----------------------------------------------------------------------------------
