@@ -54,6 +54,22 @@ shares = Table(
     Column("created_at", Float, nullable=False, default=time.time),
 )
 
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("module_id", String(32), nullable=False),
+    Column("workspace", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("leaves", LargeBinary, nullable=True),
+    Column("note", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False, default=time.time),
+    Index("ix_revisions_module", "module_id", "id"),
+)
+"""Earlier parameters of edited modules, newest last, for Undo: each row holds a module's
+parameters as they were at ``revision`` (``leaves`` null: as built from its spec) and ``note``
+says what the edit after it did."""
+
 notices = Table(
     "notices",
     metadata,

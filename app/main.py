@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
-from app.routers import api_docs, health, modules, pages, runs, sharing, training
+from app.routers import api_docs, health, modules, pages, pytree_ops, runs, sharing, training
 from app.security import SecurityMiddleware
 from app.services import Services
 from app.settings import Settings
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         health.router,
         modules.router,
+        pytree_ops.router,
         runs.router,
         training.router,
         sharing.router,

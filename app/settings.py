@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     max_train_epochs: int = Field(50, description="Epochs in one library training job.")
     max_dataset_rows: int = Field(20_000, description="Rows in a dataset or uploaded CSV.")
     compile_cache_size: int = Field(256, description="Compiled functions kept in memory.")
+    max_undo_revisions: int = Field(
+        10, description="Earlier revisions kept per module for Undo after an edit."
+    )
+    max_undo_bytes: int = Field(
+        32_000_000, description="Bytes of earlier revisions kept per module for Undo."
+    )
+    max_tree_map_shapes: int = Field(
+        64, description="Distinct leaf shapes one tree_map compiles its expression for."
+    )
     leaf_values_limit: int = Field(
         4_096, description="Values sent for one array; larger ones are cut (truncated=true)."
     )

@@ -21,8 +21,39 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from app.catalog import CatalogEntry, parse_spec
-from app.database import modules, notices, shares
+from app.database import modules, notices, revisions, shares
 from app.errors import PlaygroundError
+
+
+class NothingToUndo(PlaygroundError):
+    """409: the module has no earlier revision kept."""
+
+    def __init__(self, module_id: str):
+        super().__init__(
+            409,
+            f"Module {module_id} has no earlier revision to go back to: only edits made here "
+            "(a leaf edited) can be undone.",
+        )
+
+
+class ModuleChanged(PlaygroundError):
+    """409: the module got a new revision while an edit of the old one was being computed."""
+
+    def __init__(self, module_id: str):
+        super().__init__(
+            409,
+            f"Module {module_id} changed while this edit was being made (another tab, or "
+            "training); reload it and edit again.",
+        )
+
+
+@dataclass(frozen=True)
+class RevisionNote:
+    """One kept earlier revision: its number, what the edit after it did, and when."""
+
+    revision: int
+    note: str
+    created_at: float
 
 
 class WorkspaceFull(PlaygroundError):
@@ -155,6 +186,15 @@ _GET_RECORD = _RECORD_QUERY.where(
 )
 
 
+def _revision_leaves(record: ModuleRecord):
+    """The statement reading the parameters of exactly ``record``'s revision."""
+    return select(modules.c.leaves).where(
+        modules.c.id == record.id,
+        modules.c.workspace == record.workspace,
+        modules.c.revision == record.revision,
+    )
+
+
 class ModuleStore:
     """Modules of every workspace, and shared snapshots."""
 
@@ -209,6 +249,7 @@ class ModuleStore:
             raise WorkspaceFull(limit)
         for module_id, kind in oldest:
             connection.execute(delete(modules).where(modules.c.id == module_id))
+            connection.execute(delete(revisions).where(revisions.c.module_id == module_id))
             self._built.forget(("ModuleRecord", module_id))
             connection.execute(
                 insert(notices).values(
@@ -273,6 +314,99 @@ class ModuleStore:
             raise PlaygroundError(404, f"Module {record.id} was removed meanwhile.")
         return updated
 
+    def edit(
+        self, record: ModuleRecord, model: Any, note: str, keep: int, keep_bytes: int
+    ) -> ModuleRecord:
+        """Store ``model``'s parameters as the module's next revision, keeping the current ones
+        for :meth:`undo`: at most ``keep`` earlier revisions per module, and of those only the
+        newest whose parameters add up to ``keep_bytes`` (the newest one always).
+
+        ``record`` must be the module's current revision (409 :class:`ModuleChanged` if another
+        edit or training came first), so no edit is ever lost by a race."""
+        blob = serialise_leaves(model)
+        with self.engine.begin() as connection:
+            current = connection.execute(_revision_leaves(record)).first()
+            if current is None:
+                raise ModuleChanged(record.id)
+            connection.execute(
+                insert(revisions).values(
+                    module_id=record.id,
+                    workspace=record.workspace,
+                    revision=record.revision,
+                    leaves=current[0],
+                    note=note[:300],
+                    created_at=time.time(),
+                )
+            )
+            self._update_leaves(connection, record, blob)
+            kept = connection.execute(
+                select(revisions.c.id, func.coalesce(func.length(revisions.c.leaves), 0))
+                .where(revisions.c.module_id == record.id)
+                .order_by(revisions.c.id.desc())
+            ).all()
+            total, old = 0, []
+            for position, (row_id, size) in enumerate(kept):
+                total += int(size)
+                if position > 0 and (position >= keep or total > keep_bytes):
+                    old.append(row_id)
+            if old:
+                connection.execute(delete(revisions).where(revisions.c.id.in_(old)))
+        return self._current(record)
+
+    def undo(self, record: ModuleRecord) -> tuple[ModuleRecord, RevisionNote]:
+        """Go back to the parameters kept before the last edit, as a new revision number (so
+        nothing cached for the undone one is reused); 409 when none is kept."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(
+                    revisions.c.id,
+                    revisions.c.revision,
+                    revisions.c.leaves,
+                    revisions.c.note,
+                    revisions.c.created_at,
+                )
+                .where(
+                    revisions.c.module_id == record.id, revisions.c.workspace == record.workspace
+                )
+                .order_by(revisions.c.id.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                raise NothingToUndo(record.id)
+            connection.execute(delete(revisions).where(revisions.c.id == row[0]))
+            self._update_leaves(connection, record, row[2], check=False)
+        return self._current(record), RevisionNote(row[1], row[3], row[4])
+
+    def history(self, record: ModuleRecord) -> list[RevisionNote]:
+        """The earlier revisions kept for Undo, newest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(revisions.c.revision, revisions.c.note, revisions.c.created_at)
+                .where(
+                    revisions.c.module_id == record.id, revisions.c.workspace == record.workspace
+                )
+                .order_by(revisions.c.id.desc())
+            ).all()
+        return [RevisionNote(*row) for row in rows]
+
+    def _update_leaves(self, connection, record: ModuleRecord, blob, check: bool = True) -> None:
+        condition = [modules.c.id == record.id, modules.c.workspace == record.workspace]
+        if check:
+            condition.append(modules.c.revision == record.revision)
+        result = connection.execute(
+            update(modules)
+            .where(*condition)
+            .values(leaves=blob, updated_at=time.time(), revision=modules.c.revision + 1)
+        )
+        if result.rowcount != 1:
+            raise ModuleChanged(record.id)
+
+    def _current(self, record: ModuleRecord) -> ModuleRecord:
+        updated = self.get(record.workspace, record.id)
+        if updated is None:
+            raise ModuleChanged(record.id)
+        return updated
+
     def set_saved(self, record: ModuleRecord, saved: bool = True) -> None:
         with self.engine.begin() as connection:
             connection.execute(
@@ -288,6 +422,7 @@ class ModuleStore:
                     modules.c.id == record.id, modules.c.workspace == record.workspace
                 )
             )
+            connection.execute(delete(revisions).where(revisions.c.module_id == record.id))
         self._built.forget(("ModuleRecord", record.id))
 
     def load(self, record: ModuleRecord | ShareRecord) -> Any:
@@ -308,13 +443,7 @@ class ModuleStore:
     def _leaves(self, record: ModuleRecord) -> bytes:
         """The stored parameters of exactly this revision of ``record``."""
         with self.engine.connect() as connection:
-            blob = connection.execute(
-                select(modules.c.leaves).where(
-                    modules.c.id == record.id,
-                    modules.c.workspace == record.workspace,
-                    modules.c.revision == record.revision,
-                )
-            ).scalar()
+            blob = connection.execute(_revision_leaves(record)).scalar()
         if blob is None:
             raise PlaygroundError(
                 409,

@@ -1,0 +1,374 @@
+"""Pytree operations over HTTP: flatten, partition, tree_map, edit and undo, compare, find.
+
+JSON under ``/api/...`` (in OpenAPI); the module page's fragments under ``/m/{id}/...``. The
+work is done by :mod:`app.pytree_ops`; this module parses, calls it and answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app import pytree_ops
+from app.errors import PlaygroundError
+from app.routers.modules import ModuleOut, TreeNode, model_roles, module_out
+from app.routers.runs import get_engine
+from app.runs.spec import RunRequest
+from app.services import Services, get_module_record, get_services, get_workspace
+from app.store import ModuleRecord, serialise_leaves
+from app.trees import MAX_PATH_LENGTH
+
+router = APIRouter(tags=["pytree operations"])
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+WorkspaceDep = Annotated[str, Depends(get_workspace)]
+RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
+
+FLATTEN_PAGE = 500
+"""Leaves in one flatten answer unless ``limit`` says otherwise."""
+FLATTEN_MAX_PAGE = 5_000
+"""The most leaves one flatten answer may ask for."""
+MAX_COMPARE_TEXT = 20_000
+"""Characters of ``b`` in a compare (a run request as JSON)."""
+
+Filter = Literal["is_array", "is_inexact_array", "trainable"]
+MapFilter = Literal["all", "is_array", "is_inexact_array", "trainable"]
+
+
+# Models -----------------------------------------------------------------------------------
+
+
+class KeptFlags(BaseModel):
+    is_array: bool = Field(description="eqx.is_array keeps it.")
+    is_inexact_array: bool = Field(description="eqx.is_inexact_array keeps it.")
+    trainable: bool = Field(description="library.trainable_filter(model) keeps it.")
+
+
+class FlatLeaf(BaseModel):
+    index: int = Field(description="The position in jax.tree_util.tree_leaves(model).")
+    path: str = Field(description="The leaf's jax.tree_util.keystr path.")
+    shape: list[int] | None = Field(description="The array's shape; null for other leaves.")
+    dtype: str | None = Field(description="The array's dtype; null for other leaves.")
+    value: Any = Field(
+        description="The Python value of a leaf that is not an array (numbers, text, booleans "
+        "as they are; functions as '<function relu>'); null for arrays."
+    )
+    kept: KeptFlags
+
+
+class FlattenOut(BaseModel):
+    """A module's leaves in ``jax.tree_util.tree_leaves`` order, a page at a time."""
+
+    treedef: str = Field(description="The tree definition as JAX prints it.")
+    num_leaves: int = Field(description="Leaves in all (whatever the page).")
+    leaves: list[FlatLeaf]
+
+
+class PartitionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: Filter = Field(description="The filter eqx.partition splits with.")
+
+
+class PartitionOut(BaseModel):
+    """Both sides of ``eqx.partition(model, filter)``: nodes as in the tree, ``None`` holes as
+    nodes of type ``None``."""
+
+    kept: TreeNode
+    rest: TreeNode
+
+
+class TreeMapIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str = Field(
+        max_length=10_000,
+        description="An expression over `leaf` in the playground's expression language "
+        "(never Python): leaf * 2, zeros_like(leaf), leaf / sqrt(sum(leaf ** 2)), sign(leaf).",
+    )
+    filter: MapFilter = Field(
+        "is_inexact_array",
+        description="Which leaves change: all (every array; other leaves stay), is_array, "
+        "is_inexact_array, trainable (library.trainable_filter).",
+    )
+
+
+class EditIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(max_length=MAX_PATH_LENGTH, description="The array leaf's keystr path.")
+    index: list[int] | None = Field(
+        None, max_length=8, description="One element: one whole number per axis; null: all."
+    )
+    value: float | list[Any] | str | None = Field(
+        None,
+        description="A number (for the element, or for every element), nested lists of the "
+        "target's shape, or the same pasted as text ('1 2; 3 4').",
+    )
+    expression: str | None = Field(
+        None, max_length=10_000, description="An expression over the old value `leaf`."
+    )
+
+
+class EditOut(ModuleOut):
+    """The module with its new revision."""
+
+    revision: int = Field(description="The module's revision (it grows with every change).")
+    undo_available: int = Field(description="Earlier revisions kept for Undo.")
+    edit: str = Field(description="What changed, in words.")
+
+
+class LeafNumbers(BaseModel):
+    path: str
+    max_abs: float = Field(description="max |a - b| over the leaf.")
+    norm: float = Field(description="The 2-norm of a - b.")
+    relative: float | None = Field(description="norm(a - b) / norm(a); null when a is zero.")
+
+
+class StructuralChange(BaseModel):
+    path: str
+    change: Literal["added", "removed", "shape", "dtype", "static"]
+    before: str | None
+    after: str | None
+
+
+class CompareOut(BaseModel):
+    """Two trees compared."""
+
+    same_structure: bool
+    jit_reuses: bool = Field(
+        description="Whether jit would reuse a function compiled for a on b: the run engine's "
+        "structure key (tree definition with static fields, non-array leaves, array shapes and "
+        "dtypes) is the same."
+    )
+    leaves: list[LeafNumbers] = Field(description="Per array leaf, when the structures match.")
+    structural: list[StructuralChange]
+
+
+# The work, off the event loop ---------------------------------------------------------------
+
+
+def _model(services: Services, record: ModuleRecord) -> Any:
+    return services.store.load(record)
+
+
+def _flatten(services: Services, record: ModuleRecord, offset: int, limit: int) -> dict:
+    model = _model(services, record)
+    answer = pytree_ops.flatten(model, offset, limit)
+    for leaf in answer["leaves"]:
+        leaf.pop("summary", None)
+    return answer
+
+
+def _partition(services: Services, record: ModuleRecord, name: str) -> dict:
+    with services.compute.slot():
+        return pytree_ops.partition(_model(services, record), name)
+
+
+def map_module(services: Services, record: ModuleRecord, expression: str, name: str):
+    """Apply the tree_map and store the result as a new module of the workspace."""
+    with services.compute.slot():
+        model = _model(services, record)
+        mapped = pytree_ops.tree_map(model, expression, name, services.settings)
+        new_record = services.store.create(
+            record.workspace, record.spec(), leaves=serialise_leaves(mapped.model)
+        )
+        new_model = services.store.load(new_record)
+    notices = services.store.pop_notices(record.workspace)
+    which = "every array" if name == "all" else f"the leaves {name} keeps"
+    note = (
+        f"Made from module {record.id} by tree_map({expression[:80]!r}) over {which} "
+        f"({mapped.mapped} arrays)."
+    )
+    if mapped.untouched:
+        shown = ", ".join(mapped.untouched[:4]) + (" …" if len(mapped.untouched) > 4 else "")
+        note += f" Leaves that are not arrays stay as they are: {shown}."
+    return new_record, new_model, mapped, [note, *notices]
+
+
+def edit_module(services: Services, record: ModuleRecord, body: EditIn):
+    """Edit the leaf and store the result as the module's next revision."""
+    settings = services.settings
+    with services.compute.slot():
+        model = _model(services, record)
+        edited = pytree_ops.edit_leaf(
+            model, body.path, body.index, body.value, body.expression, settings
+        )
+        new_record = services.store.edit(
+            record, edited.model, edited.note, settings.max_undo_revisions, settings.max_undo_bytes
+        )
+        new_model = services.store.load(new_record)
+    return new_record, new_model, edited
+
+
+def _edit_answer(services, record, model, words: str) -> dict:
+    return {
+        **module_out(record, model),
+        "revision": record.revision,
+        "undo_available": len(services.store.history(record)),
+        "edit": words,
+    }
+
+
+def compare_target(services: Services, workspace: str, a: ModuleRecord, b: str) -> tuple[Any, str]:
+    """The tree ``b`` names: a module id of the workspace, or ``run:{json}``, the result of
+    that run request (``POST /api/modules/{a}/run``'s body) on module ``a``."""
+    if b.startswith("run:"):
+        text = b[4:]
+        if len(text) > MAX_COMPARE_TEXT:
+            raise PlaygroundError(
+                422, f"b is {len(b)} characters; at most {MAX_COMPARE_TEXT}.", field="query.b"
+            )
+        try:
+            request = RunRequest.model_validate(json.loads(text or "{}"))
+        except (ValueError, ValidationError) as error:
+            message = str(error).splitlines()[0][:200]
+            raise PlaygroundError(
+                422,
+                f"b=run:{{...}} holds a run request as JSON (the body of POST "
+                f'/api/modules/{{id}}/run, e.g. run:{{"transforms":["grad"]}}): {message}',
+                field="query.b",
+            ) from None
+        engine = get_engine(services)
+        with services.compute.slot():
+            outcome = engine.run(a.spec(), services.store.load(a), request)
+        words = " ∘ ".join(reversed(request.transforms)) or "forward"
+        return outcome.result, f"the result of run {words} on module {a.id}"
+    record = services.store.get(workspace, b) if len(b) <= 32 else None
+    if record is None:
+        raise PlaygroundError(
+            404, f"No module {b[:40]!r} in your workspace (query b).", field="query.b"
+        )
+    return services.store.load(record), f"module {record.id}"
+
+
+def _compare(services: Services, workspace: str, a: str, b: str) -> dict:
+    first = services.store.get(workspace, a) if len(a) <= 32 else None
+    if first is None:
+        raise PlaygroundError(
+            404, f"No module {a[:40]!r} in your workspace (query a).", field="query.a"
+        )
+    other, _ = compare_target(services, workspace, first, b)
+    return pytree_ops.compare(services.store.load(first), other)
+
+
+def _find(services: Services, record: ModuleRecord, path: str) -> list[dict]:
+    model = _model(services, record)
+    return pytree_ops.chain(model, path, model_roles(model))
+
+
+# Endpoints --------------------------------------------------------------------------------
+
+_NOT_HERE = {404: {"description": "No such module in your workspace."}}
+
+
+@router.get("/api/modules/{module_id}/flatten", response_model=FlattenOut, responses=_NOT_HERE)
+async def flatten_module(
+    record: RecordDep,
+    services: ServicesDep,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="The first leaf.")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=FLATTEN_MAX_PAGE, description="Leaves in this answer.")
+    ] = FLATTEN_PAGE,
+) -> dict:
+    """The leaves in ``jax.tree_util.tree_leaves`` order from ``offset`` (``limit`` of them;
+    ``num_leaves`` is always the total), with the filters that keep each, and the treedef."""
+    return await run_in_threadpool(_flatten, services, record, offset, limit)
+
+
+@router.post("/api/modules/{module_id}/partition", response_model=PartitionOut, responses=_NOT_HERE)
+async def partition_module(body: PartitionIn, record: RecordDep, services: ServicesDep) -> dict:
+    """``eqx.partition(model, filter)`` as two trees (up to 1,500 nodes each, breadth first;
+    deeper levels of a big tree are marked ``lazy``). ``eqx.combine(kept, rest)`` is the
+    module again."""
+    return await run_in_threadpool(_partition, services, record, body.filter)
+
+
+@router.post(
+    "/api/modules/{module_id}/tree-map",
+    status_code=201,
+    response_model=ModuleOut,
+    responses={
+        **_NOT_HERE,
+        422: {
+            "description": "A bad expression or filter, or a leaf "
+            "whose shape or dtype the expression would change."
+        },
+    },
+)
+async def tree_map_module(body: TreeMapIn, record: RecordDep, services: ServicesDep) -> dict:
+    """A new module of the workspace: ``eqx.combine(jax.tree.map(f, eqx.filter(model,
+    filter)), model)`` with ``f`` the expression over ``leaf``. The original is unchanged."""
+
+    def work() -> dict:
+        new_record, new_model, _, notices = map_module(
+            services, record, body.expression, body.filter
+        )
+        return module_out(new_record, new_model, notices)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/api/modules/{module_id}/edit", response_model=EditOut, responses=_NOT_HERE)
+async def edit_module_api(body: EditIn, record: RecordDep, services: ServicesDep) -> dict:
+    """Set the array at ``path`` (or its element ``index``) to ``value`` or to ``expression``
+    over its old value ``leaf``: the module becomes ``eqx.tree_at(...)`` of itself, as a new
+    revision. A shape or dtype change is refused (422); static fields change in the build
+    form. 409 when the module changed meanwhile."""
+
+    def work() -> dict:
+        new_record, new_model, edited = edit_module(services, record, body)
+        return _edit_answer(services, new_record, new_model, edited.note)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/api/modules/{module_id}/undo", response_model=EditOut, responses=_NOT_HERE)
+async def undo_module(record: RecordDep, services: ServicesDep) -> dict:
+    """Go back to the parameters before the last edit (409 when there is none). The revision
+    number still grows: nothing computed for the undone revision is reused."""
+
+    def work() -> dict:
+        new_record, note = services.store.undo(record)
+        model = services.store.load(new_record)
+        return _edit_answer(services, new_record, model, f"undid: {note.note}")
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/api/compare", response_model=CompareOut)
+async def compare_trees(
+    services: ServicesDep,
+    workspace: WorkspaceDep,
+    a: Annotated[str, Query(max_length=32, description="A module id of your workspace.")],
+    b: Annotated[
+        str,
+        Query(
+            max_length=MAX_COMPARE_TEXT + 4,
+            description="Another module id, or run:{json}: the result of that run request "
+            '(the body of POST /api/modules/{a}/run, e.g. run:{"transforms":["grad"]}) '
+            "on module a.",
+        ),
+    ],
+) -> dict:
+    """With the same structure, per array leaf: max |a - b|, the norm of a - b and the
+    relative difference; otherwise the structural diff. Always: whether jit would reuse a
+    function compiled for one on the other."""
+    return await run_in_threadpool(_compare, services, workspace, a, b)
+
+
+@router.get("/api/modules/{module_id}/find", response_model=list[TreeNode], responses=_NOT_HERE)
+async def find_path(
+    record: RecordDep,
+    services: ServicesDep,
+    path: Annotated[
+        str, Query(max_length=MAX_PATH_LENGTH, description="A keystr path: .layers[2500].bias")
+    ],
+) -> list[dict]:
+    """The nodes from the root to ``path`` (each without its children), so a page can open
+    the path without paging; 422 naming the first key that is not there."""
+    return await run_in_threadpool(_find, services, record, path)
