@@ -29,6 +29,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from app.catalog import CATALOG, STACK_LAYERS, CatalogEntry, entry_class
+from app.errors import PlaygroundError
+from app.formdata import nest_pairs, parse_index
 
 FORM_ACTIONS = ("change-kind", "refresh", "add-row", "remove-row", "add-field", "remove-field")
 """What a form post to ``/build/form`` asks: re-render it after a change, add or remove a row."""
@@ -144,28 +146,7 @@ def nest_form(form: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 
     Like ``params_from_form`` but nothing is dropped: the form shows what the user typed.
     """
-    root: dict[str, Any] = {}
-    for name, value in form:
-        if not isinstance(name, str) or not isinstance(value, str) or len(name) > 200:
-            continue
-        parts = name.split(".")
-        node = root
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = value
-    return _lists(root)
-
-
-def _lists(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _lists(value) for key, value in node.items()}
-    if converted and all(key.isdigit() for key in converted):
-        return [converted[key] for key in sorted(converted, key=int)]
-    return converted
+    return nest_pairs(form, keep_empty=True)
 
 
 def display_value(value: Any) -> str:
@@ -519,6 +500,13 @@ def edit_list(values: dict[str, Any], action: str, kind: str) -> tuple[dict[str,
     Returns the new values and the id of the input to focus.
     """
     verb, _, argument = action.partition(":")
+    if verb not in FORM_ACTIONS or bool(argument) != verb.startswith("remove"):
+        raise PlaygroundError(
+            422,
+            f"form_action: {action[:40]!r} is not an action of this form "
+            "(add-row, remove-row:N, add-field, remove-field:N).",
+            field="form_action",
+        )
     key = "rows" if verb.endswith("row") else "fields"
     items = values.get(key)
     items = list(items) if isinstance(items, list) else []
@@ -535,8 +523,8 @@ def edit_list(values: dict[str, Any], action: str, kind: str) -> tuple[dict[str,
         items.append(new)
         index = len(items) - 1
         focus = f"f-{key}-{index}-{'kind' if key == 'rows' else 'name'}"
-    elif verb.startswith("remove") and argument.isdigit():
-        index = int(argument)
+    else:
+        index = parse_index(argument, "form_action")
         if 0 <= index < len(items) and len(items) > 1:
             items.pop(index)
         focus = f"f-{key}-add"

@@ -19,10 +19,23 @@ ROOT = Path(__file__).resolve().parent.parent
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 
 
+class PlaygroundApp(FastAPI):
+    """FastAPI with the security middleware outside Starlette's own error layer, so that its
+    headers are on every answer, the 500 of an unexpected error included."""
+
+    def __init__(self, settings: Settings, **kwargs):
+        self.settings = settings
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self):
+        return SecurityMiddleware(super().build_middleware_stack(), self.settings)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A playground app; ``settings`` default to the environment's."""
     settings = settings or Settings()
-    app = FastAPI(
+    app = PlaygroundApp(
+        settings,
         title="Pytree Playground",
         summary="Build JAX/Equinox modules, see their pytrees, run grad, vmap and jit live.",
         version="0.1.0",
@@ -45,7 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(WorkspaceMiddleware, secure=settings.cookie_secure)
-    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1"]
 
 
 class Settings(BaseSettings):
@@ -19,7 +24,17 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; PostgreSQL for several replicas. Default: SQLite."
     )
     cookie_secure: bool = Field(False, description="Mark the workspace cookie Secure (HTTPS).")
-
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        LOOPBACK_HOSTS,
+        description="Host names the server answers (comma-separated; name or name:port; * for "
+        "any). Other Host headers get 400, and cross-site checks compare Origin with these. "
+        "`python -m app --host H` adds H. A public deployment sets its own name here.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="The public address (https://playground.example.org) share links are "
+        "built from; its host is allowed. Default: the request's own (allowed) host.",
+    )
     max_array_elements: int = Field(1_000_000, description="Elements in any one array.")
     max_input_elements: int = Field(100_000, description="Elements in a run's input.")
     max_module_params: int = Field(2_000_000, description="Array elements in one module.")
@@ -56,6 +71,23 @@ class Settings(BaseSettings):
         4_096, description="Values sent for one array; larger ones are cut (truncated=true)."
     )
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def trusted_hosts(self) -> list[str]:
+        """``allowed_hosts`` plus the host of ``public_url``."""
+        hosts = list(self.allowed_hosts)
+        if self.public_url:
+            hosts.append(urlsplit(self.public_url).netloc)
+        return hosts
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
@@ -72,6 +104,8 @@ def get_settings() -> Settings:
 def _default_text(value) -> str:
     if value is None:
         return "(none)"
+    if isinstance(value, list):
+        return ",".join(value)
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, Path):

@@ -20,6 +20,12 @@ from app.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+# The test client's requests say ``Host: testserver``; the live server is 127.0.0.1. Every app
+# the tests make answers those names and no other (PLAYGROUND_ALLOWED_HOSTS, as a deployment
+# would set it).
+TEST_HOSTS = "testserver,localhost,127.0.0.1,::1"
+os.environ["PLAYGROUND_ALLOWED_HOSTS"] = TEST_HOSTS
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

@@ -454,6 +454,33 @@ CASES += [
     ("job:unknown", "GET", "/api/jobs/" + "z" * 40, {}),
     ("share:unknown", "GET", "/api/shared/../../etc/passwd", {}),
     ("fork:unknown", "POST", "/api/shared/%2E%2E/fork", {}),
+    # the HTML forms: indices in other scripts' digits, huge indices, deep names, bad actions
+    *[
+        (f"form{suffix}:{name}", "POST", url, {"data": data})
+        for name, data in [
+            ("index-superscript", {"kind": "custom", "fields.².name": "a"}),
+            ("remove-superscript", {"kind": "custom", "form_action": "remove-field:²"}),
+            ("remove-arabic-digit", {"kind": "stack", "form_action": "remove-row:\u0663"}),
+            ("index-5000-digits", {"kind": "custom", f"fields.{'9' * 5000}.name": "a"}),
+            ("name-3000-parts", {"kind": "custom", "fields." + ".".join(["a"] * 3000): "a"}),
+            ("name-40-parts", {"kind": "stack", "rows." + ".".join(["0"] * 40): "a"}),
+            ("list-500-items", {"kind": "custom", **{f"fields.{i}.name": "a" for i in range(500)}}),
+            ("unknown-action", {"kind": "custom", "form_action": "explode"}),
+        ]
+        for suffix, url in (("", "/build/form"), ("-build", "/build"))
+        if not (url == "/build" and "form_action" in data)  # /build reads no form_action
+    ],
+    ("run-form:remove-superscript", "POST", "/m/{id}/run/form", {"data": {"action": "remove-²"}}),
+    ("run-form:up-superscript", "POST", "/m/{id}/run/form", {"data": {"action": "up-¹"}}),
+    ("run-form:down-5000", "POST", "/m/{id}/run/form", {"data": {"action": "down-" + "9" * 5000}}),
+    ("run-form:unknown", "POST", "/m/{id}/run/form", {"data": {"action": "rm -rf"}}),
+    ("host:rebinding", "GET", "/api/health", {"headers": {"Host": "evil.example"}}),
+    (
+        "host:rebinding-post",
+        "POST",
+        "/api/modules",
+        {"json": LINEAR, "headers": {"Host": "evil.example", "Origin": "http://evil.example"}},
+    ),
 ]
 
 
@@ -502,3 +529,25 @@ def test_the_server_is_healthy_afterwards(server):
     assert response.status_code == 200, response.text
     values = response.json()["values"]
     assert values[".weight"] == [[pytest.approx(1 / 3)] * 3] * 2
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "field", "words"),
+    [
+        ("/build/form", {"kind": "custom", "fields.².name": "a"}, "fields.².name", "0-9"),
+        ("/build", {"kind": "custom", "fields.².name": "a"}, "fields.².name", "0-9"),
+        ("/build/form", {"kind": "custom", "form_action": "remove-field:²"}, "form_action", "0-9"),
+        ("/build", {"kind": "custom", f"fields.{'9' * 5000}.name": "a"}, "fields.999", "200"),
+        ("/build", {"kind": "custom", "fields." + ".".join("a" * 3000): "a"}, "fields.a.a", "200"),
+        ("/build/form", {"kind": "stack", "rows." + ".".join("0" * 20): "1"}, "rows.0.0", "8"),
+        ("/m/{id}/run/form", {"action": "remove-²"}, "action", "0-9"),
+        ("/m/{id}/run/form", {"action": "up-¹"}, "action", "0-9"),
+    ],
+)
+def test_unreadable_form_names_are_refused_naming_the_field(server, url, data, field, words):
+    url = url.replace("{id}", server.module_id)
+    for headers in ({}, {"HX-Request": "true"}):
+        response = server.post(url, data=data, headers=headers)
+        assert response.status_code == 422, response.text[:300]
+        text = response.text if headers else response.json()["message"]
+        assert field in text and words in text, text[:300]

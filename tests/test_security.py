@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from app.security import SecurityMiddleware
+from app.settings import Settings
 from app.workspaces import WorkspaceMiddleware
 
 LIMIT = 1000
@@ -34,7 +35,9 @@ def mini() -> TestClient:
         return {"ok": True}
 
     app.add_middleware(WorkspaceMiddleware)
-    app.add_middleware(SecurityMiddleware, max_body_bytes=LIMIT)
+    app.add_middleware(
+        SecurityMiddleware, settings=Settings(max_body_bytes=LIMIT, allowed_hosts=["testserver"])
+    )
     with TestClient(app, base_url="http://testserver") as client:
         yield client
 
@@ -168,3 +171,95 @@ def test_the_playground_limits_bodies(settings, tmp_path):
         response = client.post("/api/modules", json=body)
         assert response.status_code == 413
         assert "max_body_bytes=500" in response.json()["detail"]
+
+
+# Trusted hosts and the public URL --------------------------------------------------------------
+
+
+def make_client(tmp_path, **settings) -> TestClient:
+    from app.main import create_app
+
+    app = create_app(Settings(data_dir=tmp_path / "data", **settings))
+    return TestClient(app, base_url="http://testserver")
+
+
+def test_the_default_hosts_are_the_loopback_names(monkeypatch):
+    monkeypatch.delenv("PLAYGROUND_ALLOWED_HOSTS")
+    assert Settings().allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    monkeypatch.setenv("PLAYGROUND_ALLOWED_HOSTS", "play.example.org, 10.0.0.5:8000")
+    assert Settings().allowed_hosts == ["play.example.org", "10.0.0.5:8000"]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost", True),
+        ("localhost:8000", True),
+        ("127.0.0.1:1234", True),
+        ("[::1]:8000", True),
+        ("LOCALHOST.", True),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("", False),
+        ("localhost:8000:1", False),
+    ],
+)
+def test_only_allowed_hosts_are_answered(tmp_path, host, allowed):
+    with make_client(tmp_path, allowed_hosts=["localhost", "127.0.0.1", "::1"]) as client:
+        response = client.get("/api/health", headers={"Host": host})
+        if allowed:
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code == 400
+            assert "PLAYGROUND_ALLOWED_HOSTS" in response.json()["detail"]
+            assert_security_headers(response)
+
+
+def test_a_port_in_an_allowed_host_must_match(tmp_path):
+    with make_client(tmp_path, allowed_hosts=["testserver", "box.lan:8000"]) as client:
+        assert client.get("/api/health", headers={"Host": "box.lan:8000"}).status_code == 200
+        assert client.get("/api/health", headers={"Host": "box.lan:9000"}).status_code == 400
+
+
+def test_dns_rebinding_cannot_drive_the_server(tmp_path):
+    # a page at evil.example whose name resolves to this server: Host and Origin agree, which
+    # the old check (Origin == Host) took for same-origin
+    with make_client(tmp_path, allowed_hosts=["testserver"]) as client:
+        evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+        body = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
+        assert client.post("/api/modules", json=body, headers=evil).status_code == 400
+        assert client.get("/", headers=evil).status_code == 400
+
+
+def test_the_origin_is_compared_with_the_allowed_hosts_not_the_host(tmp_path):
+    body = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
+    with make_client(tmp_path, allowed_hosts=["testserver", "other.lan"]) as client:
+        trusted = client.post("/api/modules", json=body, headers={"Origin": "http://other.lan"})
+        assert trusted.status_code == 201, trusted.text
+        # an Origin that names no allowed host is refused
+        stranger = client.post("/api/modules", json=body, headers={"Origin": "http://third.lan"})
+        assert stranger.status_code == 403
+
+
+def test_share_links_use_the_public_url(tmp_path):
+    public = "https://play.example.org"
+    with make_client(tmp_path, allowed_hosts=["testserver"], public_url=public) as client:
+        module = client.post(
+            "/api/modules", json={"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
+        ).json()["id"]
+        share = client.post(f"/api/modules/{module}/share").json()
+        assert share["link"] == f"{public}/s/{share['share_id']}"
+        panel = client.post(f"/api/modules/{module}/share", headers={"HX-Request": "true"})
+        assert f"{public}/s/" in panel.text and "testserver" not in panel.text
+        # the public URL's host is allowed without being listed
+        assert client.get("/api/health", headers={"Host": "play.example.org"}).status_code == 200
+
+
+def test_share_links_without_a_public_url_use_the_checked_host(tmp_path):
+    with make_client(tmp_path, allowed_hosts=["testserver"]) as client:
+        module = client.post(
+            "/api/modules", json={"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
+        ).json()["id"]
+        share = client.post(f"/api/modules/{module}/share").json()
+        assert share["link"] == f"http://testserver/s/{share['share_id']}"

@@ -45,6 +45,7 @@ from app.catalog.library_kinds import (
     RecurrentTanhEntry,
 )
 from app.catalog.stack import STACK_LAYERS, StackEntry, StackRow
+from app.formdata import nest_pairs
 
 __all__ = [
     "ACTIVATIONS",
@@ -150,7 +151,8 @@ def params_from_form(
     - Names whose first part is not a parameter of ``kind`` (``kind``, a CSRF token) are left out.
     - Non-text values (file uploads) are left out.
 
-    Raises ``UnknownKind`` for an unknown kind.
+    Raises ``UnknownKind`` for an unknown kind, and a 422 ``PlaygroundError`` naming the field
+    for a name ``app.formdata`` cannot read (too long or deep, an index that is not 0-9).
     """
     parameters = entry_class(kind).model_fields
     if isinstance(form, Mapping):
@@ -158,28 +160,4 @@ def params_from_form(
         pairs = multi_items() if callable(multi_items) else form.items()
     else:
         pairs = form
-    root: dict[str, Any] = {}
-    for name, value in pairs:
-        if not isinstance(name, str) or not isinstance(value, str) or not value.strip():
-            continue
-        path = name.split(".")
-        if path[0] not in parameters:
-            continue
-        node = root
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[path[-1]] = value.strip()
-    return _lists_from_numbered_dicts(root)
-
-
-def _lists_from_numbered_dicts(node: Any) -> Any:
-    """Dicts whose keys are all digits become lists, in numeric order."""
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _lists_from_numbered_dicts(value) for key, value in node.items()}
-    if converted and all(key.isdigit() for key in converted):
-        return [converted[key] for key in sorted(converted, key=int)]
-    return converted
+    return nest_pairs(pairs, keep_empty=False, roots=parameters)

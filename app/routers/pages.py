@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from app.catalog import CATALOG, UnknownKind, params_from_form, parse_spec
 from app.errors import PlaygroundError, wants_html
 from app.forms import (
+    FORM_ACTIONS,
     BuildForm,
     build_form,
     catalog_groups,
@@ -346,6 +347,10 @@ async def rebuild_form(request: Request) -> Response:
     action = fields.get("form_action", "refresh")[:40]
     if kind not in CATALOG:
         raise PlaygroundError(422, f"Unknown kind {kind[:80]!r}.", field="kind")
+    if action.partition(":")[0] not in FORM_ACTIONS:
+        raise PlaygroundError(
+            422, f"form_action: {action!r} is not an action of this form.", field="form_action"
+        )
     if action == "change-kind":
         form = build_form(kind, focus="f-kind")
     else:

@@ -31,6 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from app.errors import PlaygroundError, wants_html
+from app.links import absolute_url
 from app.routers.health import device_label
 from app.routers.modules import ModuleOut, model_roles, module_out
 from app.services import Services, get_module_record, get_services, get_workspace
@@ -64,6 +65,9 @@ class ShareOut(BaseModel):
 
     share_id: str = Field(description="The snapshot's id.")
     url: str = Field(description="The read-only page of the snapshot: /s/{share_id}.")
+    link: str = Field(
+        description="The page's absolute address, from PLAYGROUND_PUBLIC_URL when it is set."
+    )
 
 
 class SharedOut(ModuleOut):
@@ -160,12 +164,13 @@ def share_module(request: Request, record: RecordDep, services: ServicesDep):
     fork. The module is kept (never evicted from the workspace)."""
     with services.compute.slot():
         share = services.store.share(record, title=type(record.spec()).title)
-    body = {"share_id": share.id, "url": share_url(share.id)}
+    url = share_url(share.id)
+    body = {"share_id": share.id, "url": url, "link": absolute_url(request, services.settings, url)}
     if wants_html(request):
         return templates.TemplateResponse(
             request,
             "partials/share_link.html",
-            {**body, "absolute_url": str(request.base_url).rstrip("/") + body["url"]},
+            {**body, "absolute_url": body["link"]},
             status_code=201,
         )
     return JSONResponse(body, status_code=201)

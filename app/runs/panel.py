@@ -37,6 +37,7 @@ from app.runs.view import (
     RunForm,
     presets,
     result_rows,
+    step_action,
 )
 from app.services import Services
 from app.store import ModuleRecord
@@ -176,8 +177,8 @@ def render_form(request: Request, record: ModuleRecord, pairs: list[tuple[str, s
 
 def _focus_after_edit(action: str, steps: int) -> str:
     """The control that keeps the keyboard focus after a pipeline button."""
-    name, _, index_text = action.partition("-")
-    index = int(index_text) if index_text.isdigit() else 0
+    name, index = step_action(action)
+    index = index or 0
     if name == "add":
         return f"run-step-{steps - 1}" if steps else "run-add-step"
     if name == "up":

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from app.errors import describe_validation_errors
+from app.errors import PlaygroundError, describe_validation_errors
+from app.formdata import parse_index
 from app.runs.code import run_expression
 from app.runs.results import host_leaves, is_single_array
 from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest, shape_text
@@ -38,6 +39,24 @@ INITS = {
     "linspace": "linspace (start to stop)",
     "values": "values (typed or pasted)",
 }
+
+
+STEP_VERBS = ("add", "remove", "up", "down")
+
+
+def step_action(action: str) -> tuple[str, int | None]:
+    """A pipeline button's ``action`` (``add``, ``remove-2``, ``up-0``, ``down-1``; empty for
+    none) as ``(verb, index)``; a 422 naming ``action`` for anything else."""
+    if action in ("", "add"):
+        return action, None
+    name, _, index_text = action.partition("-")
+    if name not in STEP_VERBS[1:]:
+        raise PlaygroundError(
+            422,
+            f"action: {action[:40]!r} is not a step button (add, remove-N, up-N, down-N).",
+            field="action",
+        )
+    return name, parse_index(index_text, "action")
 
 
 @dataclass
@@ -112,11 +131,8 @@ class RunForm:
         if action == "add" and len(steps) < MAX_TRANSFORMS:
             steps.append("jit" if "jit" not in steps else "vmap")
             return
-        name, _, index_text = action.partition("-")
-        if not index_text.isdigit():
-            return
-        index = int(index_text)
-        if not 0 <= index < len(steps):
+        name, index = step_action(action)
+        if index is None or not 0 <= index < len(steps):
             return
         if name == "remove":
             steps.pop(index)
