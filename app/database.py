@@ -79,6 +79,41 @@ notices = Table(
     Column("created_at", Float, nullable=False, default=time.time),
 )
 
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("code", String(8), nullable=False, unique=True),
+    Column("lesson", String(64), nullable=False),
+    Column("step", Integer, nullable=False, default=1),
+    Column("key_hash", String(64), nullable=False),
+    Column("workspace", String(64), nullable=False, index=True),
+    Column("created_at", Float, nullable=False, default=time.time),
+    Column("updated_at", Float, nullable=False, default=time.time),
+)
+
+room_participants = Table(
+    "room_participants",
+    metadata,
+    Column("room", String(32), primary_key=True),
+    Column("workspace", String(64), primary_key=True),
+    Column("nickname", String(64), nullable=False, default=""),
+    Column("joined_at", Float, nullable=False, default=time.time),
+    Index("ix_room_participants_workspace", "workspace"),
+)
+
+room_progress = Table(
+    "room_progress",
+    metadata,
+    Column("room", String(32), primary_key=True),
+    Column("workspace", String(64), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("ran", Boolean, nullable=False, default=False),
+    Column("job", String(32), nullable=True),
+    Column("test_accuracy", Float, nullable=True),
+    Column("updated_at", Float, nullable=False, default=time.time),
+)
+
 
 def _enable_sqlite_durability(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()

@@ -9,7 +9,19 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
-from app.routers import api_docs, health, modules, pages, pytree_ops, runs, sharing, training
+from app.lessons import lessons
+from app.routers import (
+    api_docs,
+    health,
+    modules,
+    pages,
+    pytree_ops,
+    rooms,
+    runs,
+    sharing,
+    training,
+)
+from app.routers import lessons as lessons_router
 from app.security import SecurityMiddleware
 from app.services import Services
 from app.settings import Settings
@@ -42,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # app.routers.api_docs serves /docs without a CDN
         redoc_url=None,
     )
+    lessons()  # every lesson file validated at start-up: a broken one stops the server here
     app.state.services = Services.create(settings)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.mount("/vendor/plotly", StaticFiles(directory=PLOTLY_JS_DIR), name="plotly")
@@ -52,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs.router,
         training.router,
         sharing.router,
+        lessons_router.router,
+        rooms.router,
         pages.router,
         api_docs.router,
     ):

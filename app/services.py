@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from app.compute import ComputeSlots
 from app.database import create_database_engine
+from app.rooms import RoomStore
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore
 
@@ -20,6 +21,7 @@ class Services:
     engine: Engine
     store: ModuleStore
     compute: ComputeSlots
+    rooms: RoomStore
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -34,6 +36,7 @@ class Services:
             compute=ComputeSlots(
                 settings.max_concurrent_computations, settings.compute_wait_seconds
             ),
+            rooms=RoomStore(engine, settings),
         )
 
 

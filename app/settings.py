@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     max_tree_map_shapes: int = Field(
         64, description="Distinct leaf shapes one tree_map compiles its expression for."
     )
+    room_lifetime_hours: float = Field(
+        24.0, description="How long a room (its code, presenter key and progress) lives."
+    )
+    max_rooms_per_workspace_per_hour: int = Field(
+        5, description="Rooms one workspace may create in an hour."
+    )
+    max_rooms_per_hour: int = Field(200, description="Rooms the whole server creates in an hour.")
+    max_room_participants: int = Field(200, description="Participants in one room.")
+    room_events_seconds: float = Field(
+        300.0,
+        description="Life of one room event stream; the browser reconnects after it ends.",
+    )
     leaf_values_limit: int = Field(
         4_096, description="Values sent for one array; larger ones are cut (truncated=true)."
     )

@@ -17,6 +17,15 @@ from postgres_server import PostgresServer, find_bin_dir
 from sqlalchemy import inspect, text
 
 # The sharing and workspace tests, collected here a second time with the settings below.
+from test_rooms import (  # noqa: F401
+    people,
+    test_a_room_is_created_with_a_code_links_and_a_key_stored_only_as_a_hash,
+    test_a_room_survives_a_restart,
+    test_only_the_presenters_key_moves_the_room,
+    test_participants_join_reach_and_run_and_the_counts_say_so,
+    test_room_creation_is_limited_per_workspace_and_a_room_per_participants,
+    test_step_events_arrive_within_a_second_and_the_stream_ends,
+)
 from test_sharing import *  # noqa: F403
 from test_workspaces import (  # noqa: F401
     test_a_workspace_lists_only_its_own_modules,
@@ -66,7 +75,9 @@ def test_the_app_really_uses_postgresql(app, settings):
     assert engine.dialect.driver == "psycopg"
     with engine.connect() as connection:
         assert connection.execute(text("select version()")).scalar().startswith("PostgreSQL")
-    assert {"modules", "shares", "notices"} <= set(inspect(engine).get_table_names())
+    assert {"modules", "shares", "notices", "rooms", "room_participants", "room_progress"} <= set(
+        inspect(engine).get_table_names()
+    )
     assert not (settings.data_dir / "playground.db").exists()
 
 

@@ -24,7 +24,6 @@ fragment polls ``/ui/jobs/{job}/progress`` every second.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.errors import PlaygroundError
 from app.services import Services, get_module_record, get_services, get_workspace
+from app.sse import event_stream, sse_event
 from app.store import ModuleRecord
 from app.training import datasets
 from app.training.figures import job_figures
@@ -172,10 +172,6 @@ def reset(record: RecordDep, services: ServicesDep) -> dict:
     return {"module": updated.id, "revision": updated.revision, "trained": updated.trained}
 
 
-def _event(name: str, payload: dict) -> str:
-    return f"event: {name}\ndata: {json.dumps(payload, allow_nan=False)}\n\n"
-
-
 @router.get(
     "/api/jobs/{job_id}/events",
     responses={200: {"content": {"text/event-stream": {}}, "description": "Progress events."}},
@@ -190,10 +186,10 @@ async def job_events(
 
     async def stream():
         yield "retry: 2000\n\n"
-        yield _event("progress", first)
+        yield sse_event("progress", first)
         job = jobs.get(workspace, job_id)
         if job is None or job.finished:
-            yield _event("end", jobs.describe(workspace, job_id) or first)
+            yield sse_event("end", jobs.describe(workspace, job_id) or first)
             return
         seen, started, last_sent = job.version, time.monotonic(), time.monotonic()
         while True:
@@ -202,23 +198,19 @@ async def job_events(
                 return
             now = time.monotonic()
             if job.finished:
-                yield _event("end", job.public())
+                yield sse_event("end", job.public())
                 return
             if now - started > EVENTS_MAX_SECONDS:
-                yield _event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+                yield sse_event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
                 return
             if job.version != seen:
                 seen, last_sent = job.version, now
-                yield _event("progress", job.public())
+                yield sse_event("progress", job.public())
             elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
                 last_sent = now
                 yield ": keep-alive\n\n"
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(stream())
 
 
 @router.get("/api/datasets")
