@@ -17,6 +17,7 @@ Steps are numbered from 1. A workspace that joined a room of the lesson has its 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -242,13 +243,24 @@ def _step_context(
         "module": record,
         "tree": tree,
         "open_depth": _open_depth(tree),
-        "layermaps": find_layermaps(model),
+        "layermaps": _breakable(find_layermaps(model)),
         "code": record.spec().code(),
         "device": device_label(),
         "notices": services.store.pop_notices(request.state.workspace),
         "prev_url": url(number - 1) if number > 1 else None,
         "next_url": url(number + 1) if number < len(lesson.steps) else None,
     }
+
+
+def _breakable(layermaps: list[dict]) -> list[dict]:
+    """The matrices with a break allowed inside CamelCase names (a zero-width space), so a
+    narrow column wraps ``FrozenFullyConnected`` between its words."""
+    for lmap in layermaps:
+        for _, cells in lmap["rows"]:
+            for cell in cells:
+                if cell:
+                    cell["type"] = re.sub(r"(?<=[a-z])(?=[A-Z])", "\u200b", cell["type"])
+    return layermaps
 
 
 async def _page_context(
