@@ -302,6 +302,7 @@ def _node(
     totals: _Totals,
     static_field: bool,
     children: list[Child] | None,
+    stats: bool = False,
 ) -> dict:
     if static_field:
         role, summary = "static", value_summary(value)
@@ -325,7 +326,7 @@ def _node(
         size = nbytes = params = 0
     else:
         size, nbytes, params = totals.of(keys)
-    return {
+    described = {
         "path": path,
         "name": name,
         "type": type_name(value),
@@ -341,6 +342,9 @@ def _node(
         "child_count": 0 if children is None else len(children),
         "children": [] if children is None else None,
     }
+    if stats and array:
+        described["inline"] = _array_inline(value)
+    return described
 
 
 def describe_tree(
@@ -350,6 +354,10 @@ def describe_tree(
     max_nodes: int = DEFAULT_MAX_NODES,
     roles: Any = None,
     children_offset: int = 0,
+    children_stop: int | None = None,
+    fold: bool = False,
+    stats: bool = False,
+    focus: str | None = None,
 ) -> dict:
     """The node of ``tree`` with its descendants, breadth first, up to ``max_nodes`` nodes.
 
@@ -358,34 +366,63 @@ def describe_tree(
       whole model, taken at ``path`` with :func:`find_node`, since a module's ``buffer_fields``
       apply to its own fields); ``None`` applies the same rule to ``tree`` alone
       (:func:`trained_flags`).
-    - ``children_offset``: the first child of the root to list (paging of big nodes).
+    - ``children_offset``/``children_stop``: the children of the root to list (paging of big
+      nodes, and opening a folded run).
+
+    For the page (the API leaves these off):
+
+    - ``fold``: a run of at least ``FOLD_RUN`` identical siblings in a list or tuple (the same
+      tree definition, static fields included, and the same leaf shapes and dtypes) is one
+      entry ``{"fold": true, "start", "stop", "count", "label", ...}`` instead of its members.
+    - ``stats``: every array node gets ``"inline": {"mean", "std", "strip"}`` (``strip``: up to
+      ``STRIP_CELLS`` colours sampled evenly from its values).
+    - ``focus``: a keystr path to land on. Every node on the way is described and marked
+      ``open`` (whatever the node budget), the target gets ``focus: true``, and a node's page of
+      children starts where needed to hold the next node on the way (the children before it
+      are one entry that opens on request).
 
     Levels are filled in order, so the first levels always show; a node whose children do not
     fit gets ``children: None`` and ``lazy: true``. Each node lists at most ``CHILDREN_PAGE``
-    children.
+    entries; ``more_from`` is the first child not listed (``child_count``, or the stop, when
+    all are).
     """
     totals = _Totals(tree, roles)
+    chain = _focus_chain(tree, focus) if focus else {}
     root_children = children_of(tree)
-    root = _node(tree, (), path, _last_name(path), totals, False, root_children)
+    root = _node(tree, (), path, _last_name(path), totals, False, root_children, stats)
+    if () in chain:
+        root["open"] = True
+        if chain[()] is None:
+            root["focus"] = True
     budget = max(0, max_nodes - 1)
-    queue: deque = deque([(root, tree, (), root_children, max(0, children_offset))])
+    stop = children_stop
+    queue: deque = deque([(root, tree, (), root_children, max(0, children_offset), stop)])
     while queue:
-        node, value, keys, children, offset = queue.popleft()
+        node, value, keys, children, offset, stop = queue.popleft()
         if children is None:
             continue
-        page = children[offset : offset + CHILDREN_PAGE]
         if offset:
             node["children_offset"] = offset
-        if not page and not children:
+        if not children:
             node["children"] = []
             continue
-        if len(page) > budget:
+        on_chain = keys in chain
+        entries, more_from = _listing(value, children, offset, stop, fold, chain.get(keys))
+        if len(entries) > budget and not on_chain:
             node["children"] = None
             node["lazy"] = True
             continue
-        budget -= len(page)
+        budget -= len(entries)
+        node["more_from"] = more_from
+        if stop is not None:
+            node["children_stop"] = stop
         listed = []
-        for child in page:
+        for entry in entries:
+            if isinstance(entry, dict):
+                entry["path"] = node["path"]
+                listed.append(entry)
+                continue
+            child = entry
             child_keys = (*keys, child.key)
             grandchildren = None if child.static_field else children_of(child.value)
             child_node = _node(
@@ -396,12 +433,183 @@ def describe_tree(
                 totals,
                 child.static_field,
                 grandchildren,
+                stats,
             )
+            if child_keys in chain:
+                child_node["open"] = True
+                if chain[child_keys] is None:
+                    child_node["focus"] = True
             listed.append(child_node)
             if grandchildren is not None:
-                queue.append((child_node, child.value, child_keys, grandchildren, 0))
+                queue.append((child_node, child.value, child_keys, grandchildren, 0, None))
         node["children"] = listed
     return root
+
+
+FOLD_RUN = 5
+"""Identical siblings folded into one line from this many on (page view)."""
+STRIP_CELLS = 16
+"""Colours in an array's inline strip."""
+
+
+def _focus_chain(tree: Any, path: str) -> dict[tuple, int | None]:
+    """``{keys of each node on the way to path: index of the next child}``; the target maps to
+    ``None``. A path that names no node raises ``TreePathError``."""
+    chain: dict[tuple, int | None] = {}
+    node, keys, rest = tree, (), check_path(path)
+    while rest:
+        children = children_of(node) or []
+        for index, child in enumerate(children):
+            segment = key_segment(child.key)
+            if rest.startswith(segment) and (
+                len(rest) == len(segment) or rest[len(segment)] in ".["
+            ):
+                chain[keys] = index
+                node, keys, rest = child.value, (*keys, child.key), rest[len(segment) :]
+                if child.static_field and rest:
+                    raise TreePathError(f"No node at {_cut(path, 80)!r}: a static field is a leaf.")
+                break
+        else:
+            find_node(tree, path)  # raises with the message naming the first key not found
+            raise TreePathError(f"No node at {_cut(path, 80)!r}.")
+    chain[keys] = None
+    return chain
+
+
+def _signatures(value: Any, count: int) -> list | None:
+    """One hashable signature per child of a list or tuple: its tree definition and its leaves'
+    shapes and dtypes (values of non-array leaves); ``None`` when the node is not a sequence."""
+    if not isinstance(value, list | tuple):
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    kids = treedef.children()
+    if len(kids) != count:
+        return None
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.Array | np.ndarray):
+            parts.append((leaf.shape, leaf.dtype))
+        else:
+            try:
+                hash(leaf)
+                parts.append(("value", type(leaf), leaf))
+            except TypeError:
+                parts.append(("object", id(leaf)))
+    signatures, position = [], 0
+    for kid in kids:
+        size = kid.num_leaves
+        signatures.append((kid, tuple(parts[position : position + size])))
+        position += size
+    return signatures
+
+
+def fold_label(value: Any) -> str:
+    """``Linear(8→8)``, ``f32[8]``, or the type with its arrays: how a folded run is named."""
+    if is_array(value):
+        return array_summary(value)
+    name = type_name(value)
+    for a, b in (("in_features", "out_features"), ("in_size", "out_size"), ("in_dim", "out_dim")):
+        if hasattr(value, a) and hasattr(value, b):
+            return f"{name}({getattr(value, a)}→{getattr(value, b)})"
+    arrays = [array_summary(leaf) for leaf in jax.tree_util.tree_leaves(value) if is_array(leaf)]
+    inside = ", ".join(arrays[:3]) + (", …" if len(arrays) > 3 else "")
+    return f"{name}({inside})" if arrays else name
+
+
+def _listing(
+    value: Any,
+    children: list[Child],
+    offset: int,
+    stop: int | None,
+    fold: bool,
+    focus: int | None,
+) -> tuple[list, int]:
+    """The entries of one node's page: children, and folds of identical runs; and the first
+    child not listed (the end of the range when all are)."""
+    end = len(children) if stop is None else min(stop, len(children))
+    groups = [(i, i + 1) for i in range(offset, end)]
+    signatures = _signatures(value, len(children)) if fold and end - offset >= FOLD_RUN else None
+    if signatures is not None:
+        groups, start = [], offset
+        while start < end:
+            finish = start + 1
+            while finish < end and signatures[finish] == signatures[start]:
+                finish += 1
+            if finish - start >= FOLD_RUN:
+                groups.append((start, finish))
+            else:
+                groups.extend((i, i + 1) for i in range(start, finish))
+            start = finish
+    if focus is not None and offset <= focus < end:
+        split = []
+        for start, finish in groups:
+            if start <= focus < finish and finish - start > 1:
+                split += [
+                    g
+                    for g in ((start, focus), (focus, focus + 1), (focus + 1, finish))
+                    if g[1] > g[0]
+                ]
+            else:
+                split.append((start, finish))
+        groups = split
+        at = next(i for i, (start, _) in enumerate(groups) if start == focus)
+        if at >= CHILDREN_PAGE:
+            earlier = (groups[0][0], focus)
+            groups = [earlier, *groups[at : at + CHILDREN_PAGE - 1]]
+            entries = [_fold_entry(children, *earlier, same=False)]
+            entries += [_entry(children, g) for g in groups[1:]]
+            return entries, groups[-1][1]
+    page = groups[:CHILDREN_PAGE]
+    entries = [_entry(children, g) for g in page]
+    return entries, (page[-1][1] if page else end)
+
+
+def _entry(children: list[Child], group: tuple[int, int]) -> Any:
+    start, finish = group
+    if finish - start == 1:
+        return children[start]
+    return _fold_entry(children, start, finish, same=True)
+
+
+def _fold_entry(children: list[Child], start: int, finish: int, same: bool) -> dict:
+    return {
+        "fold": True,
+        "same": same,
+        "start": start,
+        "stop": finish,
+        "count": finish - start,
+        "label": fold_label(children[start].value) if same else "",
+        "first": key_segment(children[start].key),
+        "last": key_segment(children[finish - 1].key),
+    }
+
+
+def _array_inline(array: Any) -> dict:
+    """Mean, std and a strip of colours for one array, shown on its line without a click."""
+    values = np.asarray(array)
+    if values.dtype.kind == "c":
+        values = np.abs(values)
+    flat = values.astype(np.float64, copy=False).reshape(-1)
+    if flat.size == 0:
+        return {"mean": None, "std": None, "strip": []}
+    finite = flat[np.isfinite(flat)]
+    mean = float(finite.mean()) if finite.size else None
+    std = float(finite.std()) if finite.size else None
+    picks = flat[np.linspace(0, flat.size - 1, min(STRIP_CELLS, flat.size)).astype(int)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    return {"mean": mean, "std": std, "strip": [_colour(v, scale) for v in picks]}
+
+
+def _colour(value: float, scale: float) -> str:
+    """A diverging colour: blue below zero, white at zero, red above (grey for NaN/inf)."""
+    if not math.isfinite(value):
+        return "#9aa0a6"
+    t = 0.0 if scale == 0 else max(-1.0, min(1.0, value / scale))
+    if t >= 0:
+        r, g, b = 255, round(255 - 170 * t), round(255 - 190 * t)
+    else:
+        r, g, b = round(255 + 200 * t), round(255 + 120 * t), 255
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _last_name(path: str) -> str:

@@ -29,6 +29,9 @@
  * TREE KEYS: in a `.tree`, ArrowDown/ArrowUp move between visible nodes, ArrowRight opens a
  * node (or moves into it), ArrowLeft closes it (or moves to its parent), Home/End jump.
  *
+ * FILL: <button type="button" data-fill="#input-id" data-value="text"> puts the text in that
+ * input (the examples of an expression box).
+ *
  * LAYERMAP: a link with `data-reveal-node="<id>"` opens every <details> around that tree node,
  * scrolls to it and focuses it.
  *
@@ -310,6 +313,12 @@
     var marked = root.querySelector("[data-focus-on-load]");
     if (marked) {
       marked.removeAttribute("data-focus-on-load");
+      if (marked.tagName === "SUMMARY") {
+        // a tree node a search landed on: focus it and bring it to the middle of the screen
+        marked.focus({ preventScroll: true });
+        marked.scrollIntoView({ block: "center" });
+        return;
+      }
       var summary = marked.nextElementSibling && marked.nextElementSibling.querySelector("summary");
       (summary || marked).focus();
     }
@@ -354,6 +363,16 @@
     if (button) {
       event.preventDefault();
       copyText(button);
+      return;
+    }
+    var fill = event.target.closest && event.target.closest("[data-fill]");
+    if (fill) {
+      // an example button: put its text in the input it names
+      var input = document.querySelector(fill.getAttribute("data-fill"));
+      if (input) {
+        input.value = fill.getAttribute("data-value");
+        input.focus();
+      }
       return;
     }
     var reveal = event.target.closest && event.target.closest("[data-reveal-node]");

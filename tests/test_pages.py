@@ -305,9 +305,17 @@ def test_tree_fragments(client):
     )
     module_id = response.json()["id"]
     page = client.get(f"/m/{module_id}").text
-    assert "Show 51 more" in page
+    # 151 identical layers are one folded line; opening it lists them 100 at a time
+    assert "151 ×</strong> Linear(2→2)" in page
+    assert "path=.layers&amp;offset=0&amp;stop=151" in page
     html = client.get(
-        f"/m/{module_id}/tree", params={"path": ".layers", "offset": 100}, headers=HX
+        f"/m/{module_id}/tree", params={"path": ".layers", "offset": 0, "stop": 151}, headers=HX
+    ).text
+    assert "Show 51 more" in html and "151 ×" not in html
+    html = client.get(
+        f"/m/{module_id}/tree",
+        params={"path": ".layers", "offset": 100, "stop": 151},
+        headers=HX,
     ).text
     assert f'id="{node_id(".layers[100]")}"' in html and f'id="{node_id(".layers[150]")}"' in html
     assert 'class="more"' not in html  # the last page: nothing more to show

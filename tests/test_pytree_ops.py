@@ -4,6 +4,7 @@ Equinox called directly, on several kinds of module, through the JSON API."""
 from __future__ import annotations
 
 import json
+import re
 
 import equinox as eqx
 import jax
@@ -412,3 +413,69 @@ def test_find_on_the_big_mlp(client):
     assert chain[1]["child_count"] == 5001
     bad = client.get(f"/api/modules/{module['id']}/find", params={"path": ".layers[9999]"})
     assert bad.status_code == 422 and "[9999]" in bad.json()["message"]
+
+
+# Big trees at a glance ----------------------------------------------------------------------
+
+BIG_MLP = {"in_size": 8, "out_size": 8, "width_size": 8, "depth": 5000}
+
+
+def test_identical_runs_fold_and_others_do_not():
+    from app.trees import describe_tree
+
+    model = eqx.nn.MLP(2, 1, 4, depth=6, key=jax.random.PRNGKey(0))  # 2→4, 5 × 4→4, 4→1
+    tree = describe_tree(model, fold=True, stats=True)
+    layers = next(c for c in tree["children"] if c["path"] == ".layers")["children"]
+    assert [entry.get("fold", False) for entry in layers] == [False, True, False]
+    assert layers[0]["path"] == ".layers[0]" and layers[2]["path"] == ".layers[6]"
+    fold = layers[1]
+    assert (fold["start"], fold["stop"], fold["count"]) == (1, 6, 5)
+    assert fold["label"] == "Linear(4→4)"
+    # every array node carries its numbers without a click: mean and std as NumPy has them
+    weight = next(c for c in layers[0]["children"] if c["path"] == ".layers[0].weight")
+    values = np.asarray(model.layers[0].weight, dtype=np.float64)
+    assert weight["inline"]["mean"] == pytest.approx(values.mean())
+    assert weight["inline"]["std"] == pytest.approx(values.std())
+    assert 1 <= len(weight["inline"]["strip"]) <= 16
+    # the API's trees are unchanged: no folds, no inline numbers
+    plain = describe_tree(model)
+    assert all("fold" not in c for c in plain["children"][0]["children"])
+    assert "inline" not in plain["children"][0]["children"][0]["children"][0]
+
+
+def test_the_big_mlp_folds_into_one_line_and_search_lands_on_a_deep_path(client):
+    from app.routers.pages import node_id
+
+    module = create(client, "eqx.nn.MLP", BIG_MLP)
+    page = client.get(f"/m/{module['id']}").text
+    assert "5,001 ×</strong> Linear(8→8)" in page
+    assert "Show 100 more" not in page
+    hx = {"hx-request": "true"}
+    html = client.get(
+        f"/m/{module['id']}/tree-view", params={"focus": ".layers[2500].bias"}, headers=hx
+    ).text
+    assert "Show 100 more" not in html
+    assert "2,500 ×</strong> Linear(8→8)" in html  # [0]–[2499] and [2501]–[5000], folded
+    assert "[0]–[2499]" in html and "[2501]–[5000]" in html
+    target_id = node_id(".layers[2500].bias")
+    target = re.search(rf'"tree-node tree-focus" id="{target_id}">\s*<details[^>]*open', html)
+    assert target, "the target is rendered open and marked"
+    assert html.count("data-focus-on-load") == 1
+    for path in ("", ".layers", ".layers[2500]"):  # every node on the way is open
+        assert re.search(rf'id="{node_id(path)}">\s*<details[^>]*\sopen', html), path
+    # the inline numbers of the target are its own
+    bias = np.asarray(built("eqx.nn.MLP", BIG_MLP).layers[2500].bias, dtype=np.float64)
+    mean = re.search(r"μ ([−\-\d.e]+) ±", html[html.index(node_id(".layers[2500].bias")) :])
+    assert float(mean.group(1).replace("−", "-")) == pytest.approx(bias.mean(), rel=1e-2)
+    # a fold opens on request, a page at a time, within its own range
+    opened = client.get(
+        f"/m/{module['id']}/tree",
+        params={"path": ".layers", "offset": 2501, "stop": 5001},
+        headers=hx,
+    ).text
+    assert node_id(".layers[2501]") in opened and node_id(".layers[2600]") in opened
+    assert node_id(".layers[2601]") not in opened and "Show 100 more" in opened
+    missing = client.get(
+        f"/m/{module['id']}/tree-view", params={"focus": ".layers[9000]"}, headers=hx
+    )
+    assert missing.status_code == 200 and "No such path" in missing.text

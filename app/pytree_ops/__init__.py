@@ -15,7 +15,7 @@ from app.pytree_ops.edit import Edited, edit_leaf
 from app.pytree_ops.effects import before_after
 from app.pytree_ops.filters import FILTER_HELP, FILTERS, MAP_FILTERS, check_filter, filter_spec
 from app.pytree_ops.find import chain
-from app.pytree_ops.flatten import counts, flatten, round_trip, short_treedef
+from app.pytree_ops.flatten import array_paths, counts, flatten, round_trip, short_treedef
 from app.pytree_ops.partition import combines_back, partition, partition_code, split, wrt_split
 from app.pytree_ops.tree_map import EXAMPLES, Mapped, tree_map
 
@@ -26,6 +26,7 @@ __all__ = [
     "MAP_FILTERS",
     "Edited",
     "Mapped",
+    "array_paths",
     "before_after",
     "chain",
     "check_filter",

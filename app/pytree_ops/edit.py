@@ -94,6 +94,8 @@ def _values_array(value: Any, target_shape: tuple[int, ...], dtype: Any, path: s
         flat, shape = parse_values(value, max(1, size))
     except ValuesError as error:
         raise PlaygroundError(422, f"The value for {path}: {error}", field="body.value") from None
+    if tuple(shape) == (1,) and tuple(target_shape) != (1,):
+        shape = ()  # one number, typed as text: for every element
     if shape != () and tuple(shape) != tuple(target_shape):
         raise PlaygroundError(
             422,
@@ -163,6 +165,11 @@ def edit_leaf(
 
 
 def _value_words(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return "the pasted values"
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{value:g}"
     return "the pasted values"

@@ -66,6 +66,19 @@ def flatten(model: Any, offset: int = 0, limit: int | None = None) -> dict:
     return {"treedef": str(treedef), "num_leaves": len(flat), "leaves": leaves}
 
 
+def array_paths(model: Any, limit: int = 200) -> list[str]:
+    """The keystr paths of the first ``limit`` array leaves, trained ones first (the edit
+    form's choices)."""
+    flat = jax.tree_util.tree_flatten_with_path(model)[0]
+    trained = kept_flags(model, "trainable")
+    arrays = [
+        (not t, i, keystr(k))
+        for i, ((k, leaf), t) in enumerate(zip(flat, trained, strict=True))
+        if eqx.is_array(leaf)
+    ]
+    return [path for _, _, path in sorted(arrays)[:limit]]
+
+
 def counts(model: Any) -> dict[str, int]:
     """How many leaves each filter keeps (and how many leaves there are)."""
     leaves = jax.tree_util.tree_leaves(model)

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from app import pytree_ops
 from app.catalog import CATALOG, UnknownKind, params_from_form, parse_spec
 from app.errors import PlaygroundError, wants_html
 from app.forms import (
@@ -56,6 +57,7 @@ from app.store import ModuleRecord
 from app.trees import (
     CHILDREN_PAGE,
     MAX_PATH_LENGTH,
+    TreePathError,
     array_payload,
     array_stats,
     array_summary,
@@ -154,7 +156,14 @@ templates.env.filters.update(
     params_text=params_text,
     q=lambda value: quote(str(value), safe=""),
 )
-templates.env.globals.update(accessor=tree_at_accessor, CHILDREN_PAGE=CHILDREN_PAGE)
+templates.env.globals.update(
+    accessor=tree_at_accessor,
+    CHILDREN_PAGE=CHILDREN_PAGE,
+    ops_array_paths=pytree_ops.array_paths,
+    ops_filters=pytree_ops.FILTERS,
+    ops_filter_help=pytree_ops.FILTER_HELP,
+    ops_examples=pytree_ops.EXAMPLES,
+)
 
 
 # Context ----------------------------------------------------------------------------------
@@ -232,7 +241,9 @@ def module_context(
     store = services.store
     model = store.load(record)
     spec = record.spec()
-    tree = describe_tree(model, roles=model_roles(model), max_nodes=PAGE_MAX_NODES)
+    tree = describe_tree(
+        model, roles=model_roles(model), max_nodes=PAGE_MAX_NODES, fold=True, stats=True
+    )
     workspace = request.state.workspace
     modules = store.list(workspace) if not readonly else []
     if form is None:
@@ -449,20 +460,61 @@ def tree_fragment(
     module_id: str,
     path: str = Query("", max_length=MAX_PATH_LENGTH),
     offset: int = Query(0, ge=0, le=10_000_000),
+    stop: int | None = Query(None, ge=0, le=10_000_000),
 ) -> Response:
-    """The children of the node at ``path`` from ``offset``, as tree items (lazy loading)."""
+    """The children of the node at ``path`` from ``offset`` (to ``stop``: a folded run), as
+    tree items (lazy loading); their own identical runs are folded unless they are a run
+    being opened."""
     record = _record_or_404(request, module_id)
     model = _services(request).store.load(record)
     node, roles, static_field = subtree(model, path)
     if static_field:
         raise PlaygroundError(422, f"{path!r} is a static field; it has no children.")
     described = describe_tree(
-        node, path=path, roles=roles, max_nodes=FRAGMENT_MAX_NODES, children_offset=offset
+        node,
+        path=path,
+        roles=roles,
+        max_nodes=FRAGMENT_MAX_NODES,
+        children_offset=offset,
+        children_stop=stop,
+        fold=stop is None,
+        stats=True,
     )
     return templates.TemplateResponse(
         request,
         "partials/tree_children.html",
         {"node": described, "module": record, "open_depth": 0, "focus_first": offset > 0},
+    )
+
+
+@router.get("/m/{module_id}/tree-view", response_class=HTMLResponse)
+def tree_view_fragment(
+    request: Request, module_id: str, focus: str = Query("", max_length=MAX_PATH_LENGTH)
+) -> Response:
+    """The whole tree view again: after an edit, or landed on ``focus`` (the search box): every
+    node on the way open, the target in view with the keyboard focus, no paging."""
+    record = _record_or_404(request, module_id)
+    model = _services(request).store.load(record)
+    focus = focus.strip()
+    try:
+        tree = describe_tree(
+            model,
+            roles=model_roles(model),
+            max_nodes=PAGE_MAX_NODES,
+            fold=True,
+            stats=True,
+            focus=focus or None,
+        )
+    except TreePathError as error:
+        return templates.TemplateResponse(
+            request,
+            "partials/tree_search_miss.html",
+            {"message": str(error), "module": record},
+        )
+    return templates.TemplateResponse(
+        request,
+        "partials/tree_view.html",
+        {"tree": tree, "module": record, "open_depth": _open_depth(tree), "found": focus},
     )
 
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+import jax
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import pytree_ops
+from app.catalog import CATALOG
 from app.errors import PlaygroundError
+from app.plots import array_figure, bar_figure
 from app.routers.modules import ModuleOut, TreeNode, model_roles, module_out
+from app.routers.pages import _record_or_404, templates
 from app.routers.runs import get_engine
 from app.runs.spec import RunRequest
 from app.services import Services, get_module_record, get_services, get_workspace
@@ -372,3 +378,298 @@ async def find_path(
     """The nodes from the root to ``path`` (each without its children), so a page can open
     the path without paging; 422 naming the first key that is not there."""
     return await run_in_threadpool(_find, services, record, path)
+
+
+# The module page's fragments (htmx) ---------------------------------------------------------
+
+FLATTEN_ROWS = 200
+"""Leaves listed per page of the flatten table."""
+PAGE_TREE_NODES = 300
+"""Nodes rendered per side of a partition on the page."""
+BAR_LEAVES = 40
+"""Leaves shown as bars in a comparison (the table lists them all)."""
+
+
+def _page_record(request: Request, module_id: str) -> ModuleRecord:
+    return _record_or_404(request, module_id)
+
+
+def _fragment(request: Request, name: str, context: dict, headers: dict | None = None):
+    response = templates.TemplateResponse(request, f"partials/{name}", context)
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _refusal(request: Request, error: PlaygroundError, title: str) -> Response:
+    """A refusal the panel shows in place, in plain words (htmx swaps it like an answer)."""
+    return _fragment(request, "ops_refused.html", {"title": title, "message": error.message})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def _flatten_context(services: Services, record: ModuleRecord, offset: int) -> dict:
+    model = services.store.load(record)
+    answer = pytree_ops.flatten(model, offset, FLATTEN_ROWS)
+    return {
+        "module": record,
+        "flat": answer,
+        "offset": offset,
+        "rows": FLATTEN_ROWS,
+        "counts": pytree_ops.counts(model),
+        "treedef": pytree_ops.short_treedef(model),
+        "round_trip": pytree_ops.round_trip(model),
+    }
+
+
+@router.get("/m/{module_id}/flatten", response_class=HTMLResponse, include_in_schema=False)
+async def flatten_fragment(
+    request: Request, module_id: str, offset: int = Query(0, ge=0, le=10_000_000)
+) -> Response:
+    """The leaves in tree_leaves order (a page of them), the treedef and the round trip."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    context = await run_in_threadpool(_flatten_context, services, record, offset)
+    name = "ops_flatten_rows.html" if offset else "ops_flatten.html"
+    return _fragment(request, name, context)
+
+
+def _partition_context(services: Services, record: ModuleRecord, name: str) -> dict:
+    with services.compute.slot():
+        model = services.store.load(record)
+        sides = pytree_ops.partition(model, name, max_nodes=PAGE_TREE_NODES)
+        combined = pytree_ops.combines_back(model, name)
+    return {
+        "module": record,
+        "filter": name,
+        "filter_code": pytree_ops.FILTERS[name],
+        "sides": sides,
+        "code": pytree_ops.partition_code(name),
+        "combined": combined,
+    }
+
+
+@router.post("/m/{module_id}/partition", response_class=HTMLResponse, include_in_schema=False)
+async def partition_fragment(request: Request, module_id: str) -> Response:
+    """``eqx.partition`` with the chosen filter: the two trees side by side."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    fields = await _form(request)
+    try:
+        name = pytree_ops.check_filter(fields.get("filter", ""), field="filter")
+        context = await run_in_threadpool(_partition_context, services, record, name)
+    except PlaygroundError as error:
+        return _refusal(request, error, "This partition cannot be made.")
+    return _fragment(request, "ops_partition.html", context)
+
+
+def _bars(result: dict, title: str) -> dict | None:
+    leaves = result["leaves"][:BAR_LEAVES]
+    if not leaves:
+        return None
+    return bar_figure(
+        [leaf["path"] for leaf in leaves],
+        [leaf["max_abs"] for leaf in leaves],
+        title,
+        value_title="max |a − b|",
+    )
+
+
+def _map_context(services: Services, record: ModuleRecord, expression: str, name: str) -> dict:
+    new_record, new_model, mapped, notices = map_module(services, record, expression, name)
+    original = services.store.load(record)
+    result = pytree_ops.compare(original, new_model)
+    return {
+        "module": record,
+        "new": new_record,
+        "mapped": mapped,
+        "notices": notices,
+        "filter": name,
+        "compare": result,
+        "figure": _bars(result, "How much each leaf changed"),
+        "before_stats": _leaf_stats(original),
+        "after_stats": _leaf_stats(new_model),
+    }
+
+
+def _leaf_stats(model: Any, limit: int = BAR_LEAVES) -> dict[str, dict]:
+    """Mean and std of the first ``limit`` array leaves, by path."""
+    out = {}
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
+        if len(out) >= limit:
+            break
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            values = np.asarray(leaf, dtype=np.float64)
+            out[jax.tree_util.keystr(keys)] = {
+                "mean": float(values.mean()) if values.size else None,
+                "std": float(values.std()) if values.size else None,
+            }
+    return out
+
+
+@router.post("/m/{module_id}/tree-map", response_class=HTMLResponse, include_in_schema=False)
+async def tree_map_fragment(request: Request, module_id: str) -> Response:
+    """Apply the expression under the filter: a new module, shown beside the original."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    fields = await _form(request)
+    try:
+        name = pytree_ops.check_filter(
+            fields.get("filter", ""), pytree_ops.MAP_FILTERS, field="filter"
+        )
+        context = await run_in_threadpool(
+            _map_context, services, record, fields.get("expression", "")[:10_000], name
+        )
+    except PlaygroundError as error:
+        return _refusal(request, error, "This tree_map cannot be done.")
+    return _fragment(request, "ops_map_result.html", context, {"HX-Trigger": "modules-changed"})
+
+
+def _effects_context(services, before_record, before, after_record, after, path, words, code):
+    effects = pytree_ops.before_after(before_record.spec(), before, after, path)
+    figures = None
+    if effects is not None:
+        figures = {
+            "out_before": array_figure(effects["before"]["out"], "Output before"),
+            "out_after": array_figure(effects["after"]["out"], "Output after"),
+        }
+        if effects["before"]["grad"] is not None and effects["after"]["grad"] is not None:
+            figures["grad_before"] = array_figure(
+                effects["before"]["grad"], f"Gradient at {path} before"
+            )
+            figures["grad_after"] = array_figure(
+                effects["after"]["grad"], f"Gradient at {path} after"
+            )
+    return {
+        "module": after_record,
+        "words": words,
+        "code": code,
+        "path": path,
+        "effects": effects,
+        "figures": figures,
+        "undo_available": len(services.store.history(after_record)),
+        "history": services.store.history(after_record)[:5],
+    }
+
+
+def _edit_context(services: Services, record: ModuleRecord, body: EditIn) -> dict:
+    before = services.store.load(record)
+    new_record, new_model, edited = edit_module(services, record, body)
+    with services.compute.slot():
+        return _effects_context(
+            services, record, before, new_record, new_model, body.path, edited.note, edited.code
+        )
+
+
+def _edit_body(fields: dict[str, str]) -> EditIn:
+    """The edit form as the API's body: the value box holds a number, pasted values, or (with
+    the expression mode) an expression over leaf."""
+    text = fields.get("value", "").strip()
+    index_text = fields.get("index", "").strip().strip("[]()")
+    index = None
+    if index_text:
+        try:
+            index = [int(part) for part in index_text.replace(",", " ").split()]
+        except ValueError:
+            raise PlaygroundError(
+                422,
+                f"The index {index_text[:40]!r} is whole numbers, one per axis, like 0, 1.",
+                field="index",
+            ) from None
+    if not text:
+        raise PlaygroundError(422, "Type a value, or an expression over leaf.", field="value")
+    if fields.get("mode") == "expression":
+        return EditIn(path=fields.get("path", ""), index=index, expression=text)
+    return EditIn(path=fields.get("path", ""), index=index, value=text)
+
+
+@router.post("/m/{module_id}/edit", response_class=HTMLResponse, include_in_schema=False)
+async def edit_fragment(request: Request, module_id: str) -> Response:
+    """Edit one leaf: the new revision, and the output and gradient before and after."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    fields = await _form(request)
+    try:
+        body = _edit_body(fields)
+        context = await run_in_threadpool(_edit_context, services, record, body)
+    except ValidationError as error:
+        message = "; ".join(item["msg"] for item in error.errors(include_url=False))
+        return _refusal(request, PlaygroundError(422, message), "This edit cannot be made.")
+    except PlaygroundError as error:
+        return _refusal(request, error, "This edit cannot be made.")
+    return _fragment(request, "ops_edit_result.html", context, {"HX-Trigger": "module-edited"})
+
+
+def _undo_context(services: Services, record: ModuleRecord) -> dict:
+    before = services.store.load(record)
+    new_record, note = services.store.undo(record)
+    after = services.store.load(new_record)
+    changed = [leaf for leaf in pytree_ops.compare(before, after)["leaves"] if leaf["max_abs"]]
+    path = changed[0]["path"] if changed else ""
+    with services.compute.slot():
+        return _effects_context(
+            services, record, before, new_record, after, path, f"undid: {note.note}", None
+        )
+
+
+@router.post("/m/{module_id}/undo", response_class=HTMLResponse, include_in_schema=False)
+async def undo_fragment(request: Request, module_id: str) -> Response:
+    """Undo the last edit: back to the parameters before it."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    try:
+        context = await run_in_threadpool(_undo_context, services, record)
+    except PlaygroundError as error:
+        return _refusal(request, error, "Nothing to undo.")
+    return _fragment(request, "ops_edit_result.html", context, {"HX-Trigger": "module-edited"})
+
+
+def _compare_context(services: Services, workspace: str, record: ModuleRecord, b: str) -> dict:
+    other, label = compare_target(services, workspace, record, b)
+    result = pytree_ops.compare(services.store.load(record), other)
+    return {
+        "module": record,
+        "other_label": label,
+        "result": result,
+        "figure": _bars(result, f"module {record.id} against {label}"),
+    }
+
+
+@router.get("/m/{module_id}/compare", response_class=HTMLResponse, include_in_schema=False)
+async def compare_fragment(
+    request: Request, module_id: str, b: str = Query("", max_length=MAX_COMPARE_TEXT + 4)
+) -> Response:
+    """This module against another one (or a run's result): bars per leaf, or the diff."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    try:
+        if not b:
+            raise PlaygroundError(422, "Choose what to compare with.", field="b")
+        context = await run_in_threadpool(
+            _compare_context, services, request.state.workspace, record, b
+        )
+    except PlaygroundError as error:
+        return _refusal(request, error, "These trees cannot be compared.")
+    return _fragment(request, "ops_compare.html", context)
+
+
+@router.get("/m/{module_id}/compare-choices", response_class=HTMLResponse, include_in_schema=False)
+def compare_choices_fragment(request: Request, module_id: str) -> Response:
+    """The compare form's choices again (after tree_map made a module)."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    modules = services.store.list(request.state.workspace)
+    return _fragment(request, "ops_compare_choices.html", {"module": record, "modules": modules})
+
+
+@router.get("/m/{module_id}/module-list", response_class=HTMLResponse, include_in_schema=False)
+def module_list_fragment(request: Request, module_id: str) -> Response:
+    """The workspace's modules again (after tree_map made one)."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    modules = services.store.list(request.state.workspace)
+    context = {"module": record, "modules": modules, "catalog": CATALOG}
+    return _fragment(request, "module_list.html", context)
