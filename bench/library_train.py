@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/library_train.py
 
-The reference task of LIBRARY.md: D=100, K=10, N=1000, flip probability 0.3, a hidden
+The reference task of docs/library.md: D=100, K=10, N=1000, flip probability 0.3, a hidden
 slot of 256, Adam 5e-3, batches of 16, per batch init(x, y), 10 step, 10 step_inference,
 backward and one optimiser update; 3 epochs; accuracy on the training set. The same
 protocol is then run as a plain Python loop of un-jitted calls on a few batches and
@@ -10,19 +10,19 @@ extrapolated per sample; the ratio of the two comes from the same run.
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
 import optax
 
-from library import (
-    FrozenFullyConnected,
-    FullyConnected,
-    LayerMap,
-    OutputLayer,
-    RecurrentDiscrete,
-    SequentialOrchestrator,
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import reference_network  # noqa: E402
+
+from library import (  # noqa: E402
     SequentialState,
     data,
     training,
@@ -30,22 +30,6 @@ from library import (
 
 DIM, CLASSES, NUM, FLIP, HIDDEN = 100, 10, 1000, 0.3, 256
 LEARNING_RATE, BATCH, EPOCHS = 5e-3, 16, 3
-
-
-def reference_network(key):
-    k = jax.random.split(key, 4)
-    return SequentialOrchestrator(
-        LayerMap.from_dict(
-            {
-                1: {
-                    0: FullyConnected(DIM, HIDDEN, 1.0, 3.5, k[0]),
-                    1: RecurrentDiscrete(HIDDEN, 0.5, 0.5, k[1]),
-                    2: FrozenFullyConnected(CLASSES, HIDDEN, 0.3, 0.0, k[2]),
-                },
-                2: {1: FullyConnected(HIDDEN, CLASSES, 1.0, 3.5, k[3]), 2: OutputLayer()},
-            }
-        )
-    )
 
 
 def block(tree):
@@ -76,7 +60,7 @@ def main():
     x, y = data.prototype_task(
         data_key, num_prototypes=CLASSES, dim=DIM, num_examples=NUM, flip_prob=FLIP
     )
-    orch = reference_network(model_key)
+    orch = reference_network(model_key, DIM, HIDDEN, CLASSES)
     optimiser = optax.adam(LEARNING_RATE)
     print(f"device: {jax.devices()[0]}  jax {jax.__version__}  equinox {eqx.__version__}")
     print(

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,8 +38,10 @@ from urllib.parse import urlsplit
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.py: shared with the tests
 
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
+from helpers import LINEAR, free_port  # noqa: E402
+
 RUN_GRAD = {
     "function": "loss",
     "loss": "mean(out)",
@@ -89,12 +90,6 @@ def check_loopback(url: str) -> None:
     except ValueError:
         pass
     sys.exit(f"refusing to load {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_kib(pid: int) -> int:

@@ -38,15 +38,15 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.py: the live server the tests use too
 
 import jax  # noqa: E402
-import uvicorn  # noqa: E402
+from helpers import LiveServer  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.routers.health import device_label  # noqa: E402
@@ -71,35 +71,6 @@ MLP = (
         "input": {"shape": [256, 512], "init": "normal", "seed": 0},
     },
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app):
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 class Client:
@@ -159,7 +130,7 @@ class Client:
         return json.loads(content)
 
 
-class BareServer(Server):
+class BareServer(LiveServer):
     """A FastAPI app with one route that makes ``self.call()`` in the thread pool."""
 
     def __init__(self):
@@ -287,7 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(data_dir=Path(data), max_input_elements=262_144)
         app = create_app(settings)
-        with Server(app) as server, BareServer() as bare_server:
+        with LiveServer(app) as server, BareServer() as bare_server:
             client = Client(server.port)
             print(f"device: {device_label()}; jax {jax.__version__}; {args.repeats} calls each")
             rows = []

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections import deque
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import LiveServer
 from htmx_settle import SWAP_IN_PROGRESS
 
 from app.main import create_app
@@ -41,38 +39,6 @@ def app(settings):
 def client(app) -> TestClient:
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    """A uvicorn server on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the live server did not start in 30 s")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from helpers import free_port
+
 
 def find_bin_dir() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin`` holding initdb and pg_ctl (or PG_BIN_DIR)."""
@@ -42,18 +44,12 @@ def find_bin_dir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PostgresServer:
     """``with PostgresServer() as pg: pg.url("dbname")`` — a server for the duration."""
 
     def __init__(self, bin_dir: Path):
         self.bin_dir = bin_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "playground"
         self.root = Path(tempfile.mkdtemp(prefix="playground-pg-"))
         self.data = self.root / "data"

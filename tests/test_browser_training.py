@@ -5,18 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import build
 from htmx_settle import wait_for_htmx_settled
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 
 pytestmark = pytest.mark.browser
-
-
-def build(page, kind: str, params: dict) -> str:
-    """A module in the page's workspace (the request shares the page's cookie)."""
-    response = page.request.post("/api/modules", data={"kind": kind, "params": params})
-    assert response.status == 201, response.text()
-    return response.json()["id"]
 
 
 def progress_value(page) -> int:

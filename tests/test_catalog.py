@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pydantic
 import pytest
+from helpers import SeedLinear
 
 import library
 from app.catalog import (
@@ -162,21 +163,6 @@ def array_leaves(tree: Any) -> list[np.ndarray]:
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-class SeedLinear(eqx.Module):
-    """The seed's own class, verbatim."""
-
-    weight: jax.Array
-    bias: jax.Array
-
-    def __init__(self, in_dim, out_dim, key):
-        wkey, bkey = jax.random.split(key)
-        self.weight = jax.random.normal(wkey, (in_dim, out_dim))
-        self.bias = jax.random.normal(bkey, (out_dim,))
-
-    def __call__(self, x):
-        return x @ self.weight + self.bias
 
 
 DRIVER = textwrap.dedent(

@@ -5,34 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import build, leaf
 
 TINY = {"input_size": 3, "hidden_size": 5, "output_size": 2, "seed": 1}
 X = [[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0], [0.5, 2.0, -1.5]]
 
 
-def build(client: TestClient, params: dict) -> str:
-    response = client.post("/api/modules", json={"kind": "library.network", "params": params})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
 def weights(client: TestClient, module: str) -> dict[str, np.ndarray]:
     """The network's arrays, read through the leaf API."""
-    out = {}
-    for name, path in {
+    paths = {
         "W_in": ".lmap._layers[1][0].W",
         "J": ".lmap._layers[1][1].J",
         "W_fb": ".lmap._layers[1][2].W",
         "W_out": ".lmap._layers[2][1].W",
-    }.items():
-        response = client.get(f"/api/modules/{module}/leaf", params={"path": path})
-        assert response.status_code == 200, response.text
-        out[name] = np.asarray(response.json()["values"], np.float64)
-    return out
+    }
+    return {name: leaf(client, module, path) for name, path in paths.items()}
 
 
 def numpy_dynamics(w, x, y, steps, phase, activation):
-    """LIBRARY.md's sweep, by hand: row 1 (hidden) takes the sum of its messages and its
+    """The sweep of docs/library.md, by hand: row 1 (hidden) takes the sum of its messages and its
     activation; in train every message (the output slot clamped to y), in inference the
     forward ones only, the output showing what predict reads out (the hidden slot's message
     to it)."""
@@ -68,7 +59,7 @@ def sign(h):
     ("hidden_layer", "activation"), [("RecurrentDiscrete", sign), ("RecurrentTanh", np.tanh)]
 )
 def test_inference_dynamics_match_a_numpy_loop(client, hidden_layer, activation):
-    module = build(client, {**TINY, "hidden_layer": hidden_layer, "j_d": 0.2})
+    module = build(client, "library.network", {**TINY, "hidden_layer": hidden_layer, "j_d": 0.2})
     w = weights(client, module)
     steps = 6
     response = client.post(
@@ -96,7 +87,7 @@ def test_inference_dynamics_match_a_numpy_loop(client, hidden_layer, activation)
 
 
 def test_train_dynamics_clamp_the_target_from_a_dataset(client):
-    module = build(client, {**TINY, "input_size": 2})
+    module = build(client, "library.network", {**TINY, "input_size": 2})
     w = weights(client, module)
     steps = 5
     response = client.post(
@@ -122,7 +113,7 @@ def test_train_dynamics_clamp_the_target_from_a_dataset(client):
 
 
 def test_the_reference_network_settles_on_prototypes(client):
-    module = build(client, {})
+    module = build(client, "library.network", {})
     too_big = client.post(
         f"/api/modules/{module}/dynamics",
         json={"steps": 500, "input": {"dataset": "prototypes", "batch": 64}},
@@ -149,7 +140,7 @@ def test_the_reference_network_settles_on_prototypes(client):
     ],
 )
 def test_bad_dynamics_requests_are_4xx(client, body, status, words):
-    module = build(client, TINY)
+    module = build(client, "library.network", TINY)
     response = client.post(f"/api/modules/{module}/dynamics", json=body)
     assert response.status_code == status, response.text
     assert words in response.json()["message"]
@@ -162,7 +153,7 @@ def test_dynamics_need_a_network(client):
 
 
 def test_the_dynamics_panel(client):
-    network = build(client, TINY)
+    network = build(client, "library.network", TINY)
     panel = client.get(f"/ui/modules/{network}/dynamics-panel")
     assert panel.status_code == 200 and 'id="dynamics-form"' in panel.text
     result = client.post(

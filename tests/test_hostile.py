@@ -15,20 +15,13 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import LINEAR, SEED_RUN
 
 from app.main import create_app
 from app.settings import Settings
 
 SECONDS_PER_CASE = 5.0
 JSON = {"content-type": "application/json"}
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
-GOOD_RUN = {
-    "function": "loss",
-    "loss": "mean(out)",
-    "wrt": "params",
-    "transforms": ["grad"],
-    "input": {"shape": [5, 2], "init": "ones"},
-}
 GOOD_TRAIN = {
     "dataset": "circle",
     "optimizer": "adam",
@@ -59,13 +52,13 @@ def field(name="weight", role="param", shape=(2, 3), init="normal", value=None) 
 
 
 def run(**changes) -> dict:
-    body = json.loads(json.dumps(GOOD_RUN))
+    body = json.loads(json.dumps(SEED_RUN))
     body.update(changes)
     return body
 
 
 def run_input(**changes) -> dict:
-    return run(input={**GOOD_RUN["input"], **changes})
+    return run(input={**SEED_RUN["input"], **changes})
 
 
 def train(**changes) -> dict:
@@ -393,7 +386,7 @@ CASES += [
     ),
     ("run:vmap-axis", "POST", "/api/modules/{id}/run", {"json": run(vmap_axis=10**9)}),
     ("run:function", "POST", "/api/modules/{id}/run", {"json": run(function="os.system")}),
-    ("run:body-list", "POST", "/api/modules/{id}/run", {"json": [GOOD_RUN]}),
+    ("run:body-list", "POST", "/api/modules/{id}/run", {"json": [SEED_RUN]}),
     # training
     ("train:steps-huge", "POST", "/api/modules/{id}/train", {"json": train(steps=10**12)}),
     ("train:steps-zero", "POST", "/api/modules/{id}/train", {"json": train(steps=0)}),
@@ -493,7 +486,7 @@ def server(tmp_path_factory):
         assert created.status_code == 201, created.text
         client.module_id = created.json()["id"]
         # warm up (first imports and compilations), so each case's time is its own
-        assert client.post(f"/api/modules/{client.module_id}/run", json=GOOD_RUN).status_code == 200
+        assert client.post(f"/api/modules/{client.module_id}/run", json=SEED_RUN).status_code == 200
         mlp = {"kind": "eqx.nn.MLP", "params": {"in_size": 2, "out_size": 1, "width_size": 4}}
         trainable = client.post("/api/modules", json=mlp).json()["id"]
         warm = client.post(f"/api/modules/{trainable}/train", json={**GOOD_TRAIN, "steps": 2})
@@ -525,7 +518,7 @@ def test_hostile_input_is_refused_quickly(server, method, url, kwargs):
 def test_the_server_is_healthy_afterwards(server):
     health = server.get("/api/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    response = server.post(f"/api/modules/{server.module_id}/run", json=GOOD_RUN)
+    response = server.post(f"/api/modules/{server.module_id}/run", json=SEED_RUN)
     assert response.status_code == 200, response.text
     values = response.json()["values"]
     assert values[".weight"] == [[pytest.approx(1 / 3)] * 3] * 2

@@ -1,4 +1,4 @@
-"""The public names of LIBRARY.md import from their modules and from `library`."""
+"""The public names of docs/library.md import from their modules and from `library`."""
 
 import equinox as eqx
 

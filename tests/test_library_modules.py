@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import SeedLinear
 
 import library
 from library.modules import (
@@ -25,7 +26,7 @@ KEY = jax.random.key(3)
 
 
 def np_perceptron(x, y, y_hat, margin, gate=1.0):
-    """The rule of LIBRARY.md, written with NumPy in float64."""
+    """The rule of docs/library.md, written with NumPy in float64."""
     x, y, y_hat = (np.atleast_2d(np.asarray(a, np.float64)) for a in (x, y, y_hat))
     n, d = x.shape
     mistake = (y * y_hat <= np.asarray(margin, np.float64)).astype(np.float64)
@@ -37,21 +38,6 @@ def pm1(key, shape):
 
 
 # The seed's example --------------------------------------------------------------
-
-
-class SeedLinear(eqx.Module):
-    """The seed's class, copied verbatim."""
-
-    weight: jax.Array
-    bias: jax.Array
-
-    def __init__(self, in_dim, out_dim, key):
-        wkey, bkey = jax.random.split(key)
-        self.weight = jax.random.normal(wkey, (in_dim, out_dim))
-        self.bias = jax.random.normal(bkey, (out_dim,))
-
-    def __call__(self, x):
-        return x @ self.weight + self.bias
 
 
 SEED_SNIPPET = """

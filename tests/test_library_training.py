@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import reference_network
 
 from library import (
     Adapter,
     Ferromagnetic,
-    FrozenFullyConnected,
     FullyConnected,
-    LayerMap,
     OutputLayer,
     RecurrentDiscrete,
     SequentialOrchestrator,
@@ -28,23 +27,6 @@ from library import (
 # object and per shapes, so sharing both keeps the suite fast.
 OPTIMISER = optax.adam(1e-2)
 SMALL = 8  # examples per batch in the small tests
-
-
-def reference_network(key, dim=100, hidden=256, classes=10):
-    """The wiring of LIBRARY.md's reference task."""
-    k = jax.random.split(key, 4)
-    return SequentialOrchestrator(
-        LayerMap.from_dict(
-            {
-                1: {
-                    0: FullyConnected(dim, hidden, 1.0, 3.5, k[0]),
-                    1: RecurrentDiscrete(hidden, 0.5, 0.5, k[1]),
-                    2: FrozenFullyConnected(classes, hidden, 0.3, 0.0, k[2]),
-                },
-                2: {1: FullyConnected(hidden, classes, 1.0, 3.5, k[3]), 2: OutputLayer()},
-            }
-        )
-    )
 
 
 def test_reference_task_reaches_095_in_three_epochs():
@@ -155,7 +137,7 @@ def test_train_step_equals_the_plain_protocol():
     optimiser = OPTIMISER
     x, y = small_batch(jax.random.key(1))
     opt_state = optimiser.init(eqx.filter(orch, eqx.is_inexact_array))
-    # The protocol of LIBRARY.md, written out with un-jitted calls.
+    # The protocol of docs/library.md, written out with un-jitted calls.
     s = state.init(x, y)
     rng = jax.random.key(3)
     for _ in range(10):

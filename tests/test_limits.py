@@ -11,6 +11,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import SEED_RUN
 
 from app.main import create_app
 from app.settings import Settings, get_settings
@@ -45,15 +46,6 @@ def linear(in_dim=2, out_dim=3, seed=0) -> dict:
 
 def custom(fields, call="x", name="Mine") -> dict:
     return {"kind": "custom", "params": {"name": name, "seed": 0, "fields": fields, "call": call}}
-
-
-RUN = {
-    "function": "loss",
-    "loss": "mean(out)",
-    "wrt": "params",
-    "transforms": ["grad"],
-    "input": {"shape": [5, 2], "init": "ones"},
-}
 
 
 @pytest.fixture
@@ -113,13 +105,13 @@ def test_leaves_per_module(limited):
 
 def test_elements_per_input(limited):
     module = limited.post("/api/modules", json=linear()).json()["id"]
-    body = {**RUN, "input": {"shape": [1000, 2], "init": "ones"}}
+    body = {**SEED_RUN, "input": {"shape": [1000, 2], "init": "ones"}}
     response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=body)
     refused(response, 422, "max_input_elements", "500", elapsed=elapsed)
-    body = {**RUN, "input": {"shape": [10**6, 10**6], "init": "normal"}}
+    body = {**SEED_RUN, "input": {"shape": [10**6, 10**6], "init": "normal"}}
     response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=body)
     assert 400 <= response.status_code < 500 and elapsed < FAST
-    ok = limited.post(f"/api/modules/{module}/run", json={**RUN, "input": {"shape": [200, 2]}})
+    ok = limited.post(f"/api/modules/{module}/run", json={**SEED_RUN, "input": {"shape": [200, 2]}})
     assert ok.status_code == 200, ok.text
 
 
@@ -159,10 +151,10 @@ def test_request_body_size(limited):
 def test_expression_length_and_size_in_a_loss(limited):
     module = limited.post("/api/modules", json=linear()).json()["id"]
     long_loss = "mean(out)" + " + 0" * 20
-    response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": long_loss})
+    response = limited.post(f"/api/modules/{module}/run", json={**SEED_RUN, "loss": long_loss})
     refused(response, 422, "limit is 60 (max_expression_length, PLAYGROUND_MAX_EXPRESSION_LENGTH)")
     big_loss = "mean(out + out + out + out + out + out + out + out)"
-    response = limited.post(f"/api/modules/{module}/run", json={**RUN, "loss": big_loss})
+    response = limited.post(f"/api/modules/{module}/run", json={**SEED_RUN, "loss": big_loss})
     refused(response, 422, "limit is 12 (max_expression_nodes, PLAYGROUND_MAX_EXPRESSION_NODES)")
 
 
@@ -196,7 +188,7 @@ def test_compute_per_run_is_estimated_before_it_runs(tmp_path):
         "params": {"in_size": 2, "out_size": 2, "width_size": 16, "depth": 2, "seed": 0},
     }
     module = limited.post("/api/modules", json=body).json()["id"]
-    run = {**RUN, "transforms": ["grad", "vmap"], "input": {"shape": [250, 2], "init": "ones"}}
+    run = {**SEED_RUN, "transforms": ["grad", "vmap"], "input": {"shape": [250, 2], "init": "ones"}}
     response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=run)
     refused(response, 422, "max_run_flops", elapsed=elapsed)
     small = {**run, "input": {"shape": [2, 2], "init": "ones"}}
@@ -218,7 +210,7 @@ def test_concurrent_computations_wait_then_503_with_retry_after(limited):
     holder.start()
     try:
         assert holding.wait(5)
-        response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=RUN)
+        response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=SEED_RUN)
         message = refused(response, 503, "max_concurrent_computations=1")
         assert response.headers["retry-after"].isdigit()
         assert 0.25 <= elapsed < 3, "a short wait, then the answer"
@@ -226,7 +218,7 @@ def test_concurrent_computations_wait_then_503_with_retry_after(limited):
     finally:
         release.set()
         holder.join()
-    assert limited.post(f"/api/modules/{module}/run", json=RUN).status_code == 200
+    assert limited.post(f"/api/modules/{module}/run", json=SEED_RUN).status_code == 200
 
 
 def test_training_jobs_per_workspace(limited):

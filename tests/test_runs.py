@@ -8,30 +8,13 @@ import threading
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import build, leaf, run
 
 from app.main import create_app
 from app.settings import Settings
 
 SEED = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
 X = [[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0], [0.0, 3.0], [1.0, -2.0]]
-
-
-def build(client: TestClient, kind: str = "library.Linear", **params) -> str:
-    response = client.post("/api/modules", json={"kind": kind, "params": params})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def leaf(client: TestClient, module_id: str, path: str) -> np.ndarray:
-    response = client.get(f"/api/modules/{module_id}/leaf", params={"path": path})
-    assert response.status_code == 200, response.text
-    return np.asarray(response.json()["values"], dtype=np.float64)
-
-
-def run(client: TestClient, module_id: str, status: int = 200, **body) -> dict:
-    response = client.post(f"/api/modules/{module_id}/run", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def values_input(values) -> dict:

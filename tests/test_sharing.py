@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,12 @@ import jax
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import create, free_port
 
 from app.main import create_app
 from app.workspaces import COOKIE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
 MLP = {
     "kind": "eqx.nn.MLP",
     "params": {"in_size": 2, "out_size": 1, "width_size": 4, "depth": 2, "seed": 3},
@@ -41,12 +40,6 @@ def users(app):
         TestClient(app, base_url="http://testserver") as bob,
     ):
         yield alice, bob
-
-
-def build(client, spec=LINEAR) -> dict:
-    response = client.post("/api/modules", json=spec)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def share(client, module_id: str) -> dict:
@@ -83,7 +76,7 @@ def train_in_place(app, client, module_id: str) -> None:
 
 def test_share_answers_201_with_the_link(users):
     alice, _ = users
-    module = build(alice)
+    module = create(alice)
     body = share(alice, module["id"])
     assert set(body) >= {"share_id", "url"}
     assert re.fullmatch(r"[A-Za-z0-9_-]{16,32}", body["share_id"])
@@ -94,7 +87,7 @@ def test_share_answers_201_with_the_link(users):
 
 def test_the_shared_module_has_the_module_s_fields_and_its_leaves(users):
     alice, bob = users
-    module = build(alice)
+    module = create(alice)
     link = share(alice, module["id"])
     response = bob.get(f"/api/shared/{link['share_id']}")  # anyone with the link
     assert response.status_code == 200, response.text
@@ -111,7 +104,7 @@ def test_the_shared_module_has_the_module_s_fields_and_its_leaves(users):
 
 def test_a_fork_holds_exactly_the_shared_values(app, users):
     alice, bob = users
-    module = build(alice, MLP)
+    module = create(alice, MLP)
     train_in_place(app, alice, module["id"])
     link = share(alice, module["id"])
     original = leaf_bytes(app, alice, module["id"])
@@ -132,7 +125,7 @@ def test_a_fork_holds_exactly_the_shared_values(app, users):
 
 def test_a_share_is_a_snapshot(app, users):
     alice, bob = users
-    module = build(alice)
+    module = create(alice)
     link = share(alice, module["id"])
     before = bob.get(f"/api/shared/{link['share_id']}").json()["leaves"]
     train_in_place(app, alice, module["id"])
@@ -153,7 +146,7 @@ def test_unknown_shares_are_404(users, share_id):
 
 def test_the_shared_page_is_a_read_only_view_with_a_fork_form(users):
     alice, bob = users
-    module = build(alice)
+    module = create(alice)
     link = share(alice, module["id"])
     page = bob.get(link["url"])
     assert page.status_code == 200
@@ -173,7 +166,7 @@ def test_the_shared_page_is_a_read_only_view_with_a_fork_form(users):
 
 def test_the_fork_form_lands_on_the_new_module(app, users):
     alice, bob = users
-    module = build(alice)
+    module = create(alice)
     link = share(alice, module["id"])
     response = bob.post(f"{link['url']}/fork", headers=SAME_ORIGIN, follow_redirects=False)
     assert response.status_code == 303
@@ -191,7 +184,7 @@ def test_the_fork_form_lands_on_the_new_module(app, users):
 )
 def test_the_fork_form_refuses_cross_site_posts(app, users, headers):
     alice, bob = users
-    link = share(alice, build(alice)["id"])
+    link = share(alice, create(alice)["id"])
     before = len(app.state.services.store.list(bob.cookies.get(COOKIE_NAME) or "none"))
     response = bob.post(f"{link['url']}/fork", headers=headers, follow_redirects=False)
     assert response.status_code == 403
@@ -201,7 +194,7 @@ def test_the_fork_form_refuses_cross_site_posts(app, users, headers):
 
 def test_the_module_page_has_a_share_panel(users):
     alice, _ = users
-    module = build(alice)
+    module = create(alice)
     page = alice.get(f"/m/{module['id']}")
     assert page.status_code == 200
     assert 'id="share-panel"' in page.text
@@ -210,7 +203,7 @@ def test_the_module_page_has_a_share_panel(users):
 
 def test_the_share_button_answers_html_for_htmx(users):
     alice, _ = users
-    module = build(alice)
+    module = create(alice)
     response = alice.post(
         f"/api/modules/{module['id']}/share", headers={"HX-Request": "true", **SAME_ORIGIN}
     )
@@ -224,7 +217,7 @@ def test_the_share_button_answers_html_for_htmx(users):
 def test_shares_survive_a_restart(settings):
     app = create_app(settings)
     with TestClient(app) as alice:
-        module = build(alice, MLP)
+        module = create(alice, MLP)
         train_in_place(app, alice, module["id"])
         link = share(alice, module["id"])
         before = alice.get(f"/api/shared/{link['share_id']}").json()
@@ -242,14 +235,8 @@ def test_shares_survive_a_restart(settings):
 # A real server process, killed ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(settings) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
     env["PLAYGROUND_DATA_DIR"] = str(settings.data_dir)
     if settings.database_url:

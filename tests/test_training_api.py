@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import build, leaf
 
 from app.main import create_app
 from app.settings import Settings
@@ -21,12 +22,6 @@ CIRCLE = {"name": "circle", "noise": 0.05, "num_examples": 400}
 LEAVES = [f".layers[{i}].{name}" for i in range(3) for name in ("weight", "bias")]
 
 
-def build(client: TestClient, kind: str, params: dict | None = None) -> str:
-    response = client.post("/api/modules", json={"kind": kind, "params": params or {}})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
 def wait(client: TestClient, job: str, timeout: float = 90.0, until=None) -> dict:
     """Poll the job until it ends (or ``until(record)`` holds)."""
     deadline = time.monotonic() + timeout
@@ -36,14 +31,6 @@ def wait(client: TestClient, job: str, timeout: float = 90.0, until=None) -> dic
             return record
         assert time.monotonic() < deadline, f"job {job} still {record['status']}: {record}"
         time.sleep(0.05)
-
-
-def leaf(client: TestClient, module: str, path: str) -> np.ndarray:
-    response = client.get(f"/api/modules/{module}/leaf", params={"path": path})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert not body["truncated"]
-    return np.asarray(body["values"], np.float64)
 
 
 def mlp_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

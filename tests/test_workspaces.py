@@ -9,18 +9,10 @@ import re
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import LINEAR, SEED_RUN
 
 from app.main import create_app
 from app.workspaces import COOKIE_NAME
-
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
-RUN = {
-    "function": "loss",
-    "loss": "mean(out)",
-    "wrt": "params",
-    "transforms": ["grad"],
-    "input": {"shape": [5, 2], "init": "ones"},
-}
 
 
 def new_client(app) -> TestClient:
@@ -82,7 +74,7 @@ def test_nobody_reaches_another_workspace_s_module(two_users):
     attempts = {
         "read": bob.get(f"/api/modules/{module}"),
         "leaf": bob.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}),
-        "run": bob.post(f"/api/modules/{module}/run", json=RUN),
+        "run": bob.post(f"/api/modules/{module}/run", json=SEED_RUN),
         "train": bob.post(
             f"/api/modules/{module}/train",
             json={"dataset": "circle", "optimizer": "adam", "learning_rate": 0.01, "steps": 5},

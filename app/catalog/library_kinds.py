@@ -283,7 +283,7 @@ class OutputLayerEntry(CatalogEntry):
 class NetworkEntry(CatalogEntry):
     """A ``SequentialOrchestrator`` over three slots: input 0, hidden 1, output 2.
 
-    The wiring is the reference task's (LIBRARY.md)::
+    The wiring is the reference task's (docs/library.md)::
 
         {1: {0: FullyConnected(input_strength, input_threshold),
              1: RecurrentDiscrete or RecurrentTanh(j_d, hidden_threshold, hidden_strength),

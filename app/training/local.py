@@ -1,4 +1,4 @@
-"""Training the library's networks with their local rules (LIBRARY.md's reference protocol).
+"""Training the library's networks with their local rules (docs/library.md's reference protocol).
 
 Per batch: ``state.init(x, y)``, ``steps_train`` sweeps of ``step``, ``steps_inference`` sweeps
 of ``step_inference``, one ``backward`` and one Optax update of the trained arrays

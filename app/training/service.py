@@ -49,7 +49,7 @@ DEFAULTS = {
     "gradient": {"optimizer": "adam", "learning_rate": 0.01, "batch_size": 32, "steps": 500},
     "local": {"optimizer": "adam", "learning_rate": 5e-3, "batch_size": 16, "epochs": 3},
 }
-"""What a request leaves out. The local rule's are the reference protocol's (LIBRARY.md)."""
+"""What a request leaves out. The local rule's are the reference protocol's (docs/library.md)."""
 
 
 class TrainRequest(BaseModel):
