@@ -1,5 +1,9 @@
 """Shared fixtures: an app on a temporary data directory, its test client, a live server and a
-real headless Chromium page that records console errors and any request leaving localhost."""
+real headless Chromium page that records console errors and any request leaving localhost.
+
+The helpers that tests and benchmarks share (building and running modules through the API, the
+live server itself) are in ``helpers.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,24 @@ import shutil
 from collections import deque
 from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
-from helpers import LiveServer
-from htmx_settle import SWAP_IN_PROGRESS
+# XLA compiles the same small functions (each module's random initialisation, each run) in
+# every test process again: a persistent compilation cache lets the two test workers, the
+# interpreters the tests start (exported code, a killed server) and later runs share them. It
+# changes nothing the tests see: the executable read back is the one XLA would have compiled,
+# and the app's own compile cache, which the tests count, is in memory as before. Set before
+# JAX is imported (the child processes inherit the environment).
+JAX_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from app.main import create_app
-from app.settings import Settings
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from helpers import LiveServer  # noqa: E402
+from htmx_settle import SWAP_IN_PROGRESS  # noqa: E402
+
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

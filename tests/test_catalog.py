@@ -191,9 +191,20 @@ DRIVER = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def export_run(tmp_path_factory):
-    """The exported code of every variant, run in one fresh interpreter (started first, so it
-    works while the other tests run): ``(directory of leaves.npz, process)``."""
+def built() -> dict[str, tuple[CatalogEntry, Any]]:
+    """Every variant, validated and built once."""
+    result = {}
+    for variant_id, (kind, params) in zip(VARIANT_IDS, VARIANTS, strict=True):
+        entry = parse_spec(kind, params)
+        result[variant_id] = (entry, entry.build())
+    return result
+
+
+@pytest.fixture(scope="module")
+def export_run(built, tmp_path_factory):
+    """The exported code of every variant, run in one fresh interpreter: ``(directory of
+    leaves.npz, process)``. It starts after ``built``, so the XLA compilations of the same
+    initialisations come from the persistent compilation cache (see conftest.py)."""
     directory = tmp_path_factory.mktemp("export")
     jobs = [
         {"id": variant_id, "code": parse_spec(kind, params).code()}
@@ -214,16 +225,6 @@ def export_run(tmp_path_factory):
     if process.poll() is None:
         process.kill()
         process.communicate()
-
-
-@pytest.fixture(scope="module")
-def built(export_run) -> dict[str, tuple[CatalogEntry, Any]]:
-    """Every variant, validated and built once (after the export run has started)."""
-    result = {}
-    for variant_id, (kind, params) in zip(VARIANT_IDS, VARIANTS, strict=True):
-        entry = parse_spec(kind, params)
-        result[variant_id] = (entry, entry.build())
-    return result
 
 
 # --- the registry --------------------------------------------------------------------------------
@@ -871,6 +872,7 @@ def test_json_schema_carries_bounds_and_widget_hints():
 # --- exported code -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end: exported code run in a fresh interpreter
 def test_exported_code_rebuilds_every_kind_bit_for_bit(built, export_run):
     directory, process = export_run
     _, stderr = process.communicate(timeout=300)

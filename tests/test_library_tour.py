@@ -20,6 +20,7 @@ def test_blocks_are_found():
     assert "from library.modules import Linear" in blocks[0]
 
 
+@pytest.mark.slow  # end to end: the README's whole library tour
 def test_every_python_block_runs_in_order(capsys):
     namespace: dict = {"__name__": "__tour__"}
     for number, block in enumerate(python_blocks(TOUR.read_text()), start=1):

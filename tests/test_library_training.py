@@ -29,6 +29,7 @@ OPTIMISER = optax.adam(1e-2)
 SMALL = 8  # examples per batch in the small tests
 
 
+@pytest.mark.slow  # convergence: trains until it reaches an accuracy
 def test_reference_task_reaches_095_in_three_epochs():
     data_key, model_key, train_key, test_key = jax.random.split(jax.random.key(59), 4)
     proto_key, sample_key = jax.random.split(data_key)
@@ -239,6 +240,7 @@ def test_callback_stops_training():
     assert accuracies == epochs_seen and len(accuracies) == 2
 
 
+@pytest.mark.slow  # convergence: trains until it reaches an accuracy
 def test_train_orchestrator_with_integer_labels_and_eval_data():
     key = jax.random.key(0)
     x, y = data.two_gaussians(key, 200, 0.1)

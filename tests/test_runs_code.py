@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +91,7 @@ RUNNER = textwrap.dedent(
     import json, sys
     import jax
     import numpy as np
+import pytest
 
     cases = json.load(open(sys.argv[1]))
     out = []
@@ -119,6 +121,7 @@ def _numbers(value):
     return value
 
 
+@pytest.mark.slow  # end to end: exported code run in a fresh interpreter
 def test_exported_run_code_gives_the_api_numbers(client, tmp_path):
     cases, expected = [], []
     for kind, params, body in CASES:

@@ -13,12 +13,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
 
 from app.main import create_app
 from app.settings import Settings
+
+pytestmark = pytest.mark.slow  # end to end: generated requests against the whole API
 
 MAX_EXAMPLES = 10
 MAX_EXAMPLES_COMPUTING = 5

@@ -263,6 +263,7 @@ def _serve(settings) -> tuple[subprocess.Popen, str]:
     raise AssertionError("the server did not start in 60 s")
 
 
+@pytest.mark.slow  # end to end: a real server process, killed
 def test_nothing_is_lost_when_the_server_is_killed(settings):
     process, base = _serve(settings)
     try:

@@ -48,6 +48,7 @@ def mlp(client) -> str:
     return build(client, "eqx.nn.MLP", MLP)
 
 
+@pytest.mark.slow  # convergence: trains until it reaches an accuracy
 def test_mlp_learns_circle_and_its_parameters_replace_the_modules(client, settings, mlp):
     before = {path: leaf(client, mlp, path) for path in LEAVES}
     response = client.post(
@@ -122,6 +123,7 @@ def test_a_repeated_job_compiles_nothing(client, mlp, caplog):
     assert compiled == []
 
 
+@pytest.mark.slow  # convergence: trains until it reaches an accuracy
 def test_library_network_learns_the_prototype_task(client):
     network = build(client, "library.network")
     response = client.post(f"/api/modules/{network}/train", json={"epochs": 3})
@@ -151,6 +153,7 @@ def test_library_network_learns_the_prototype_task(client):
     assert moved[".lmap._layers[1][1].threshold"]["change"] == 0
 
 
+@pytest.mark.slow  # convergence: trains until it reaches an accuracy
 def test_a_library_network_on_2d_data_uses_a_random_sign_encoding(client):
     network = build(
         client, "library.network", {"input_size": 32, "hidden_size": 32, "output_size": 2}
