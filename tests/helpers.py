@@ -75,6 +75,23 @@ def leaf(client, module_id: str, path: str) -> np.ndarray:
     return np.asarray(body["values"], np.float64)
 
 
+def job_ended(record: dict) -> bool:
+    """Whether a training job's record is final (done, failed or stopped)."""
+    return record["status"] in ("done", "failed", "stopped")
+
+
+def wait_for_job(client, job: str, until=job_ended, timeout: float = 90.0) -> dict:
+    """Poll ``GET /api/jobs/{job}`` until ``until(record)`` holds (by default: the job ended);
+    the record. Fails, naming the job's status and step, after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get(f"/api/jobs/{job}").json()
+        if until(record):
+            return record
+        assert time.monotonic() < deadline, f"job {job}: {record['status']} at {record['step']}"
+        time.sleep(0.05)
+
+
 # The library ------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from helpers import LINEAR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_security import assert_security_headers
@@ -24,7 +25,6 @@ from app.catalog import CATALOG
 from app.main import create_app
 from app.settings import Settings
 
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
 SAME_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 

@@ -5,7 +5,6 @@ promise are checked against NumPy and JAX called directly; the URL round trip; s
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import jax
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import leaf, wait_for_job
 
 from app.catalog import parse_spec
 from app.lessons import LessonFileError, lessons, load_lessons, render_markdown
@@ -38,22 +38,6 @@ def open_step(client, lesson: str, number: int) -> dict:
 
 def run_step(client, lesson: str, number: int, module: str):
     return client.post(f"/api/lessons/{lesson}/{number}/run", json={"module": module})
-
-
-def wait_for_job(client, job: str, seconds: float = 120) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        state = client.get(f"/api/jobs/{job}").json()
-        if state["status"] in ("done", "failed", "stopped"):
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"job {job} did not end in {seconds} s: {state}")
-
-
-def leaf(client, module: str, path: str) -> np.ndarray:
-    response = client.get(f"/api/modules/{module}/leaf", params={"path": path})
-    assert response.status_code == 200, response.text
-    return np.asarray(response.json()["values"], dtype=np.float64)
 
 
 # The files --------------------------------------------------------------------------------
@@ -199,7 +183,7 @@ def test_every_step_opens_builds_its_module_and_runs_its_preset(client, lesson_i
         assert direct["values"] == result["values"]
     elif step.preset == "training":
         assert response.status_code == 202, response.text
-        done = wait_for_job(client, result["job"])
+        done = wait_for_job(client, result["job"], timeout=120)
         assert done["status"] == "done", done
         accuracy = [v for v in done["metrics"]["test_accuracy"] if v is not None]
         assert accuracy and 0.0 <= accuracy[-1] <= 1.0
@@ -333,7 +317,7 @@ def app_lessons(app) -> list[dict]:
 def test_a_trained_module_is_kept_by_the_next_step_and_replaced_by_a_fresh_one(client):
     opened = open_step(client, "local-rule", 2)
     job = run_step(client, "local-rule", 2, opened["module"]).json()["result"]["job"]
-    assert wait_for_job(client, job)["status"] == "done"
+    assert wait_for_job(client, job, timeout=120)["status"] == "done"
     assert client.get(f"/api/modules/{opened['module']}").json()["trained"] is True
     # step 3 continues with the trained network; step 1 (before training) gets a fresh one
     assert open_step(client, "local-rule", 3)["module"] == opened["module"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import jax
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import build, leaf
+from helpers import build, leaf, wait_for_job
 
 from app.main import create_app
 from app.settings import Settings
@@ -20,17 +19,6 @@ MLP = {"in_size": 2, "out_size": 1, "width_size": 16, "depth": 2, "activation": 
 CIRCLE = {"name": "circle", "noise": 0.05, "num_examples": 400}
 """The tests' 2-D set (one shape for all of them, so they share compiled functions)."""
 LEAVES = [f".layers[{i}].{name}" for i in range(3) for name in ("weight", "bias")]
-
-
-def wait(client: TestClient, job: str, timeout: float = 90.0, until=None) -> dict:
-    """Poll the job until it ends (or ``until(record)`` holds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = client.get(f"/api/jobs/{job}").json()
-        if until(record) if until else record["status"] in ("done", "failed", "stopped"):
-            return record
-        assert time.monotonic() < deadline, f"job {job} still {record['status']}: {record}"
-        time.sleep(0.05)
 
 
 def mlp_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -65,7 +53,7 @@ def test_mlp_learns_circle_and_its_parameters_replace_the_modules(client, settin
     )
     assert response.status_code == 202, response.text
     job = response.json()["job"]
-    record = wait(client, job)
+    record = wait_for_job(client, job)
     assert record["status"] == "done", record["error"]
     assert record["step"] == record["total"] == 500
     assert record["error"] is None
@@ -110,13 +98,13 @@ def test_mlp_learns_circle_and_its_parameters_replace_the_modules(client, settin
 
 def test_a_repeated_job_compiles_nothing(client, mlp, caplog):
     body = {"dataset": CIRCLE, "steps": 40, "seed": 3}
-    first = wait(client, client.post(f"/api/modules/{mlp}/train", json=body).json()["job"])
+    first = wait_for_job(client, client.post(f"/api/modules/{mlp}/train", json=body).json()["job"])
     assert first["status"] == "done"
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level("WARNING"):
             second = client.post(f"/api/modules/{mlp}/train", json={**body, "learning_rate": 0.03})
-            assert wait(client, second.json()["job"])["status"] == "done"
+            assert wait_for_job(client, second.json()["job"])["status"] == "done"
     finally:
         jax.config.update("jax_log_compiles", False)
     compiled = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
@@ -128,7 +116,7 @@ def test_library_network_learns_the_prototype_task(client):
     network = build(client, "library.network")
     response = client.post(f"/api/modules/{network}/train", json={"epochs": 3})
     assert response.status_code == 202, response.text
-    record = wait(client, response.json()["job"], timeout=180)
+    record = wait_for_job(client, response.json()["job"], timeout=180)
     assert record["status"] == "done", record["error"]
     assert record["mode"] == "local"
     settings = record["settings"]
@@ -163,7 +151,7 @@ def test_a_library_network_on_2d_data_uses_a_random_sign_encoding(client):
         json={"dataset": {**CIRCLE, "name": "two_gaussians"}, "epochs": 2},
     )
     assert response.status_code == 202, response.text
-    record = wait(client, response.json()["job"], timeout=120)
+    record = wait_for_job(client, response.json()["job"], timeout=120)
     assert record["status"] == "done", record["error"]
     assert "random +-1" in record["settings"]["input_encoding"]
     assert record["metrics"]["accuracy"][-1] >= 0.8
@@ -178,10 +166,10 @@ def test_stop_keeps_what_was_learnt(client, mlp):
     job = client.post(
         f"/api/modules/{mlp}/train", json={"dataset": CIRCLE, "steps": 20_000}
     ).json()["job"]
-    wait(client, job, until=lambda r: r["status"] == "running" and r["step"] > 0)
+    wait_for_job(client, job, until=lambda r: r["status"] == "running" and r["step"] > 0)
     stopped = client.post(f"/api/jobs/{job}/stop")
     assert stopped.status_code == 200
-    record = wait(client, job)
+    record = wait_for_job(client, job)
     assert record["status"] == "stopped"
     assert 0 < record["step"] < record["total"] == 20_000
     assert record["revision"] == 1
@@ -193,17 +181,17 @@ def test_stop_keeps_what_was_learnt(client, mlp):
 def test_a_watched_job_is_spread_over_its_seconds_and_stops_at_once(client, mlp):
     body = {"dataset": CIRCLE, "steps": 100, "watch_seconds": 2.0}
     job = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
-    halfway = wait(client, job, until=lambda r: r["step"] >= 50)
+    halfway = wait_for_job(client, job, until=lambda r: r["step"] >= 50)
     assert halfway["status"] == "running" and halfway["elapsed"] >= 0.9
-    record = wait(client, job)
+    record = wait_for_job(client, job)
     assert record["status"] == "done" and record["elapsed"] >= 1.9
     assert record["settings"]["watch_seconds"] == 2.0
 
     body = {"dataset": CIRCLE, "steps": 100, "watch_seconds": 60.0}
     job = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
-    wait(client, job, until=lambda r: r["step"] >= 1)
+    wait_for_job(client, job, until=lambda r: r["step"] >= 1)
     client.post(f"/api/jobs/{job}/stop")
-    record = wait(client, job, timeout=10)
+    record = wait_for_job(client, job, timeout=10)
     assert record["status"] == "stopped" and record["step"] < 10
 
 
@@ -221,11 +209,11 @@ def test_a_queued_job_stops_at_once_and_the_workspace_limit_is_a_429(client, mlp
     record = client.get(f"/api/jobs/{second}").json()
     assert record["step"] == 0 and record["revision"] is None
     client.post(f"/api/jobs/{first}/stop")
-    assert wait(client, first)["status"] == "stopped"
+    assert wait_for_job(client, first)["status"] == "stopped"
     # With the jobs ended, the workspace may train again.
     again = client.post(f"/api/modules/{mlp}/train", json={"dataset": CIRCLE, "steps": 5})
     assert again.status_code == 202
-    wait(client, again.json()["job"])
+    wait_for_job(client, again.json()["job"])
 
 
 def test_events_stream_the_progress_until_the_end(client, mlp):
@@ -264,7 +252,7 @@ def test_jobs_belong_to_their_workspace(client, app, mlp):
         assert stranger.post(f"/api/jobs/{job}/stop").status_code == 404
         assert stranger.get(f"/api/jobs/{job}/events").status_code == 404
         assert stranger.post(f"/api/modules/{mlp}/train", json={}).status_code == 404
-    wait(client, job)
+    wait_for_job(client, job)
     assert client.get("/api/jobs/nope").status_code == 404
     assert client.get("/api/jobs/" + "x" * 40).status_code == 422
 
@@ -274,7 +262,7 @@ def test_regression_on_sine_with_mse(client):
     job = client.post(
         f"/api/modules/{module}/train", json={"dataset": "sine", "steps": 150}
     ).json()["job"]
-    record = wait(client, job)
+    record = wait_for_job(client, job)
     assert record["status"] == "done", record["error"]
     assert record["settings"]["loss"] == "mse"
     assert record["metrics"]["accuracy"] == [] and record["metrics"]["test_accuracy"] == []
@@ -286,7 +274,7 @@ def test_regression_on_sine_with_mse(client):
 def test_a_batched_library_module_with_one_output_per_class_gets_softmax(client):
     # The seed's Linear takes a batch: trained as it is, no vmap.
     linear = build(client, "library.Linear", {"in_dim": 2, "out_dim": 2})
-    record = wait(
+    record = wait_for_job(
         client,
         client.post(
             f"/api/modules/{linear}/train",
@@ -374,7 +362,7 @@ def test_a_custom_module_with_a_batch_in_its_example_shape_trains_per_example(cl
         json={"dataset": {**CIRCLE, "name": "two_gaussians"}, "steps": 100},
     )
     assert response.status_code == 202, response.text
-    record = wait(client, response.json()["job"])
+    record = wait_for_job(client, response.json()["job"])
     assert record["status"] == "done" and record["settings"]["loss"] == "logistic"
     assert record["metrics"]["test_accuracy"][-1] >= 0.9
     moved = {row["path"]: row for row in record["diff"]["leaves"]}
@@ -398,7 +386,7 @@ def test_the_training_panel_renders(client, mlp):
     assert response.status_code == 200
     assert "<progress" in response.text and 'for="train-progress-bar"' in response.text
     job = response.text.split('hx-post="/ui/jobs/')[1].split("/")[0]
-    wait(client, job)
+    wait_for_job(client, job)
     fragment = client.get(f"/ui/jobs/{job}/progress").text
     assert (
         "How far each leaf moved" in fragment

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
+from helpers import wait_for_job
 
 from app.main import create_app
 from app.settings import Settings
@@ -18,14 +17,6 @@ MAX_ROWS = 60
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", max_dataset_rows=MAX_ROWS)
-
-
-def wait(client: TestClient, job: str) -> dict:
-    deadline = time.monotonic() + 60
-    while (record := client.get(f"/api/jobs/{job}").json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return record
 
 
 def upload(client: TestClient, text: str | bytes, name: str = "data.csv"):
@@ -58,7 +49,7 @@ def test_a_good_file_is_stored_and_trains(client):
     )
     assert job.status_code == 202, job.text
     assert job.json()["dataset"]["train"] == 30 and job.json()["dataset"]["test"] == 10
-    wait(client, job.json()["job"])
+    wait_for_job(client, job.json()["job"])
 
 
 def test_no_header_semicolons_and_regression(client):
@@ -130,7 +121,7 @@ def test_the_target_decides_the_task_and_the_fit(client):
         json={"dataset": {"csv_id": body["csv_id"], "task": "regression"}, "steps": 5},
     )
     assert forced.status_code == 202 and forced.json()["settings"]["loss"] == "mse"
-    wait(client, forced.json()["job"])
+    wait_for_job(client, forced.json()["job"])
 
 
 def test_uploads_belong_to_the_workspace_and_survive_a_restart(client, app, settings):

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from fastapi.testclient import TestClient
+from helpers import build, job_ended, wait_for_job
 
 from app.main import create_app
 from app.settings import Settings
@@ -24,26 +25,6 @@ from app.workspaces import COOKIE_NAME
 MLP = {"in_size": 2, "out_size": 1, "width_size": 16, "depth": 2, "activation": "tanh"}
 CIRCLE = {"name": "circle", "noise": 0.05, "num_examples": 400}
 LEAVES = [f".layers[{i}].{name}" for i in range(3) for name in ("weight", "bias")]
-
-
-def build(client: TestClient) -> str:
-    response = client.post("/api/modules", json={"kind": "eqx.nn.MLP", "params": MLP})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-def wait(client: TestClient, job: str, until, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        record = client.get(f"/api/jobs/{job}").json()
-        if until(record):
-            return record
-        assert time.monotonic() < deadline, f"job {job}: {record['status']} at {record['step']}"
-        time.sleep(0.03)
-
-
-def ended(record: dict) -> bool:
-    return record["status"] in ("done", "failed", "stopped")
 
 
 def leaves(client: TestClient, module: str) -> dict[str, np.ndarray]:
@@ -68,13 +49,13 @@ def forward(params: dict, x: jax.Array) -> jax.Array:
 
 
 def test_one_step_is_one_optax_update_and_reset_restores_the_initial_parameters(client):
-    module = build(client)
+    module = build(client, "eqx.nn.MLP", MLP)
     initial = leaves(client, module)
     body = {"dataset": CIRCLE, "steps": 500, "paused": True, "seed": 3}
     response = client.post(f"/api/modules/{module}/train", json=body)
     assert response.status_code == 202, response.text
     job = response.json()["job"]
-    paused = wait(client, job, lambda r: r["status"] == "paused")
+    paused = wait_for_job(client, job, lambda r: r["status"] == "paused")
     assert paused["step"] == 0 and paused["paused"]
 
     stepped = client.post(f"/api/jobs/{job}/step")
@@ -85,7 +66,7 @@ def test_one_step_is_one_optax_update_and_reset_restores_the_initial_parameters(
     assert record["epoch"] == pytest.approx(32 / 320, abs=1e-4)
 
     client.post(f"/api/jobs/{job}/stop")
-    record = wait(client, job, ended)
+    record = wait_for_job(client, job, job_ended)
     assert record["status"] == "stopped" and record["step"] == 1
     after = leaves(client, module)
 
@@ -124,14 +105,14 @@ def test_one_step_is_one_optax_update_and_reset_restores_the_initial_parameters(
 
 
 def test_pause_holds_the_step_and_resume_goes_on(client):
-    module = build(client)
+    module = build(client, "eqx.nn.MLP", MLP)
     body = {"dataset": CIRCLE, "steps": 4000, "watch_seconds": 20}
     job = client.post(f"/api/modules/{module}/train", json=body).json()["job"]
-    wait(client, job, lambda r: r["step"] > 0)
+    wait_for_job(client, job, lambda r: r["step"] > 0)
     response = client.post(f"/api/jobs/{job}/pause")
     assert response.status_code == 200, response.text
     assert response.json()["pause_requested"]
-    paused = wait(client, job, lambda r: r["status"] == "paused")
+    paused = wait_for_job(client, job, lambda r: r["status"] == "paused")
     time.sleep(0.4)
     still = client.get(f"/api/jobs/{job}").json()
     assert still["status"] == "paused" and still["step"] == paused["step"]
@@ -142,15 +123,15 @@ def test_pause_holds_the_step_and_resume_goes_on(client):
     assert one["step"] == paused["step"] + 1 and one["status"] == "paused"
 
     assert client.post(f"/api/jobs/{job}/resume").json()["pause_requested"] is False
-    wait(client, job, lambda r: r["status"] == "running" and r["step"] > one["step"] + 2)
+    wait_for_job(client, job, lambda r: r["status"] == "running" and r["step"] > one["step"] + 2)
     client.post(f"/api/jobs/{job}/stop")
-    record = wait(client, job, ended)
+    record = wait_for_job(client, job, job_ended)
     assert record["status"] == "stopped"
-    # a job that ended cannot be paused, resumed or stepped: 409 in words
+    # a job that job_ended cannot be paused, resumed or stepped: 409 in words
     for action in ("pause", "resume", "step"):
         late = client.post(f"/api/jobs/{job}/{action}")
         assert late.status_code == 409, late.text
-        assert "ended" in late.json()["message"]
+        assert "job_ended" in late.json()["message"]
 
 
 def test_a_paused_job_holds_no_worker(tmp_path):
@@ -158,30 +139,30 @@ def test_a_paused_job_holds_no_worker(tmp_path):
     settings = Settings(data_dir=tmp_path, max_concurrent_computations=2)
     app = create_app(settings)
     with TestClient(app) as first, TestClient(app) as second:
-        a, b = build(first), build(second)
+        a, b = build(first, "eqx.nn.MLP", MLP), build(second, "eqx.nn.MLP", MLP)
         paused = first.post(
             f"/api/modules/{a}/train", json={"dataset": CIRCLE, "steps": 100, "paused": True}
         ).json()["job"]
-        wait(first, paused, lambda r: r["status"] == "paused")
+        wait_for_job(first, paused, lambda r: r["status"] == "paused")
         other = second.post(f"/api/modules/{b}/train", json={"dataset": CIRCLE, "steps": 30})
-        record = wait(second, other.json()["job"], ended)
+        record = wait_for_job(second, other.json()["job"], job_ended)
         assert record["status"] == "done"
         assert first.get(f"/api/jobs/{paused}").json()["status"] == "paused"
         # stopping a paused job saves what it learnt (here: nothing yet, so nothing changes)
         first.post(f"/api/jobs/{paused}/stop")
-        assert wait(first, paused, ended)["status"] == "stopped"
+        assert wait_for_job(first, paused, job_ended)["status"] == "stopped"
 
 
 def test_reset_while_a_job_runs_discards_its_result(client):
-    module = build(client)
+    module = build(client, "eqx.nn.MLP", MLP)
     initial = leaves(client, module)
     job = client.post(
         f"/api/modules/{module}/train",
         json={"dataset": CIRCLE, "steps": 4000, "watch_seconds": 20},
     ).json()["job"]
-    wait(client, job, lambda r: r["step"] > 3)
+    wait_for_job(client, job, lambda r: r["step"] > 3)
     assert client.post(f"/api/modules/{module}/reset").status_code == 200
-    record = wait(client, job, ended)
+    record = wait_for_job(client, job, job_ended)
     assert record["status"] == "stopped"
     assert "reset" in record["note"] and record["revision"] is None
     restored = leaves(client, module)
@@ -198,12 +179,12 @@ def test_play_api_errors_name_the_problem(client):
 def test_a_job_paused_too_long_is_stopped(tmp_path):
     settings = Settings(data_dir=tmp_path, max_paused_seconds=0.2)
     with TestClient(create_app(settings)) as client:
-        module = build(client)
+        module = build(client, "eqx.nn.MLP", MLP)
         job = client.post(
             f"/api/modules/{module}/train", json={"dataset": CIRCLE, "steps": 50, "paused": True}
         ).json()["job"]
-        wait(client, job, lambda r: r["status"] == "paused")
+        wait_for_job(client, job, lambda r: r["status"] == "paused")
         time.sleep(0.3)
         client.get(f"/api/modules/{module}/jobs")  # any look at the jobs expires old pauses
-        record = wait(client, job, ended)
+        record = wait_for_job(client, job, job_ended)
         assert record["status"] == "stopped" and "max_paused_seconds" in record["note"]
