@@ -131,7 +131,7 @@ def test_pause_holds_the_step_and_resume_goes_on(client):
     for action in ("pause", "resume", "step"):
         late = client.post(f"/api/jobs/{job}/{action}")
         assert late.status_code == 409, late.text
-        assert "job_ended" in late.json()["message"]
+        assert "ended" in late.json()["message"]
 
 
 def test_a_paused_job_holds_no_worker(tmp_path):
