@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from conftest import LiveServer
+from helpers import LiveServer
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
