@@ -8,7 +8,8 @@ import socket
 
 import uvicorn
 
-from app.settings import LOOPBACK_HOSTS
+from app.serving import server_options
+from app.settings import LOOPBACK_HOSTS, get_settings
 
 WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
@@ -47,8 +48,7 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        limit_concurrency=512,
-        timeout_graceful_shutdown=5,
+        **server_options(get_settings()),
     )
 
 

@@ -24,6 +24,7 @@ from app.routers import (
 from app.routers import lessons as lessons_router
 from app.security import SecurityMiddleware
 from app.services import Services
+from app.serving import RequestLimit
 from app.settings import Settings
 from app.workspaces import WorkspaceMiddleware
 
@@ -33,14 +34,18 @@ PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 
 class PlaygroundApp(FastAPI):
     """FastAPI with the security middleware outside Starlette's own error layer, so that its
-    headers are on every answer, the 500 of an unexpected error included."""
+    headers are on every answer, the 500 of an unexpected error and the 503 of too many
+    requests at once (``RequestLimit``) included."""
 
     def __init__(self, settings: Settings, **kwargs):
         self.settings = settings
         super().__init__(**kwargs)
 
     def build_middleware_stack(self):
-        return SecurityMiddleware(super().build_middleware_stack(), self.settings)
+        limited = RequestLimit(
+            super().build_middleware_stack(), self.settings.max_concurrent_requests
+        )
+        return SecurityMiddleware(limited, self.settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

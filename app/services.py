@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from app.compute import ComputeSlots
 from app.database import create_database_engine
 from app.rooms import RoomStore
+from app.serving import KeyedSlots
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore
 
@@ -22,6 +23,7 @@ class Services:
     store: ModuleStore
     compute: ComputeSlots
     rooms: RoomStore
+    event_streams: KeyedSlots
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -37,6 +39,11 @@ class Services:
                 settings.max_concurrent_computations, settings.compute_wait_seconds
             ),
             rooms=RoomStore(engine, settings),
+            event_streams=KeyedSlots(
+                settings.max_event_streams_per_workspace,
+                "job event streams",
+                "max_event_streams_per_workspace",
+            ),
         )
 
 

@@ -35,6 +35,34 @@ class Settings(BaseSettings):
         description="The public address (https://playground.example.org) share links are "
         "built from; its host is allowed. Default: the request's own (allowed) host.",
     )
+    header_timeout_seconds: float = Field(
+        5.0,
+        description="`python -m app` closes a connection whose request head is not "
+        "complete this long after it opened (or after its previous answer).",
+    )
+    keep_alive_seconds: float = Field(
+        5.0, description="`python -m app` closes an idle keep-alive connection after this long."
+    )
+    max_connections: int = Field(
+        2_048,
+        description="Open connections `python -m app` keeps at once; more are answered "
+        "503 and closed.",
+    )
+    max_connections_per_client: int = Field(
+        64,
+        description="Open connections from one client address (0: no limit; behind a "
+        "reverse proxy every client has the proxy's address).",
+    )
+    max_concurrent_requests: int = Field(
+        256, description="Requests handled at once (event streams included); more get 503."
+    )
+    event_stream_seconds: float = Field(
+        300.0, description="How long one job event stream stays open; the page reconnects."
+    )
+    max_event_streams_per_workspace: int = Field(
+        4, description="Job event streams open at once per workspace; more get 429."
+    )
+
     max_array_elements: int = Field(1_000_000, description="Elements in any one array.")
     max_input_elements: int = Field(100_000, description="Elements in a run's input.")
     max_module_params: int = Field(2_000_000, description="Array elements in one module.")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 
 def sse_event(name: str, payload: dict) -> str:
@@ -13,10 +14,14 @@ def sse_event(name: str, payload: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(payload, allow_nan=False)}\n\n"
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    """A ``text/event-stream`` answer that no proxy buffers or caches."""
+def event_stream(
+    events: AsyncIterator[str], on_close: Callable[[], None] | None = None
+) -> StreamingResponse:
+    """A ``text/event-stream`` answer that no proxy buffers or caches; ``on_close`` runs after
+    it (also when the stream never started), so a slot it holds is given back."""
     return StreamingResponse(
         events,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(on_close) if on_close else None,
     )

@@ -147,7 +147,9 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A uvicorn server for ``app`` on 127.0.0.1, in a background thread of this process.
+    """A uvicorn server for ``app`` on 127.0.0.1, in a background thread of this process,
+    configured as ``python -m app`` configures its own (``app.serving.server_options``) when
+    ``app`` is the playground.
 
     ``with LiveServer(app) as server:`` waits (30 s at most) until it listens at ``server.url``.
     """
@@ -155,10 +157,13 @@ class LiveServer:
     def __init__(self, app):
         import uvicorn
 
+        from app.serving import server_options
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        options = server_options(app.settings) if hasattr(app, "settings") else {}
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, **options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -63,8 +63,6 @@ WorkspaceDep = Annotated[str, Depends(get_workspace)]
 RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
 JobPath = Annotated[str, Path(max_length=32, description="A job id from POST .../train.")]
 
-EVENTS_MAX_SECONDS = 900
-"""A server-sent event stream ends after this long (reconnect to follow a longer job)."""
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 10
 
@@ -180,11 +178,21 @@ async def job_events(
     job_id: JobPath, request: Request, services: ServicesDep, workspace: WorkspaceDep
 ) -> StreamingResponse:
     """Server-sent events: ``progress`` (the job's record) on every change, ``end`` when the
-    job ends. The stream closes after ``EVENTS_MAX_SECONDS``."""
+    job ends. The stream closes after ``event_stream_seconds`` (the browser reconnects); a
+    workspace holds at most ``max_event_streams_per_workspace`` streams at once (429 beyond)."""
     jobs = get_jobs(services)
     first = _job_or_404(services, workspace, job_id)
+    lifetime = services.settings.event_stream_seconds
+    release = services.event_streams.acquire(workspace)
 
     async def stream():
+        try:
+            async for event in events(lifetime):
+                yield event
+        finally:
+            release()
+
+    async def events(lifetime: float):
         yield "retry: 2000\n\n"
         yield sse_event("progress", first)
         job = jobs.get(workspace, job_id)
@@ -200,8 +208,8 @@ async def job_events(
             if job.finished:
                 yield sse_event("end", job.public())
                 return
-            if now - started > EVENTS_MAX_SECONDS:
-                yield sse_event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+            if now - started > lifetime:
+                yield sse_event("timeout", {"job": job_id, "seconds": lifetime})
                 return
             if job.version != seen:
                 seen, last_sent = job.version, now
@@ -210,7 +218,7 @@ async def job_events(
                 last_sent = now
                 yield ": keep-alive\n\n"
 
-    return event_stream(stream())
+    return event_stream(stream(), on_close=release)
 
 
 @router.get("/api/datasets")
