@@ -2,11 +2,21 @@
 
 The same SQLAlchemy code serves both. Every write is committed before the request answers,
 and SQLite runs in WAL mode with full synchronisation, so a killed process loses nothing.
+
+Parameters that are snapshots (a share's, a fork's) are stored once per content: the table
+``snapshots`` holds the serialised bytes by their SHA-256, and shares and forked modules name
+the digest. ``workspace_transaction`` is the write transaction in which a workspace's counts
+are checked and changed: on PostgreSQL it holds a lock on the workspace (an advisory lock for
+the transaction), on SQLite it takes the database's write lock at its start (``BEGIN
+IMMEDIATE``), so check-then-insert is exact under concurrent requests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import (
     JSON,
@@ -21,9 +31,16 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    exists,
+    func,
+    select,
+    text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
 
@@ -35,6 +52,7 @@ modules = Table(
     Column("kind", String(64), nullable=False),
     Column("params", JSON, nullable=False),
     Column("leaves", LargeBinary, nullable=True),
+    Column("snapshot", String(64), nullable=True, index=True),
     Column("saved", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False, default=time.time),
     Column("updated_at", Float, nullable=False, default=time.time),
@@ -42,13 +60,25 @@ modules = Table(
     Index("ix_modules_workspace", "workspace", "created_at"),
 )
 
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False, default=time.time),
+)
+"""Serialised parameters by the SHA-256 of their bytes: one row however many shares and forks
+hold them."""
+
 shares = Table(
     "shares",
     metadata,
     Column("id", String(32), primary_key=True),
+    Column("workspace", String(64), nullable=False, default="", index=True),
     Column("kind", String(64), nullable=False),
     Column("params", JSON, nullable=False),
-    Column("leaves", LargeBinary, nullable=False),
+    Column("snapshot", String(64), nullable=False, index=True),
     Column("title", Text, nullable=False, default=""),
     Column("trained", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False, default=time.time),
@@ -69,6 +99,14 @@ revisions = Table(
 """Earlier parameters of edited modules, newest last, for Undo: each row holds a module's
 parameters as they were at ``revision`` (``leaves`` null: as built from its spec) and ``note``
 says what the edit after it did."""
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("last_seen", Float, nullable=False, default=time.time),
+)
+"""When each workspace was last used (written at most every few minutes per process)."""
 
 notices = Table(
     "notices",
@@ -132,3 +170,74 @@ def create_database_engine(url: str) -> Engine:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     metadata.create_all(engine)
     return engine
+
+
+@contextmanager
+def workspace_transaction(engine: Engine, workspace: str) -> Iterator[Connection]:
+    """A write transaction holding ``workspace``'s lock: counts read in it stay true until it
+    commits (PostgreSQL: an advisory lock on the workspace; SQLite: the write lock, taken at
+    ``BEGIN IMMEDIATE`` and waited for up to the busy timeout)."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            key = int.from_bytes(
+                hashlib.sha256(workspace.encode()).digest()[:8], "big", signed=True
+            )
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+def snapshot_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_snapshot(connection: Connection, data: bytes) -> str:
+    """Store ``data`` once (a row per distinct content) and answer its digest; the row is locked
+    for this transaction on PostgreSQL, so it cannot be collected before the reference to it
+    commits."""
+    digest = snapshot_digest(data)
+    values = {"digest": digest, "data": data, "size": len(data), "created_at": time.time()}
+    dialect_insert = sqlite_insert if connection.dialect.name == "sqlite" else postgresql_insert
+    connection.execute(dialect_insert(snapshots).values(**values).on_conflict_do_nothing())
+    lock_snapshot(connection, digest)
+    return digest
+
+
+def lock_snapshot(connection: Connection, digest: str) -> bool:
+    """Whether the snapshot ``digest`` exists, holding it (PostgreSQL) until the transaction
+    ends so that :func:`collect_snapshots` waits for this reference."""
+    found = connection.execute(
+        select(snapshots.c.digest).where(snapshots.c.digest == digest).with_for_update(read=True)
+    ).first()
+    return found is not None
+
+
+def collect_snapshots(connection: Connection, digests) -> None:
+    """Delete those of ``digests`` that no share and no module names any more."""
+    digests = sorted({d for d in digests if d})
+    if not digests:
+        return
+    # lock them first (a reference being added holds them shared), then look again
+    connection.execute(
+        select(snapshots.c.digest).where(snapshots.c.digest.in_(digests)).with_for_update()
+    ).all()
+    connection.execute(
+        delete(snapshots).where(
+            snapshots.c.digest.in_(digests),
+            ~exists().where(shares.c.snapshot == snapshots.c.digest),
+            ~exists().where(modules.c.snapshot == snapshots.c.digest),
+        )
+    )
+
+
+def snapshot_size(connection: Connection, digest: str) -> int:
+    size = connection.execute(
+        select(func.coalesce(snapshots.c.size, 0)).where(snapshots.c.digest == digest)
+    ).scalar()
+    return int(size or 0)

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.errors import install_error_handlers
 from app.lessons import lessons
+from app.retention import IdleCleaner
 from app.routers import (
     api_docs,
     health,
@@ -20,6 +21,7 @@ from app.routers import (
     runs,
     sharing,
     training,
+    workspace,
 )
 from app.routers import lessons as lessons_router
 from app.security import SecurityMiddleware
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     lessons()  # every lesson file validated at start-up: a broken one stops the server here
     app.state.services = Services.create(settings)
+    app.state.services.store.after_touch = IdleCleaner(app.state.services).maybe_clean
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.mount("/vendor/plotly", StaticFiles(directory=PLOTLY_JS_DIR), name="plotly")
     for router in (
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sharing.router,
         lessons_router.router,
         rooms.router,
+        workspace.router,
         pages.router,
         api_docs.router,
     ):

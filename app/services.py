@@ -34,7 +34,12 @@ class Services:
         return cls(
             settings=settings,
             engine=engine,
-            store=ModuleStore(engine, settings.max_modules_per_workspace),
+            store=ModuleStore(
+                engine,
+                settings.max_modules_per_workspace,
+                max_shares=settings.max_shares_per_workspace,
+                max_stored_bytes=settings.max_stored_bytes_per_workspace,
+            ),
             compute=ComputeSlots(
                 settings.max_concurrent_computations, settings.compute_wait_seconds
             ),

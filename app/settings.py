@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     max_modules_per_workspace: int = Field(
         40, description="Modules kept per workspace; the oldest unsaved ones are evicted."
     )
+    max_shares_per_workspace: int = Field(
+        200, description="Shares one workspace may create; one more is a 429."
+    )
+    max_stored_bytes_per_workspace: int = Field(
+        256 * 2**20,
+        description="Bytes of stored parameters per workspace (trained modules, undo history, "
+        "snapshots of its shares and forks, each distinct snapshot once); more is a 413.",
+    )
+    workspace_idle_days: float = Field(
+        30.0,
+        description="A workspace with no saved module, unused this long, is cleaned away "
+        "(its shares stay).",
+    )
     max_body_bytes: int = Field(2_000_000, description="Request body size in bytes.")
     max_expression_length: int = Field(500, description="Characters in one expression.")
     max_expression_nodes: int = Field(200, description="Syntax-tree nodes in one expression.")

@@ -2,7 +2,14 @@
 
 A module is a pure function of its catalog spec and seed, so any process can rebuild it; only
 parameters that differ from the spec (after training, say) are stored, serialised with
-``eqx.tree_serialise_leaves``.
+``eqx.tree_serialise_leaves``. A share's parameters, and a fork's until it is changed, are a
+snapshot stored once per content (``app.database.snapshots``), however many shares and forks
+hold it.
+
+Quotas per workspace: at most ``max_shares`` shares and ``max_stored_bytes`` bytes of stored
+parameters (its modules' own, their undo history, and each distinct snapshot its shares and
+forks hold, counted once); each is checked and the row written in one
+``workspace_transaction``, so concurrent requests cannot pass a limit together.
 """
 
 from __future__ import annotations
@@ -12,16 +19,32 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import equinox as eqx
 import jax
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, delete, func, insert, or_, select, union, update
+from sqlalchemy.engine import Connection, Engine
 
 from app.catalog import CatalogEntry, parse_spec
-from app.database import modules, notices, revisions, shares
+from app.database import (
+    collect_snapshots,
+    lock_snapshot,
+    modules,
+    notices,
+    put_snapshot,
+    revisions,
+    room_participants,
+    room_progress,
+    rooms,
+    shares,
+    snapshot_digest,
+    snapshots,
+    workspace_transaction,
+    workspaces,
+)
 from app.errors import PlaygroundError
 
 
@@ -54,6 +77,19 @@ class RevisionNote:
     revision: int
     note: str
     created_at: float
+
+
+class QuotaExceeded(PlaygroundError):
+    """413 (bytes) or 429 (shares): a workspace quota would be passed."""
+
+    def __init__(self, status: int, what: str, limit: int, setting: str):
+        super().__init__(
+            status,
+            f"Your workspace would pass its quota of {what} (limit {limit:,}, {setting}, "
+            f"PLAYGROUND_{setting.upper()}). Delete modules or shares you no longer need, or "
+            "delete the whole workspace.",
+            field=setting,
+        )
 
 
 class WorkspaceFull(PlaygroundError):
@@ -98,6 +134,8 @@ class ShareRecord:
     title: str
     trained: bool
     created_at: float
+    snapshot: str = ""
+    workspace: str = ""
 
     def spec(self) -> CatalogEntry:
         return parse_spec(self.kind, self.params)
@@ -178,7 +216,7 @@ _RECORD_QUERY = select(
     modules.c.created_at,
     modules.c.updated_at,
     modules.c.revision,
-    modules.c.leaves.is_not(None).label("trained"),
+    or_(modules.c.leaves.is_not(None), modules.c.snapshot.is_not(None)).label("trained"),
 )
 """A module's record: every column but the parameters' bytes, and whether it has them."""
 _GET_RECORD = _RECORD_QUERY.where(
@@ -187,8 +225,10 @@ _GET_RECORD = _RECORD_QUERY.where(
 
 
 def _revision_leaves(record: ModuleRecord):
-    """The statement reading the parameters of exactly ``record``'s revision."""
-    return select(modules.c.leaves).where(
+    """The statement reading the parameters of exactly ``record``'s revision (its own, or the
+    snapshot it was forked from)."""
+    forked = select(snapshots.c.data).where(snapshots.c.digest == modules.c.snapshot)
+    return select(func.coalesce(modules.c.leaves, forked.scalar_subquery())).where(
         modules.c.id == record.id,
         modules.c.workspace == record.workspace,
         modules.c.revision == record.revision,
@@ -198,10 +238,180 @@ def _revision_leaves(record: ModuleRecord):
 class ModuleStore:
     """Modules of every workspace, and shared snapshots."""
 
-    def __init__(self, engine: Engine, max_modules_per_workspace: int):
+    def __init__(
+        self,
+        engine: Engine,
+        max_modules_per_workspace: int,
+        max_shares: int | None = None,
+        max_stored_bytes: int | None = None,
+    ):
         self.engine = engine
         self.max_modules_per_workspace = max_modules_per_workspace
+        self.max_shares = max_shares
+        self.max_stored_bytes = max_stored_bytes
         self._built = BuiltModuleCache()
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+        self.after_touch: Callable[[], None] | None = None
+        """Called after a use is written (the idle-workspace cleaner hooks in here)."""
+
+    # Workspaces ----------------------------------------------------------------------------
+    TOUCH_EVERY_SECONDS = 300
+
+    def touch(self, workspace: str) -> None:
+        """Note that ``workspace`` is in use (written at most every few minutes per process)."""
+        now = time.time()
+        with self._seen_lock:
+            if now - self._seen.get(workspace, 0.0) < self.TOUCH_EVERY_SECONDS:
+                return
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            self._seen[workspace] = now
+        with self.engine.begin() as connection:
+            self._touch(connection, workspace, now)
+        if self.after_touch is not None:
+            self.after_touch()
+
+    @staticmethod
+    def _touch(connection: Connection, workspace: str, now: float) -> None:
+        updated = connection.execute(
+            update(workspaces).where(workspaces.c.id == workspace).values(last_seen=now)
+        )
+        if updated.rowcount == 0:
+            connection.execute(insert(workspaces).values(id=workspace, last_seen=now))
+
+    def share_count(self, workspace: str) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(func.count()).select_from(shares).where(shares.c.workspace == workspace)
+            ).scalar_one()
+
+    def stored_bytes(self, workspace: str) -> int:
+        """Bytes of parameters the workspace holds (each distinct snapshot counted once)."""
+        with self.engine.connect() as connection:
+            return self._stored_bytes(connection, workspace)
+
+    @staticmethod
+    def _stored_bytes(connection: Connection, workspace: str) -> int:
+        own = select(func.coalesce(func.sum(func.length(modules.c.leaves)), 0)).where(
+            modules.c.workspace == workspace
+        )
+        history = select(func.coalesce(func.sum(func.length(revisions.c.leaves)), 0)).where(
+            revisions.c.workspace == workspace
+        )
+        held = union(
+            select(shares.c.snapshot).where(shares.c.workspace == workspace),
+            select(modules.c.snapshot).where(
+                modules.c.workspace == workspace, modules.c.snapshot.is_not(None)
+            ),
+        ).subquery()
+        snaps = select(func.coalesce(func.sum(snapshots.c.size), 0)).where(
+            snapshots.c.digest.in_(select(held.c[0]))
+        )
+        return sum(int(connection.execute(q).scalar_one()) for q in (own, history, snaps))
+
+    def _check_bytes(self, connection: Connection, workspace: str, adding: int) -> None:
+        limit = self.max_stored_bytes
+        if limit is None or adding <= 0:
+            return
+        if self._stored_bytes(connection, workspace) + adding > limit:
+            raise QuotaExceeded(413, "stored bytes", limit, "max_stored_bytes_per_workspace")
+
+    def _holds_snapshot(self, connection: Connection, workspace: str, digest: str) -> bool:
+        in_shares = select(shares.c.id).where(
+            shares.c.workspace == workspace, shares.c.snapshot == digest
+        )
+        in_modules = select(modules.c.id).where(
+            modules.c.workspace == workspace, modules.c.snapshot == digest
+        )
+        return any(connection.execute(q.limit(1)).first() for q in (in_shares, in_modules))
+
+    def delete_workspace(self, workspace: str) -> dict[str, int]:
+        """Delete the workspace's modules, their history, its notices, its shares, the rooms
+        it presents and its part in others' rooms; the snapshots nothing else holds go too.
+        Answers how many of each went."""
+        with workspace_transaction(self.engine, workspace) as connection:
+            counts = self._delete_workspace_rows(connection, workspace, with_shares=True)
+        return counts
+
+    def _delete_workspace_rows(
+        self, connection: Connection, workspace: str, with_shares: bool
+    ) -> dict[str, int]:
+        held = [
+            row[0]
+            for row in connection.execute(
+                select(modules.c.snapshot).where(
+                    modules.c.workspace == workspace, modules.c.snapshot.is_not(None)
+                )
+            )
+        ]
+        ids = [
+            row[0]
+            for row in connection.execute(
+                select(modules.c.id).where(modules.c.workspace == workspace)
+            )
+        ]
+        counts = {"modules": len(ids), "shares": 0, "rooms": 0}
+        if with_shares:
+            held += [
+                row[0]
+                for row in connection.execute(
+                    select(shares.c.snapshot).where(shares.c.workspace == workspace)
+                )
+            ]
+            counts["shares"] = connection.execute(
+                delete(shares).where(shares.c.workspace == workspace)
+            ).rowcount
+            owned = select(rooms.c.id).where(rooms.c.workspace == workspace)
+            for table in (room_participants, room_progress):
+                connection.execute(delete(table).where(table.c.room.in_(owned)))
+            counts["rooms"] = connection.execute(
+                delete(rooms).where(rooms.c.workspace == workspace)
+            ).rowcount
+        for table in (room_participants, room_progress):
+            connection.execute(delete(table).where(table.c.workspace == workspace))
+        connection.execute(delete(modules).where(modules.c.workspace == workspace))
+        connection.execute(delete(revisions).where(revisions.c.workspace == workspace))
+        connection.execute(delete(notices).where(notices.c.workspace == workspace))
+        connection.execute(delete(workspaces).where(workspaces.c.id == workspace))
+        collect_snapshots(connection, held)
+        for module_id in ids:
+            self._built.forget(("ModuleRecord", module_id))
+        with self._seen_lock:
+            self._seen.pop(workspace, None)
+        return counts
+
+    def idle_workspaces(self, before: float, limit: int = 100) -> list[str]:
+        """Workspaces last used before ``before`` none of whose modules is saved."""
+        saved = select(modules.c.id).where(
+            modules.c.workspace == workspaces.c.id, modules.c.saved.is_(True)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(workspaces.c.id)
+                .where(workspaces.c.last_seen < before, ~saved.exists())
+                .order_by(workspaces.c.last_seen)
+                .limit(limit)
+            ).all()
+        return [row[0] for row in rows]
+
+    def clean_idle_workspace(self, workspace: str, before: float) -> bool:
+        """Delete an idle unsaved workspace's modules, history, notices and its part in rooms
+        (its shares and the rooms it presents stay), if it is still idle and unsaved when its
+        lock is held."""
+        with workspace_transaction(self.engine, workspace) as connection:
+            seen = connection.execute(
+                select(workspaces.c.last_seen).where(workspaces.c.id == workspace)
+            ).scalar()
+            saved = connection.execute(
+                select(modules.c.id)
+                .where(modules.c.workspace == workspace, modules.c.saved.is_(True))
+                .limit(1)
+            ).first()
+            if seen is None or seen >= before or saved is not None:
+                return False
+            self._delete_workspace_rows(connection, workspace, with_shares=False)
+        return True
 
     # Modules -------------------------------------------------------------------------------
     def create(
@@ -211,7 +421,16 @@ class ModuleStore:
         leaves a notice); one full of saved modules refuses with 429 (:class:`WorkspaceFull`)."""
         return self._insert(workspace, spec.kind, spec.model_dump(mode="json"), leaves)
 
-    def _insert(self, workspace: str, kind: str, params: dict, leaves: bytes | None):
+    def _insert(
+        self,
+        workspace: str,
+        kind: str,
+        params: dict,
+        leaves: bytes | None,
+        snapshot: ShareRecord | None = None,
+    ):
+        """Insert a module (with its own ``leaves``, or holding ``snapshot``'s parameters)
+        under the workspace's lock: the count and the quota are exact."""
         now = time.time()
         row = {
             "id": new_id(),
@@ -219,16 +438,24 @@ class ModuleStore:
             "kind": kind,
             "params": params,
             "leaves": leaves,
+            "snapshot": snapshot.snapshot if snapshot else None,
             "saved": False,
             "created_at": now,
             "updated_at": now,
             "revision": 0,
         }
-        with self.engine.begin() as connection:
+        with workspace_transaction(self.engine, workspace) as connection:
             self._make_room(connection, workspace)
+            if snapshot is not None:
+                if not lock_snapshot(connection, snapshot.snapshot):
+                    raise PlaygroundError(404, f"The shared snapshot {snapshot.id} was deleted.")
+                if not self._holds_snapshot(connection, workspace, snapshot.snapshot):
+                    self._check_bytes(connection, workspace, len(snapshot.leaves))
+            self._check_bytes(connection, workspace, len(leaves or b""))
             connection.execute(insert(modules).values(**row))
-        del row["leaves"]
-        return ModuleRecord(**row, trained=leaves is not None)
+            self._touch(connection, workspace, now)
+        del row["leaves"], row["snapshot"]
+        return ModuleRecord(**row, trained=leaves is not None or snapshot is not None)
 
     def _make_room(self, connection, workspace: str) -> None:
         """Evict the oldest unsaved modules so that one more fits under the limit."""
@@ -247,6 +474,9 @@ class ModuleStore:
         ).all()
         if len(oldest) < excess:
             raise WorkspaceFull(limit)
+        held = connection.execute(
+            select(modules.c.snapshot).where(modules.c.id.in_([row[0] for row in oldest]))
+        ).all()
         for module_id, kind in oldest:
             connection.execute(delete(modules).where(modules.c.id == module_id))
             connection.execute(delete(revisions).where(revisions.c.module_id == module_id))
@@ -262,9 +492,11 @@ class ModuleStore:
                     ),
                 )
             )
+        collect_snapshots(connection, [row[0] for row in held])
 
     def get(self, workspace: str, module_id: str) -> ModuleRecord | None:
         """The module's record (every run starts here, so its bytes stay in the database)."""
+        self.touch(workspace)
         with self.engine.connect() as connection:
             row = connection.execute(
                 _GET_RECORD, {"module_id": module_id, "workspace": workspace}
@@ -272,6 +504,7 @@ class ModuleStore:
         return ModuleRecord(*row) if row else None
 
     def list(self, workspace: str) -> list[ModuleRecord]:
+        self.touch(workspace)
         with self.engine.connect() as connection:
             rows = connection.execute(
                 _RECORD_QUERY.where(modules.c.workspace == workspace).order_by(
@@ -290,12 +523,15 @@ class ModuleStore:
         """Store ``model``'s parameters as the module's own; returns the new record."""
         blob = serialise_leaves(model)
         now = time.time()
-        with self.engine.begin() as connection:
+        with workspace_transaction(self.engine, record.workspace) as connection:
+            old = self._own_and_snapshot(connection, record)
+            self._check_bytes(connection, record.workspace, len(blob) - old[0])
             connection.execute(
                 update(modules)
                 .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
-                .values(leaves=blob, updated_at=now, revision=modules.c.revision + 1)
+                .values(leaves=blob, snapshot=None, updated_at=now, revision=modules.c.revision + 1)
             )
+            collect_snapshots(connection, [old[1]])
         updated = self.get(record.workspace, record.id)
         assert updated is not None
         return updated
@@ -304,11 +540,18 @@ class ModuleStore:
         """Forget the module's own parameters: it builds from its spec again (its initial
         parameters); the revision is bumped. Returns the new record."""
         with self.engine.begin() as connection:
+            old = self._own_and_snapshot(connection, record)
             connection.execute(
                 update(modules)
                 .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
-                .values(leaves=None, updated_at=time.time(), revision=modules.c.revision + 1)
+                .values(
+                    leaves=None,
+                    snapshot=None,
+                    updated_at=time.time(),
+                    revision=modules.c.revision + 1,
+                )
             )
+            collect_snapshots(connection, [old[1]])
         updated = self.get(record.workspace, record.id)
         if updated is None:
             raise PlaygroundError(404, f"Module {record.id} was removed meanwhile.")
@@ -324,10 +567,11 @@ class ModuleStore:
         ``record`` must be the module's current revision (409 :class:`ModuleChanged` if another
         edit or training came first), so no edit is ever lost by a race."""
         blob = serialise_leaves(model)
-        with self.engine.begin() as connection:
+        with workspace_transaction(self.engine, record.workspace) as connection:
             current = connection.execute(_revision_leaves(record)).first()
             if current is None:
                 raise ModuleChanged(record.id)
+            self._check_bytes(connection, record.workspace, len(blob) + len(current[0] or b""))
             connection.execute(
                 insert(revisions).values(
                     module_id=record.id,
@@ -393,13 +637,27 @@ class ModuleStore:
         condition = [modules.c.id == record.id, modules.c.workspace == record.workspace]
         if check:
             condition.append(modules.c.revision == record.revision)
+        old = self._own_and_snapshot(connection, record)
         result = connection.execute(
             update(modules)
             .where(*condition)
-            .values(leaves=blob, updated_at=time.time(), revision=modules.c.revision + 1)
+            .values(
+                leaves=blob, snapshot=None, updated_at=time.time(), revision=modules.c.revision + 1
+            )
         )
         if result.rowcount != 1:
             raise ModuleChanged(record.id)
+        collect_snapshots(connection, [old[1]])
+
+    @staticmethod
+    def _own_and_snapshot(connection: Connection, record: ModuleRecord) -> tuple[int, str | None]:
+        """The bytes of the module's own parameters and the snapshot it holds, as stored now."""
+        row = connection.execute(
+            select(func.coalesce(func.length(modules.c.leaves), 0), modules.c.snapshot).where(
+                modules.c.id == record.id, modules.c.workspace == record.workspace
+            )
+        ).first()
+        return (int(row[0]), row[1]) if row else (0, None)
 
     def _current(self, record: ModuleRecord) -> ModuleRecord:
         updated = self.get(record.workspace, record.id)
@@ -417,12 +675,14 @@ class ModuleStore:
 
     def delete(self, record: ModuleRecord) -> None:
         with self.engine.begin() as connection:
+            old = self._own_and_snapshot(connection, record)
             connection.execute(
                 delete(modules).where(
                     modules.c.id == record.id, modules.c.workspace == record.workspace
                 )
             )
             connection.execute(delete(revisions).where(revisions.c.module_id == record.id))
+            collect_snapshots(connection, [old[1]])
         self._built.forget(("ModuleRecord", record.id))
 
     def load(self, record: ModuleRecord | ShareRecord) -> Any:
@@ -468,33 +728,51 @@ class ModuleStore:
         """A snapshot of ``record`` as it is now (spec and parameters); the module is kept
         (marked saved, so it is never evicted)."""
         model = self.load(record)
+        leaves = serialise_leaves(model)
         row = {
             "id": new_id(12),
+            "workspace": record.workspace,
             "kind": record.kind,
             "params": record.params,
-            "leaves": serialise_leaves(model),
             "title": title,
             "trained": record.trained,
             "created_at": time.time(),
         }
-        with self.engine.begin() as connection:
+        with workspace_transaction(self.engine, record.workspace) as connection:
+            if self.max_shares is not None:
+                count = connection.execute(
+                    select(func.count())
+                    .select_from(shares)
+                    .where(shares.c.workspace == record.workspace)
+                ).scalar_one()
+                if count >= self.max_shares:
+                    raise QuotaExceeded(429, "shares", self.max_shares, "max_shares_per_workspace")
+            if not self._holds_snapshot(connection, record.workspace, snapshot_digest(leaves)):
+                self._check_bytes(connection, record.workspace, len(leaves))
+            row["snapshot"] = put_snapshot(connection, leaves)
             connection.execute(insert(shares).values(**row))
             connection.execute(
                 update(modules)
                 .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
                 .values(saved=True)
             )
-        return ShareRecord(**row)
+        return ShareRecord(**row, leaves=leaves)
 
     def get_share(self, share_id: str) -> ShareRecord | None:
         if not isinstance(share_id, str) or len(share_id) > 32:
             return None
         with self.engine.connect() as connection:
             row = (
-                connection.execute(select(shares).where(shares.c.id == share_id)).mappings().first()
+                connection.execute(
+                    select(shares, snapshots.c.data.label("leaves"))
+                    .join(snapshots, snapshots.c.digest == shares.c.snapshot)
+                    .where(shares.c.id == share_id)
+                )
+                .mappings()
+                .first()
             )
         return ShareRecord(**row) if row else None
 
     def fork(self, workspace: str, share: ShareRecord) -> ModuleRecord:
         """A new module of ``workspace`` holding exactly the snapshot's spec and parameters."""
-        return self._insert(workspace, share.kind, dict(share.params), share.leaves)
+        return self._insert(workspace, share.kind, dict(share.params), None, snapshot=share)

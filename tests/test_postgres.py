@@ -15,6 +15,20 @@ import uuid
 import pytest
 from postgres_server import PostgresServer, find_bin_dir
 from sqlalchemy import inspect, text
+from test_quotas import (  # noqa: F401 - content addressing and exact limits on PostgreSQL
+    test_80_concurrent_creates_in_a_full_saved_workspace_add_none,
+    test_80_concurrent_creates_keep_exactly_the_module_limit,
+    test_80_concurrent_shares_keep_exactly_the_share_quota,
+    test_80_concurrent_training_jobs_start_exactly_the_job_limit,
+    test_80_concurrent_uploads_keep_exactly_the_upload_limit,
+    test_a_snapshot_no_share_or_fork_holds_is_deleted,
+    test_a_workspace_and_everything_it_owns_can_be_deleted,
+    test_identical_snapshots_are_stored_once,
+    test_idle_unsaved_workspaces_are_cleaned_and_shares_stay,
+    test_stored_bytes_count_each_snapshot_once,
+    test_the_share_quota_answers_429_naming_it,
+    test_the_stored_bytes_quota_answers_413_naming_it,
+)
 
 # The sharing and workspace tests, collected here a second time with the settings below.
 from test_rooms import (  # noqa: F401

@@ -371,6 +371,14 @@ class JobManager:
         self._stop_job(job)
         return job.public()
 
+    def stop_workspace(self, workspace: str) -> int:
+        """Stop every unfinished job of ``workspace`` (its workspace is being deleted)."""
+        with self._lock:
+            mine = [j for j in self._jobs.values() if j.workspace == workspace and not j.finished]
+        for job in mine:
+            self._stop_job(job)
+        return len(mine)
+
     def _stop_job(self, job: Job) -> None:
         """Stop ``job``: a queued one ends at once, a running one before its next step, a
         paused one goes back to a worker, which ends it (its parameters saved)."""

@@ -9,6 +9,7 @@ output. Each problem is a 422 naming the field and, for shapes, both shapes.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -120,18 +121,23 @@ class TrainRequest(BaseModel):
     )
 
 
+_MAKING = threading.Lock()
+"""Two first requests at once must not both create the tables or build two managers."""
+
+
 def get_storage(services: Services) -> TrainingStorage:
-    if "training_storage" not in services.extras:
-        services.extras.setdefault("training_storage", TrainingStorage(services.engine))
-    return services.extras["training_storage"]
+    with _MAKING:
+        if "training_storage" not in services.extras:
+            services.extras["training_storage"] = TrainingStorage(services.engine)
+        return services.extras["training_storage"]
 
 
 def get_jobs(services: Services) -> JobManager:
-    if "jobs" not in services.extras:
-        services.extras.setdefault(
-            "jobs", JobManager(services.store, get_storage(services), services.settings)
-        )
-    return services.extras["jobs"]
+    storage = get_storage(services)
+    with _MAKING:
+        if "jobs" not in services.extras:
+            services.extras["jobs"] = JobManager(services.store, storage, services.settings)
+        return services.extras["jobs"]
 
 
 # --- data ----------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from app.database import workspace_transaction
+
 metadata = MetaData()
 
 csv_datasets = Table(
@@ -97,7 +99,9 @@ class TrainingStorage:
     def save_csv(
         self, csv_id: str, workspace: str, filename: str, columns: list[str], data: np.ndarray
     ) -> None:
-        with self.engine.begin() as connection:
+        """Store an upload; a workspace keeps its newest ``MAX_CSV_PER_WORKSPACE`` (counted under
+        the workspace's lock, so concurrent uploads cannot keep more)."""
+        with workspace_transaction(self.engine, workspace) as connection:
             connection.execute(
                 insert(csv_datasets).values(
                     id=csv_id,
@@ -157,6 +161,17 @@ class TrainingStorage:
         return [
             {"csv_id": r[0], "filename": r[1], "columns": list(r[2]), "rows": r[3]} for r in rows
         ]
+
+    def delete_workspace(self, workspace: str) -> int:
+        """Delete the workspace's uploads and job records; answers how many rows went."""
+        with self.engine.begin() as connection:
+            gone = connection.execute(
+                delete(csv_datasets).where(csv_datasets.c.workspace == workspace)
+            ).rowcount
+            gone += connection.execute(
+                delete(training_jobs).where(training_jobs.c.workspace == workspace)
+            ).rowcount
+        return gone
 
     # Jobs ----------------------------------------------------------------------------------
     def save_job(self, job_id: str, workspace: str, module_id: str, record: dict) -> None:
