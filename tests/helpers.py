@@ -9,14 +9,21 @@ It imports nothing of the test fixtures, so importing it never starts anything.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import httpx
 import jax
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
 """The seed's example, ``Linear(2, 3, jax.random.PRNGKey(0))``, as a module spec."""
@@ -182,3 +189,32 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def serve_process(**settings: str) -> tuple[subprocess.Popen, str]:
+    """A real ``python -m app`` on a free port of 127.0.0.1 with only ``settings`` among the
+    ``PLAYGROUND_*`` variables (``data_dir="..."`` is ``PLAYGROUND_DATA_DIR``); answers the
+    process and its base URL once ``/api/health`` answers 200 (60 s at most)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
+    env.update({f"PLAYGROUND_{name.upper()}": value for name, value in settings.items()})
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not start in 60 s")

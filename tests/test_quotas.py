@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import LINEAR
 from sqlalchemy import func, select, text, update
 
 from app.database import modules, shares, snapshots, workspaces
@@ -25,7 +26,6 @@ from app.store import deserialise_leaves, serialise_leaves
 from app.training.storage import MAX_CSV_PER_WORKSPACE
 from app.workspaces import COOKIE_NAME
 
-LINEAR = {"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3, "seed": 0}}
 BIG = {"kind": "eqx.nn.Linear", "params": {"in_features": 1000, "out_features": 1000}}
 MLP = {"kind": "eqx.nn.MLP", "params": {"in_size": 2, "out_size": 1, "width_size": 64}}
 CONCURRENT = 80

@@ -8,10 +8,7 @@ The idle and greedy clients bind other loopback addresses (127.0.0.2, 127.0.0.3)
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from helpers import serve_process
 from test_security import assert_security_headers
 
 from app.main import create_app
@@ -32,42 +30,16 @@ PER_CLIENT = 64
 SECURITY_HEADER_NAMES = (b"content-security-policy", b"x-content-type-options", b"x-frame-options")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``python -m app`` with short time-outs, as a deployment would set them."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
-    env.update(
-        PLAYGROUND_DATA_DIR=str(tmp_path_factory.mktemp("serving")),
-        PLAYGROUND_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
-        PLAYGROUND_KEEP_ALIVE_SECONDS=str(KEEP_ALIVE),
-        PLAYGROUND_MAX_CONNECTIONS_PER_CLIENT=str(PER_CLIENT),
-        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    process, base = serve_process(
+        data_dir=str(tmp_path_factory.mktemp("serving")),
+        header_timeout_seconds=str(HEADER_TIMEOUT),
+        keep_alive_seconds=str(KEEP_ALIVE),
+        max_connections_per_client=str(PER_CLIENT),
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited"
-        try:
-            if health(port, timeout=1)[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        raise AssertionError("the server did not start in 60 s")
+    port = int(base.rsplit(":", 1)[1])
     yield port
     process.terminate()
     process.wait(timeout=15)

@@ -7,12 +7,9 @@ tests/test_postgres.py runs these same tests against a real PostgreSQL (it overr
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers import create, free_port
+from helpers import create, serve_process
 
 from app.main import create_app
 from app.workspaces import COOKIE_NAME
@@ -236,31 +233,8 @@ def test_shares_survive_a_restart(settings):
 
 
 def _serve(settings) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYGROUND_")}
-    env["PLAYGROUND_DATA_DIR"] = str(settings.data_dir)
-    if settings.database_url:
-        env["PLAYGROUND_DATABASE_URL"] = settings.database_url
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {process.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not start in 60 s")
+    more = {"database_url": settings.database_url} if settings.database_url else {}
+    return serve_process(data_dir=str(settings.data_dir), **more)
 
 
 @pytest.mark.slow  # end to end: a real server process, killed
