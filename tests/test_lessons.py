@@ -24,6 +24,16 @@ ALL_STEPS = [
     for lesson in lessons().values()
     for number in range(1, len(lesson.steps) + 1)
 ]
+STEP_PARAMS = [
+    pytest.param(
+        lesson_id,
+        number,
+        id=f"{lesson_id}-{number}",
+        # a training preset runs a whole (short) job: end to end, like the other slow tests
+        marks=[pytest.mark.slow] if lessons()[lesson_id].step(number).training else [],
+    )
+    for lesson_id, number in ALL_STEPS
+]
 
 
 def new_client(app) -> TestClient:
@@ -147,9 +157,7 @@ def test_markdown_is_rendered_with_raw_html_escaped_and_no_script_links():
 # Every step, through the API --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("lesson_id", "number"), ALL_STEPS, ids=[f"{name}-{n}" for name, n in ALL_STEPS]
-)
+@pytest.mark.parametrize(("lesson_id", "number"), STEP_PARAMS)
 def test_every_step_opens_builds_its_module_and_runs_its_preset(client, lesson_id, number):
     lesson = lessons()[lesson_id]
     step = lesson.step(number)
@@ -314,6 +322,7 @@ def app_lessons(app) -> list[dict]:
         return [step for lesson in client.get("/api/lessons").json() for step in lesson["steps"]]
 
 
+@pytest.mark.slow
 def test_a_trained_module_is_kept_by_the_next_step_and_replaced_by_a_fresh_one(client):
     opened = open_step(client, "local-rule", 2)
     job = run_step(client, "local-rule", 2, opened["module"]).json()["result"]["job"]

@@ -15,8 +15,8 @@ import time
 
 import httpx
 import pytest
-from helpers import LiveServer
 from fastapi.testclient import TestClient
+from helpers import LiveServer
 from sqlalchemy import select
 
 from app.database import room_participants, rooms
@@ -271,6 +271,7 @@ def test_step_events_arrive_within_a_second_and_the_stream_ends(settings):
 # The presenter's histogram --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_presenter_sees_a_histogram_of_the_participants_test_accuracies(app, people):
     presenter, ada, bob = people
     room = create(presenter, "spiral")
