@@ -38,6 +38,7 @@ from test_rooms import (  # noqa: F401
     test_only_the_presenters_key_moves_the_room,
     test_participants_join_reach_and_run_and_the_counts_say_so,
     test_room_creation_is_limited_per_workspace_and_a_room_per_participants,
+    test_room_limits_are_exact_under_concurrent_requests,
     test_step_events_arrive_within_a_second_and_the_stream_ends,
 )
 from test_sharing import *  # noqa: F403

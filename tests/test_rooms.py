@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -160,6 +161,35 @@ def test_room_creation_is_limited_per_workspace_and_a_room_per_participants(sett
         full = bob.post(f"/api/rooms/{room['code']}/join")
         assert full.status_code == 429 and "max_room_participants" in full.json()["message"]
         assert ada.post(f"/api/rooms/{room['code']}/join").status_code == 200  # already in
+
+
+def test_room_limits_are_exact_under_concurrent_requests(settings):
+    settings.max_rooms_per_workspace_per_hour = 3
+    settings.max_room_participants = 4
+    app = create_app(settings)
+    with new_client(app) as presenter:
+        presenter.get("/lessons")  # the workspace cookie, shared by the threads below
+        cookie = dict(presenter.cookies)
+
+        def create_one(_):
+            with new_client(app) as same:
+                same.cookies.update(cookie)
+                return same.post("/api/rooms", json={"lesson": "vmap"}).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(create_one, range(12)))
+        assert sorted(statuses) == [201] * 3 + [429] * 9
+        with app.state.services.engine.connect() as connection:
+            code = connection.execute(select(rooms.c.code)).scalars().first()
+
+        def join_one(_):
+            with new_client(app) as person:
+                return person.post(f"/api/rooms/{code}/join").status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(join_one, range(12)))
+        assert sorted(statuses) == [200] * 4 + [429] * 8
+        assert presenter.get(f"/api/rooms/{code}").json()["participants"] == 4
 
 
 def test_a_room_survives_a_restart(settings):

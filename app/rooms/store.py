@@ -13,7 +13,7 @@ from sqlalchemy import Integer, and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from app.database import room_participants, room_progress, rooms
+from app.database import room_participants, room_progress, rooms, workspace_transaction
 from app.errors import PlaygroundError
 from app.rooms.tokens import key_hash, key_matches, new_code, new_key, new_room_id, normal_code
 from app.settings import Settings
@@ -71,16 +71,38 @@ class RoomStore:
         """
         now = time.time()
         self._forget_expired(now)
+        key = new_key()
+        for _ in range(8):  # a code already taken (one in a billion per room) draws again
+            row = {
+                "id": new_room_id(),
+                "code": new_code(),
+                "lesson": lesson,
+                "step": 1,
+                "key_hash": key_hash(key),
+                "workspace": workspace,
+                "created_at": now,
+                "updated_at": now,
+            }
+            try:
+                # one lock for every creation, so both counts stay exact under concurrent requests
+                with workspace_transaction(self.engine, "rooms: creations") as connection:
+                    self._check_creations(connection, workspace, now)
+                    connection.execute(insert(rooms).values(**row))
+            except IntegrityError:
+                continue
+            return RoomRecord(**row), key
+        raise PlaygroundError(503, "No free room code was found; try again.")
+
+    def _check_creations(self, connection, workspace: str, now: float) -> None:
         hour_ago = now - 3600
-        with self.engine.connect() as connection:
-            mine = connection.execute(
-                select(func.count())
-                .select_from(rooms)
-                .where(rooms.c.workspace == workspace, rooms.c.created_at > hour_ago)
-            ).scalar_one()
-            everyone = connection.execute(
-                select(func.count()).select_from(rooms).where(rooms.c.created_at > hour_ago)
-            ).scalar_one()
+        mine = connection.execute(
+            select(func.count())
+            .select_from(rooms)
+            .where(rooms.c.workspace == workspace, rooms.c.created_at > hour_ago)
+        ).scalar_one()
+        everyone = connection.execute(
+            select(func.count()).select_from(rooms).where(rooms.c.created_at > hour_ago)
+        ).scalar_one()
         limit = self.settings.max_rooms_per_workspace_per_hour
         if mine >= limit:
             raise PlaygroundError(
@@ -98,25 +120,6 @@ class RoomStore:
                 field="lesson",
                 headers={"Retry-After": "600"},
             )
-        key = new_key()
-        for _ in range(8):  # a code already taken (one in a billion per room) draws again
-            row = {
-                "id": new_room_id(),
-                "code": new_code(),
-                "lesson": lesson,
-                "step": 1,
-                "key_hash": key_hash(key),
-                "workspace": workspace,
-                "created_at": now,
-                "updated_at": now,
-            }
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(insert(rooms).values(**row))
-            except IntegrityError:
-                continue
-            return RoomRecord(**row), key
-        raise PlaygroundError(503, "No free room code was found; try again.")
 
     def _forget_expired(self, now: float) -> None:
         cutoff = now - self.lifetime
@@ -164,9 +167,10 @@ class RoomStore:
 
     # Participants ---------------------------------------------------------------------------
     def join(self, room: RoomRecord, workspace: str, nickname: str) -> None:
-        """Add the workspace to the room (joining again changes only the nickname)."""
+        """Add the workspace to the room (joining again changes only the nickname). The count
+        is read and the row written under the room's lock, so the limit holds exactly."""
         key = and_(room_participants.c.room == room.id, room_participants.c.workspace == workspace)
-        with self.engine.begin() as connection:
+        with workspace_transaction(self.engine, f"room: {room.id}") as connection:
             changed = connection.execute(
                 update(room_participants).where(key).values(nickname=nickname)
             ).rowcount
@@ -181,15 +185,11 @@ class RoomStore:
                     "(max_room_participants).",
                     field="code",
                 )
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    insert(room_participants).values(
-                        room=room.id, workspace=workspace, nickname=nickname, joined_at=time.time()
-                    )
+            connection.execute(
+                insert(room_participants).values(
+                    room=room.id, workspace=workspace, nickname=nickname, joined_at=time.time()
                 )
-        except IntegrityError:  # the same workspace joining twice at once
-            pass
+            )
 
     def participant(self, room: RoomRecord, workspace: str) -> str | None:
         """The workspace's nickname in the room, or None if it has not joined."""
