@@ -43,6 +43,8 @@ COPY app ./app
 COPY library ./library
 COPY templates ./templates
 COPY static ./static
+# The library's reference, served at /library.
+COPY docs/library.md ./docs/library.md
 
 USER playground
 

@@ -17,6 +17,7 @@ from app.routers import (
     modules,
     pages,
     pytree_ops,
+    reference,
     rooms,
     runs,
     sharing,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workspace.router,
         pages.router,
         api_docs.router,
+        reference.router,
     ):
         app.include_router(router)
     install_error_handlers(app)
