@@ -285,6 +285,110 @@ class _Totals:
         entry = self.sums.get(keys)
         return (entry[0], entry[1], entry[2]) if entry else (0, 0, 0)
 
+    def trained_at(self, keys: tuple) -> bool:
+        return self.trained.get(keys, False)
+
+    def add_children(self, keys: tuple, children: list[Child]) -> bool:
+        return True
+
+    def signatures(self, keys: tuple, value: Any, count: int) -> list | None:
+        return _signatures(value, count)
+
+
+class _RangeTotals:
+    """The same totals without key paths: each described node knows the range of leaves it
+    holds (``jax.tree_util.tree_flatten`` order, found from the tree definition's children),
+    and sums over a range come from prefix sums. A first view of a 10,000-leaf model needs
+    one plain flatten instead of a flatten with keys.
+
+    :meth:`add_children` answers False when a node's children do not line up with its tree
+    definition's (a custom pytree node); the caller then uses :class:`_Totals`.
+    """
+
+    def __init__(self, tree: Any, roles: Any):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        flags = None
+        if roles is not None:
+            spec = jax.tree_util.tree_leaves(roles)
+            if len(spec) == len(leaves):
+                flags = [flag is True for flag in spec]
+        if flags is None:
+            flags = trained_flags(tree, tree_flatten_with_path(tree)[0])
+        size, nbytes, params = [0], [0], [0]
+        for leaf, trained in zip(leaves, flags, strict=True):
+            if isinstance(leaf, jax.Array | np.ndarray):
+                count = leaf.size
+                size.append(count)
+                nbytes.append(count * leaf.dtype.itemsize)
+                params.append(count if trained else 0)
+            else:
+                size.append(0)
+                nbytes.append(0)
+                params.append(0)
+        self._sums = (np.cumsum(size), np.cumsum(nbytes), np.cumsum(params))
+        self._flags = flags
+        self._leaves = leaves
+        self._ranges: dict[tuple, tuple[int, Any]] = {(): (0, treedef)}
+        self._nodes: dict[tuple, list] = {}
+        """keys -> [start, dynamic children, their treedefs, key -> index (made on first use)]"""
+
+    def _range(self, keys: tuple) -> tuple[int, Any] | None:
+        found = self._ranges.get(keys)
+        if found is not None or not keys:
+            return found
+        entry = self._nodes.get(keys[:-1])
+        if entry is None:
+            return None
+        start, dynamic, kids, index = entry[:4]
+        if index is None:
+            index = entry[3] = {child.key: i for i, child in enumerate(dynamic)}
+            entry.append(np.cumsum([0] + [kid.num_leaves for kid in kids]))
+        position = index.get(keys[-1])
+        if position is None:
+            return None
+        found = (start + int(entry[4][position]), kids[position])
+        self._ranges[keys] = found
+        return found
+
+    def of(self, keys: tuple) -> tuple[int, int, int]:
+        found = self._range(keys)
+        if found is None:
+            return (0, 0, 0)
+        start, treedef = found
+        stop = start + treedef.num_leaves
+        return tuple(int(total[stop] - total[start]) for total in self._sums)  # type: ignore[return-value]
+
+    def trained_at(self, keys: tuple) -> bool:
+        found = self._range(keys)
+        return found is not None and found[1].num_leaves == 1 and self._flags[found[0]]
+
+    def add_children(self, keys: tuple, children: list[Child]) -> bool:
+        """Note the (non-static) children of the node at ``keys``; their leaf ranges are worked
+        out when one of them is described (a folded run never is)."""
+        found = self._range(keys)
+        if found is None:
+            return False
+        start, treedef = found
+        dynamic = [child for child in children if not child.static_field]
+        kids = treedef.children()
+        if len(kids) != len(dynamic):
+            return False
+        self._nodes[keys] = [start, dynamic, kids, None]
+        return True
+
+    def signatures(self, keys: tuple, value: Any, count: int) -> list | None:
+        """:func:`_signatures` from the leaves already flattened (no second flatten)."""
+        entry = self._nodes.get(keys)
+        if not isinstance(value, list | tuple) or entry is None or len(entry[2]) != count:
+            return None
+        start, treedef = self._ranges[keys] if keys in self._ranges else self._range(keys)
+        leaves = self._leaves[start : start + treedef.num_leaves]
+        return _signatures_of(leaves, treedef, count, entry[2])
+
+
+class _Mismatch(Exception):
+    """A node whose children do not line up with its tree definition's."""
+
 
 def params_count(tree: Any, roles: Any = None) -> int:
     """Elements of the arrays trained by gradient (``roles``: a trainable spec, or computed)."""
@@ -299,7 +403,7 @@ def _node(
     keys: tuple,
     path: str,
     name: str,
-    totals: _Totals,
+    totals: _Totals | _RangeTotals,
     static_field: bool,
     children: list[Child] | None,
     stats: bool = False,
@@ -309,7 +413,7 @@ def _node(
     elif value is None:
         role, summary = None, "None"
     elif is_array(value):
-        role = "param" if totals.trained.get(keys, False) else "buffer"
+        role = "param" if totals.trained_at(keys) else "buffer"
         summary = array_summary(value)
     elif children is None:
         role, summary = "static", value_summary(value)
@@ -386,7 +490,33 @@ def describe_tree(
     entries; ``more_from`` is the first child not listed (``child_count``, or the stop, when
     all are).
     """
-    totals = _Totals(tree, roles)
+    try:
+        return _describe(
+            tree,
+            _RangeTotals(tree, roles),
+            path,
+            max_nodes,
+            children_offset,
+            children_stop,
+            fold,
+            stats,
+            focus,
+        )
+    except _Mismatch:
+        return _describe(
+            tree,
+            _Totals(tree, roles),
+            path,
+            max_nodes,
+            children_offset,
+            children_stop,
+            fold,
+            stats,
+            focus,
+        )
+
+
+def _describe(tree, totals, path, max_nodes, children_offset, children_stop, fold, stats, focus):
     chain = _focus_chain(tree, focus) if focus else {}
     root_children = children_of(tree)
     root = _node(tree, (), path, _last_name(path), totals, False, root_children, stats)
@@ -406,8 +536,16 @@ def describe_tree(
         if not children:
             node["children"] = []
             continue
+        if not totals.add_children(keys, children):
+            raise _Mismatch
         on_chain = keys in chain
-        entries, more_from = _listing(value, children, offset, stop, fold, chain.get(keys))
+        signatures = None
+        if (
+            fold
+            and (len(children) if stop is None else min(stop, len(children))) - offset >= FOLD_RUN
+        ):
+            signatures = totals.signatures(keys, value, len(children))
+        entries, more_from = _listing(children, offset, stop, signatures, chain.get(keys))
         if len(entries) > budget and not on_chain:
             node["children"] = None
             node["lazy"] = True
@@ -482,7 +620,11 @@ def _signatures(value: Any, count: int) -> list | None:
     if not isinstance(value, list | tuple):
         return None
     leaves, treedef = jax.tree_util.tree_flatten(value)
-    kids = treedef.children()
+    return _signatures_of(leaves, treedef, count)
+
+
+def _signatures_of(leaves: list, treedef: Any, count: int, kids: list | None = None) -> list | None:
+    kids = treedef.children() if kids is None else kids
     if len(kids) != count:
         return None
     parts = []
@@ -517,18 +659,16 @@ def fold_label(value: Any) -> str:
 
 
 def _listing(
-    value: Any,
     children: list[Child],
     offset: int,
     stop: int | None,
-    fold: bool,
+    signatures: list | None,
     focus: int | None,
 ) -> tuple[list, int]:
     """The entries of one node's page: children, and folds of identical runs; and the first
     child not listed (the end of the range when all are)."""
     end = len(children) if stop is None else min(stop, len(children))
     groups = [(i, i + 1) for i in range(offset, end)]
-    signatures = _signatures(value, len(children)) if fold and end - offset >= FOLD_RUN else None
     if signatures is not None:
         groups, start = [], offset
         while start < end:

@@ -74,6 +74,8 @@ def test_flatten_partition_map_edit_undo_compare(page, page_probe):
     shot(page.locator("#op-map"), "map")
 
     open_op(page, "edit")
+    page.locator("#edit-path").wait_for()  # the form loads when the section opens
+    wait_for_htmx_settled(page)
     page.fill("#edit-path", ".weight")
     page.fill("#edit-index", "0, 1")
     page.fill("#edit-value", "5")
@@ -150,6 +152,8 @@ def test_operations_at_phone_width(browser, live_server, page_probe):
     ]:
         open_op(page, name)
         if name == "edit":
+            page.locator("#edit-value").wait_for()
+            wait_for_htmx_settled(page)
             page.fill("#edit-value", "leaf * 2")
             page.locator("#op-edit input[value=expression]").check()
         page.locator(button).click()

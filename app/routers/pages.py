@@ -159,7 +159,6 @@ templates.env.filters.update(
 templates.env.globals.update(
     accessor=tree_at_accessor,
     CHILDREN_PAGE=CHILDREN_PAGE,
-    ops_array_paths=pytree_ops.array_paths,
     ops_filters=pytree_ops.FILTERS,
     ops_filter_help=pytree_ops.FILTER_HELP,
     ops_examples=pytree_ops.EXAMPLES,

@@ -673,3 +673,23 @@ def module_list_fragment(request: Request, module_id: str) -> Response:
     modules = services.store.list(request.state.workspace)
     context = {"module": record, "modules": modules, "catalog": CATALOG}
     return _fragment(request, "module_list.html", context)
+
+
+@router.get("/m/{module_id}/wrt-split", response_class=HTMLResponse, include_in_schema=False)
+async def wrt_split_fragment(request: Request, module_id: str) -> Response:
+    """The run panel's split: what grad differentiates (params) and what it holds fixed."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    model = await run_in_threadpool(services.store.load, record)
+    split = await run_in_threadpool(pytree_ops.wrt_split, model, "params")
+    return _fragment(request, "ops_wrt_split.html", {"module": record, "split": split})
+
+
+@router.get("/m/{module_id}/edit-form", response_class=HTMLResponse, include_in_schema=False)
+async def edit_form_fragment(request: Request, module_id: str) -> Response:
+    """The edit form, with the module's array leaves to choose from (trained ones first)."""
+    record = _page_record(request, module_id)
+    services: Services = request.app.state.services
+    model = await run_in_threadpool(services.store.load, record)
+    paths = await run_in_threadpool(pytree_ops.array_paths, model)
+    return _fragment(request, "ops_edit_form.html", {"module": record, "array_paths": paths})

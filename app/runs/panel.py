@@ -24,7 +24,6 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.errors import PlaygroundError, describe_validation_errors
-from app.pytree_ops import wrt_split
 from app.routers.modules import model_roles
 from app.routers.pages import templates
 from app.runs.engine import RunEngine
@@ -76,9 +75,7 @@ def run_panel_context(module: ModuleRecord, spec: Any, model: Any, services=None
     items = presets(spec, simple)
     form = copy.deepcopy(items[0].form)
     form.preset = None
-    context = _context(module, spec, form, items)
-    context["split"] = wrt_split(model, "params")
-    return context
+    return _context(module, spec, form, items)
 
 
 def _guess_simple(model: Any) -> bool:
