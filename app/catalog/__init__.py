@@ -6,6 +6,18 @@ module, runs its forward pass and writes the Python code that rebuilds it.
 
 >>> entry = parse_spec("library.Linear", {"in_dim": 2, "out_dim": 3})
 >>> model = entry.build()  # library.modules.Linear(2, 3, jax.random.PRNGKey(0))
+
+- ``base``: :class:`CatalogEntry` (and :class:`KeyedEntry`), the field types the entries share
+  (sizes, seeds, activations) and the helpers that write exported code.
+- ``library_kinds``: the library's modules (``library.Linear``, layers, adapters) and
+  ``library.network``, the reference network.
+- ``equinox_kinds``: Equinox's own layers (``eqx.nn.Linear``, ``MLP``, convolutions, cells,
+  ``LayerNorm``, ``Embedding``, ``MultiheadAttention``).
+- ``stack``: ``stack``, an ``eqx.nn.Sequential`` built row by row.
+- ``custom``: ``custom``, a class defined in the form with the expression language.
+- here: :data:`CATALOG` (kind -> entry class, the seed first), :func:`parse_spec`,
+  :func:`params_from_form` and :func:`describe_catalog`. How to add a kind:
+  ``docs/architecture.md``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """Training and dynamics: datasets, losses, background jobs and the library's local rules.
 
+- ``service``: from a request to a job or a dynamics answer (the request models, the
+  defaults, which training a module gets); what the router calls;
 - ``datasets``: the library's seeded sets, the prototype task and uploaded CSV files;
+- ``losses``: losses, predictions and accuracy for gradient training;
 - ``gradient``: gradient training of any catalog module (Optax, jitted steps);
 - ``local``: the library networks' local rule (the reference protocol of docs/library.md);
-- ``jobs``: background jobs with progress, stop, per-workspace limits and persistence;
+- ``jobs``: background jobs with progress, pause, step, stop, per-workspace limits and
+  persistence;
+- ``storage``: uploaded CSV files and the records of jobs in the database;
+- ``figures``, ``views``: what a job shows (loss and accuracy curves, the decision boundary or
+  the fit, the parameters' diff);
 - ``dynamics``: a network's state over time under ``step`` or ``step_inference``.
 """
