@@ -46,7 +46,7 @@ class Services:
             rooms=RoomStore(engine, settings),
             event_streams=KeyedSlots(
                 settings.max_event_streams_per_workspace,
-                "job event streams",
+                "event streams (training progress, rooms)",
                 "max_event_streams_per_workspace",
             ),
         )

@@ -57,10 +57,14 @@ class Settings(BaseSettings):
         256, description="Requests handled at once (event streams included); more get 503."
     )
     event_stream_seconds: float = Field(
-        300.0, description="How long one job event stream stays open; the page reconnects."
+        300.0,
+        description="How long one event stream (a job's progress, a room's steps) stays open; "
+        "the page reconnects.",
     )
     max_event_streams_per_workspace: int = Field(
-        4, description="Job event streams open at once per workspace; more get 429."
+        4,
+        description="Event streams (jobs' progress, rooms' steps) open at once per workspace; "
+        "more get 429.",
     )
 
     max_array_elements: int = Field(1_000_000, description="Elements in any one array.")
@@ -116,10 +120,6 @@ class Settings(BaseSettings):
     )
     max_rooms_per_hour: int = Field(200, description="Rooms the whole server creates in an hour.")
     max_room_participants: int = Field(200, description="Participants in one room.")
-    room_events_seconds: float = Field(
-        300.0,
-        description="Life of one room event stream; the browser reconnects after it ends.",
-    )
     leaf_values_limit: int = Field(
         4_096, description="Values sent for one array; larger ones are cut (truncated=true)."
     )

@@ -266,7 +266,7 @@ def next_event(found: queue.Queue, seconds: float) -> tuple[str, object]:
 
 
 def test_step_events_arrive_within_a_second_and_the_stream_ends(settings):
-    settings.room_events_seconds = 4.0
+    settings.event_stream_seconds = 4.0
     app = create_app(settings)
     with LiveServer(app) as server:
         with httpx.Client(base_url=server.url) as presenter:
@@ -333,3 +333,24 @@ def test_the_presenter_sees_a_histogram_of_the_participants_test_accuracies(app,
             assert f"{count} between {low} and" in stats
     state = presenter.get(f"/api/rooms/{room['code']}").json()
     assert (state["participants"], state["reached"], state["ran"]) == (2, 2, 2)
+
+
+def test_a_workspace_holds_a_bounded_number_of_event_streams(settings):
+    settings.max_event_streams_per_workspace = 1
+    app = create_app(settings)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as person:
+        room = person.post("/api/rooms", json={"lesson": "vmap"}).json()
+        url = f"/api/rooms/{room['code']}/events"
+        with person.stream("GET", url) as first:
+            assert first.status_code == 200
+            second = person.get(url)
+            assert second.status_code == 429
+            assert "max_event_streams_per_workspace" in second.json()["message"]
+        # the first stream closed: its slot is free again
+        deadline = time.monotonic() + 5
+        while True:
+            with person.stream("GET", url) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)

@@ -10,7 +10,8 @@ JSON API:
 - ``GET /api/rooms/{code}``: ``{"lesson", "step", "participants", "reached", "ran"}``.
 - ``GET /api/rooms/{code}/events``: server-sent ``step`` events, each time the room moves
   (the stream polls the room's row, so a step set through any replica arrives within a
-  second); it ends after ``room_events_seconds`` and the browser reconnects.
+  second); it ends after ``event_stream_seconds`` and the browser reconnects; a workspace
+  holds at most ``max_event_streams_per_workspace`` streams (rooms and jobs together).
 
 Pages: ``/rooms/{code}`` (join), ``/rooms/{room}/present`` (the presenter view of the room's
 step), ``/rooms/{room}/stats`` (the presenter's counts and accuracy histogram, polled).
@@ -254,30 +255,40 @@ def get_room(code: CodePath, services: ServicesDep) -> dict:
     "/api/rooms/{code}/events",
     responses={200: {"content": {"text/event-stream": {}}, "description": "step events."}},
 )
-async def room_events(code: CodePath, request: Request, services: ServicesDep) -> StreamingResponse:
+async def room_events(
+    code: CodePath, request: Request, services: ServicesDep, workspace: WorkspaceDep
+) -> StreamingResponse:
     """Server-sent events: ``step`` ``{"step", "url", "title"}`` now and whenever the room
-    moves; ``end`` when the stream's life (``room_events_seconds``) is over or the room is
+    moves; ``end`` when the stream's life (``event_stream_seconds``) is over or the room is
     gone. The room's row is polled every 0.4 s, so a move made on any replica arrives within
-    a second."""
+    a second. A workspace holds at most ``max_event_streams_per_workspace`` streams at once."""
     room = await run_in_threadpool(room_or_404, services, code)
     lesson = find_lesson(room.lesson)
-    life = services.settings.room_events_seconds
+    lifetime = services.settings.event_stream_seconds
+    release = services.event_streams.acquire(workspace)
 
-    def stepsse_event(step: int) -> str:
+    def step_event(step: int) -> str:
         found = lesson.step(step)
         title = found.title if found else ""
         return sse_event("step", {"step": step, "url": lesson.step_url(step), "title": title})
 
     async def stream():
+        try:
+            async for event in events():
+                yield event
+        finally:
+            release()
+
+    async def events():
         yield "retry: 1000\n\n"
-        yield stepsse_event(room.step)
+        yield step_event(room.step)
         seen, started, last_sent = room.step, time.monotonic(), time.monotonic()
         while True:
             await asyncio.sleep(EVENTS_POLL_SECONDS)
             if await request.is_disconnected():
                 return
             now = time.monotonic()
-            if now - started > life:
+            if now - started > lifetime:
                 yield sse_event("end", {"reason": "the stream's time is up; reconnect"})
                 return
             step = await run_in_threadpool(services.rooms.step_of, room.id)
@@ -286,12 +297,12 @@ async def room_events(code: CodePath, request: Request, services: ServicesDep) -
                 return
             if step != seen:
                 seen, last_sent = step, now
-                yield stepsse_event(step)
+                yield step_event(step)
             elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
                 last_sent = now
                 yield ": keep-alive\n\n"
 
-    return event_stream(stream())
+    return event_stream(stream(), on_close=release)
 
 
 # Pages ------------------------------------------------------------------------------------
