@@ -309,6 +309,8 @@ class Expression:
     _canonical: str = field(repr=False)
     _tree: ast.expr = field(repr=False)
     _evaluator: _Evaluator = field(repr=False)
+    parts: int = 0
+    """Its parts (numbers, names, operations, calls), as ``max_nodes`` counts them."""
 
     def evaluate(self, env: Mapping[str, Any]) -> jax.Array:
         """Compute the expression with ``env`` giving a value for every variable it uses."""
@@ -374,7 +376,7 @@ def parse_expression(
         raise ExpressionError("the expression is empty: write one, like x @ weight + bias")
     _check_brackets(source, shift, max_depth)
     tree = _parse_syntax(source, shift)
-    _check_size(tree, shift, max_nodes, max_depth)
+    parts = _check_size(tree, shift, max_nodes, max_depth)
     builder = _Builder(source, shift, allowed_variables)
     try:
         built = builder.top(tree.body)
@@ -389,6 +391,7 @@ def parse_expression(
         _canonical=canonical,
         _tree=built.tree,
         _evaluator=built.run,
+        parts=parts,
     )
 
 
@@ -502,8 +505,9 @@ def _syntax_children(node: ast.AST) -> Iterable[ast.AST]:
             yield child
 
 
-def _check_size(tree: ast.Expression, shift: int, max_nodes: int, max_depth: int) -> None:
-    """Count nodes and nesting without recursion, so that hostile trees cannot overflow."""
+def _check_size(tree: ast.Expression, shift: int, max_nodes: int, max_depth: int) -> int:
+    """Count nodes and nesting without recursion, so that hostile trees cannot overflow; the
+    number of nodes."""
     count = 0
     stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
     while stack:
@@ -522,6 +526,7 @@ def _check_size(tree: ast.Expression, shift: int, max_nodes: int, max_depth: int
                 getattr(node, "col_offset", 0) + shift,
             )
         stack.extend((child, depth + 1) for child in _syntax_children(node))
+    return count
 
 
 _CONSTANT_OPERATORS: dict[type, Callable[[float, float], Any]] = {

@@ -91,6 +91,22 @@ class Settings(BaseSettings):
     max_expression_length: int = Field(500, description="Characters in one expression.")
     max_expression_nodes: int = Field(200, description="Syntax-tree nodes in one expression.")
     max_run_flops: float = Field(2e10, description="Estimated flops of one run.")
+    max_traced_leaves: int = Field(
+        1_500,
+        description="What one run may trace and compile, checked before tracing: the module's "
+        "array leaves plus the loss's parts, times 3 for each grad, value_and_grad or jacrev and 8 "
+        "for each jacfwd (grad of the loss of a 250-layer MLP is about this).",
+    )
+    worker_memory_mb: int = Field(
+        2_000,
+        description="Memory in MB (10^6 bytes) one computation may use: arguments, result and "
+        "temporaries by the compiler's memory analysis, checked after compiling, before running.",
+    )
+    max_train_flops: float = Field(
+        2e11,
+        description="Estimated flops of one training job as a whole: its steps times one "
+        "step's flops, plus its evaluations.",
+    )
     max_concurrent_computations: int = Field(2, description="Computations at once, server-wide.")
     compute_wait_seconds: float = Field(
         5.0, description="How long a request waits for a compute slot before a 503."
@@ -103,6 +119,11 @@ class Settings(BaseSettings):
     max_train_epochs: int = Field(50, description="Epochs in one library training job.")
     max_dataset_rows: int = Field(20_000, description="Rows in a dataset or uploaded CSV.")
     compile_cache_size: int = Field(256, description="Compiled functions kept in memory.")
+    compile_cache_mb: int = Field(
+        1_000,
+        description="Memory in MB the compiled functions kept may hold (each entry's generated "
+        "code, or an estimate from its program's size, and its texts).",
+    )
     max_undo_revisions: int = Field(
         10, description="Earlier revisions kept per module for Undo after an edit."
     )

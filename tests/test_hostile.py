@@ -544,3 +544,60 @@ def test_unreadable_form_names_are_refused_naming_the_field(server, url, data, f
         assert response.status_code == 422, response.text[:300]
         text = response.text if headers else response.json()["message"]
         assert field in text and words in text, text[:300]
+
+
+# --- compile-time and memory bombs: refused from estimates, before they cost minutes or GBs ----
+
+
+def test_grad_of_the_ten_thousand_leaf_mlp_is_refused_within_two_seconds(server):
+    deep = {
+        "kind": "eqx.nn.MLP",
+        "params": {"in_size": 8, "out_size": 8, "width_size": 8, "depth": 5000},
+    }
+    created = server.post("/api/modules", json=deep)
+    assert created.status_code == 201, created.text
+    module = created.json()["id"]
+    for url, kwargs in [
+        (f"/api/modules/{module}/run", {"json": {**SEED_RUN, "input": {"shape": [8]}}}),
+        (f"/m/{module}/run", {"data": {"action": "preset-grad"}}),  # "grad of the loss"
+    ]:
+        start = time.perf_counter()
+        response = server.post(url, **kwargs)
+        elapsed = time.perf_counter() - start
+        assert elapsed < 2.0, f"took {elapsed:.1f} s"
+        assert "max_traced_leaves" in response.text and "10,002 array leaves" in response.text
+        assert "at most 498 leaves fit" in response.text  # 1,500 // 3 - 2 parts of mean(out)
+    assert server.get("/api/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "body", "setting"),
+    [
+        (  # 30 nested gelu under four jacfwd: the 181 characters that compiled for 60 s
+            "expression-chain",
+            LINEAR,
+            run(
+                loss="mean(" + "gelu(" * 30 + "out" + ")" * 31,
+                transforms=["jacfwd"] * 4,
+                input={"shape": [2]},
+            ),
+            "max_traced_leaves",
+        ),
+        (  # small input, 4 GB of temporaries: refused after compiling, before running
+            "one-hot",
+            custom(call="x", fields=[]),
+            run(loss="sum(one_hot(x, 10000))", transforms=[], input={"shape": [100_000]}),
+            "worker_memory_mb",
+        ),
+    ],
+)
+def test_compile_and_memory_bombs_are_refused(server, name, module, body, setting):
+    module_id = server.post("/api/modules", json=module).json()["id"]
+    start = time.perf_counter()
+    response = server.post(f"/api/modules/{module_id}/run", json=body)
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 422, response.text[:500]
+    assert setting in response.json()["message"]
+    assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"
+    again = server.post(f"/api/modules/{server.module_id}/run", json=SEED_RUN)
+    assert again.status_code == 200

@@ -6,6 +6,7 @@ answered before anything large is built or computed (so each answers in well und
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -256,3 +257,125 @@ def test_leaf_values_are_cut_to_the_limit(limited):
     leaf = limited.get(f"/api/modules/{module}/leaf", params={"path": ".weight"}).json()
     assert leaf["truncated"] is True and leaf["limit"] == 16
     assert sum(len(row) for row in leaf["values"]) <= 16
+
+
+# --- what a run costs: the trace before tracing, the memory before running, a job as a whole ----
+
+
+def mlp(depth: int, width: int = 2, in_size: int = 2, out_size: int = 2) -> dict:
+    params = {"in_size": in_size, "out_size": out_size, "width_size": width, "depth": depth}
+    return {"kind": "eqx.nn.MLP", "params": {**params, "seed": 0}}
+
+
+def test_traced_leaves_are_estimated_before_tracing(tmp_path):
+    import equinox as eqx
+    import jax
+
+    app = create_app(Settings(data_dir=tmp_path / "trace", max_traced_leaves=60))
+    with TestClient(app) as client:
+        engine_compiles = lambda: client.app.state.services.extras["runs"].compiles  # noqa: E731
+        deep = client.post("/api/modules", json=mlp(9)).json()["id"]
+        # the module's arrays, counted with JAX directly: 10 layers of weight and bias
+        model = eqx.nn.MLP(2, 2, 2, 9, key=jax.random.PRNGKey(0))
+        leaves = len(jax.tree.leaves(eqx.filter(model, eqx.is_array)))
+        assert leaves == 20
+        forward = {**SEED_RUN, "function": "forward", "transforms": [], "input": {"shape": [2]}}
+        assert client.post(f"/api/modules/{deep}/run", json=forward).status_code == 200
+        before = engine_compiles()
+        grad = {**SEED_RUN, "input": {"shape": [2]}}  # "mean(out)" has 2 parts: mean(...) and out
+        response, elapsed = timed(client.post, f"/api/modules/{deep}/run", json=grad)
+        message = refused(response, 422, "max_traced_leaves", "60", elapsed=elapsed)
+        assert f"{(leaves + 2) * 3:,} leaf operations" in message  # (20 + 2) x 3 for grad
+        assert "at most 18 leaves fit" in message  # 60 // 3 - 2
+        assert engine_compiles() == before  # nothing was traced
+        jacobian = {**forward, "transforms": ["jacfwd"]}  # 20 x 8 for jacfwd
+        refused(client.post(f"/api/modules/{deep}/run", json=jacobian), 422, "160 leaf")
+        sweep = {"coordinate": 0, "points": 5, "loss": "mean(out)"}
+        refused(client.post(f"/api/modules/{deep}/sweep", json=sweep), 422, "max_traced_leaves")
+        # 8 layers, 18 leaves: (18 + 2) x 3 = 60 fits
+        fits = client.post("/api/modules", json=mlp(8)).json()["id"]
+        assert client.post(f"/api/modules/{fits}/run", json=grad).status_code == 200
+        train = {"dataset": "circle", "steps": 10}  # a step is grad: 22 arrays x 3 > 60
+        deeper = client.post("/api/modules", json=mlp(10, in_size=2, out_size=1)).json()["id"]
+        message = refused(
+            client.post(f"/api/modules/{deeper}/train", json=train), 422, "max_traced_leaves"
+        )
+        assert "training job" in message and "66 leaf operations" in message
+
+
+def test_memory_is_checked_after_compiling_before_running(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    app = create_app(Settings(data_dir=tmp_path / "memory", worker_memory_mb=1))
+    with TestClient(app) as client:
+        module = client.post("/api/modules", json=custom([], "x")).json()["id"]
+        loss = "sum(one_hot(x, 100))"
+        body = {**SEED_RUN, "loss": loss, "transforms": [], "input": {"shape": [5000]}}
+        response, elapsed = timed(client.post, f"/api/modules/{module}/run", json=body)
+        message = refused(response, 422, "worker_memory_mb", "PLAYGROUND_WORKER_MEMORY_MB")
+        assert elapsed < 5
+
+        # the same program compiled with JAX directly: its memory analysis gives the figure
+        def f(x):
+            return jnp.sum(jax.nn.one_hot(x.astype(jnp.int32), 100))
+
+        stats = jax.jit(f).lower(jnp.ones((5000,))).compile().memory_analysis()
+        total = stats.temp_size_in_bytes + stats.output_size_in_bytes
+        total += stats.argument_size_in_bytes
+        assert total > 1_000_000
+        assert f"about {total / 1e6:,.0f} MB" in message and "limit is 1 MB" in message
+        small = {**body, "input": {"shape": [500]}}  # 0.2 MB of temporaries
+        answer = client.post(f"/api/modules/{module}/run", json=small)
+        assert answer.status_code == 200 and answer.json()["values"] == 500.0
+
+
+def test_a_training_job_is_budgeted_as_a_whole(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "job", max_train_flops=1e8))
+    with TestClient(app) as client:
+        module = client.post("/api/modules", json=mlp(2, 16, 2, 1)).json()["id"]
+        body = {"dataset": "circle", "optimizer": "adam", "batch_size": 32, "steps": 5000}
+        response, elapsed = timed(client.post, f"/api/modules/{module}/train", json=body)
+        message = refused(response, 422, "max_train_flops", "1e+08")
+        step = float(re.search(r"5,000 steps of ([0-9.e+]+)", message).group(1))
+        # by hand: a forward pass is 2 x (2*16 + 16*16 + 16*1) = 608 flops per example in its
+        # matrix products; a step is the forward and backward passes (3 times) on 32 examples
+        by_hand = 3 * 32 * 608
+        assert by_hand <= step <= 2 * by_hand, (step, by_hand)
+        fits = int(re.search(r"at most ([0-9,]+) steps", message).group(1).replace(",", ""))
+        assert 0 < fits < 5000
+        over = client.post(f"/api/modules/{module}/train", json={**body, "steps": fits + 1})
+        refused(over, 422, "max_train_flops")
+        job = client.post(f"/api/modules/{module}/train", json={**body, "steps": fits})
+        assert job.status_code == 202, job.text
+        client.post(f"/api/jobs/{job.json()['job']}/stop")
+
+
+def test_the_compile_cache_is_bounded_in_bytes_as_well_as_entries(tmp_path):
+    from app.runs.cache import CompileCache, Compiled
+
+    def entry(size: int) -> Compiled:
+        return Compiled(None, None, 0.0, 0.0, "", False, "", False, None, None, size_bytes=size)
+
+    cache = CompileCache(10, max_bytes=1000)
+    for key in "abc":
+        cache.get_or_compile(key, lambda: entry(400))
+    assert len(cache) == 2 and cache.bytes == 800 and cache.get("a") is None
+    cache.get_or_compile("huge", lambda: entry(5000))  # the newest entry always stays
+    assert len(cache) == 1 and cache.bytes == 5000
+
+    # 0 MB: only the newest entry stays, however small
+    app = create_app(Settings(data_dir=tmp_path / "bytes", compile_cache_mb=0))
+    with TestClient(app) as client:
+        module = client.post("/api/modules", json=linear()).json()["id"]
+        for shape in ([1, 2], [2, 2], [3, 2]):
+            body = {**SEED_RUN, "input": {"shape": shape}}
+            assert client.post(f"/api/modules/{module}/run", json=body).json()["compiled"]
+        cache = client.app.state.services.extras["runs"].cache
+        (newest,) = cache._entries.values()
+        assert cache.bytes == newest.size_bytes >= len(newest.hlo) + len(newest.jaxpr) > 0
+        assert newest.key.input_shape == (3, 2)
+        first = client.post(
+            f"/api/modules/{module}/run", json={**SEED_RUN, "input": {"shape": [1, 2]}}
+        )
+        assert first.json()["compiled"] is True  # it had been evicted

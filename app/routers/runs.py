@@ -129,6 +129,7 @@ def _run_json(services, workspace, module_id, body: RunRequest, parts) -> FastJS
     record = find_record(services, workspace, module_id)
     engine = get_engine(services)
     spec = record.spec()
+    engine.check_cost(spec, body)
     with services.compute.slot():
         model = services.store.load(record)
         outcome = engine.run(spec, model, body, scopes=scopes(record))
@@ -139,6 +140,7 @@ def _sweep_json(services, workspace, module_id, body: SweepRequest, parts) -> Fa
     record = find_record(services, workspace, module_id)
     engine = get_engine(services)
     spec = record.spec()
+    engine.check_cost(spec, body)
     with services.compute.slot():
         model = services.store.load(record)
         outcome = engine.sweep(spec, model, body, scopes=scopes(record))

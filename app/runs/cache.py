@@ -29,6 +29,10 @@ class Compiled:
     hlo_truncated: bool
     cost: dict | None
     out_info: Any
+    memory: dict[str, int] | None = None
+    """The compiled program's memory by XLA's analysis (temporaries, result, arguments)."""
+    size_bytes: int = 0
+    """What this entry holds in memory, estimated: its cost in the cache's byte budget."""
     run_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
     lock: threading.Lock = field(default_factory=threading.Lock)
     memo: dict = field(default_factory=dict)
@@ -51,10 +55,15 @@ class Compiled:
 
 
 class CompileCache:
-    """A bounded LRU of compiled runs; a per-key lock so that a key compiles once."""
+    """A bounded LRU of compiled runs; a per-key lock so that a key compiles once.
 
-    def __init__(self, size: int):
+    Bounded in entries (``size``) and in bytes (``max_bytes``, each entry costing its
+    ``size_bytes``): the least recently used go first; the newest entry always stays."""
+
+    def __init__(self, size: int, max_bytes: int | None = None):
         self.size = max(1, size)
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[RunKey, Compiled] = OrderedDict()
         self._locks: dict[RunKey, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -92,7 +101,13 @@ class CompileCache:
                     self._locks.pop(key, None)
             with self._lock:
                 self._entries[key] = entry
+                self.bytes += entry.size_bytes
                 self.compiles += 1
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
+                while len(self._entries) > 1 and self._over():
+                    self.bytes -= self._entries.popitem(last=False)[1].size_bytes
         return entry, True
+
+    def _over(self) -> bool:
+        if len(self._entries) > self.size:
+            return True
+        return self.max_bytes is not None and self.bytes > self.max_bytes

@@ -7,7 +7,6 @@ are checked against the limits before anything runs.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +17,8 @@ from app.expressions import ExpressionError
 from app.runs.cache import Compiled
 from app.runs.errors import RunError, explain, jax_message
 from app.runs.keys import RunKey
+from app.runs.limits import check_budget, check_memory, check_output, memory_bytes
 from app.settings import Settings
-from app.trees import array_summary as aval_text
 
 MAX_TEXT = 200_000
 """Characters of jaxpr or HLO text kept; longer texts are cut and say so."""
@@ -79,8 +78,11 @@ def compile_run(
     compiled_at = time.perf_counter()
     cost = _cost(executable.cost_analysis())
     check_budget(cost, settings)
+    memory = memory_bytes(executable)
+    check_memory(memory, settings)
     jaxpr, jaxpr_cut = _text(str(traced.jaxpr))
-    hlo, hlo_cut = _text(lowered.as_text())
+    hlo_text = lowered.as_text()
+    hlo, hlo_cut = _text(hlo_text)
     return Compiled(
         key=key,
         executable=executable,
@@ -92,40 +94,27 @@ def compile_run(
         hlo_truncated=hlo_cut,
         cost=cost,
         out_info=traced.out_info,
+        memory=memory,
+        size_bytes=entry_bytes(executable, len(hlo_text), len(jaxpr) + len(hlo)),
     )
 
 
-def check_output(out_info: Any, settings: Settings) -> None:
-    limit = settings.max_array_elements
-    total = 0
-    for leaf in jax.tree_util.tree_leaves(out_info):
-        size = math.prod(leaf.shape)
-        total += size
-        if size > limit:
-            raise RunError(
-                f"The result would hold an array {aval_text(leaf)} of {size:,} numbers; the "
-                f"limit is {limit:,} (max_array_elements, PLAYGROUND_MAX_ARRAY_ELEMENTS). Use a "
-                "smaller input or fewer transformations",
-                field="transforms",
-            )
-    if total > 4 * limit:
-        raise RunError(
-            f"The result would hold {total:,} numbers; the limit is {4 * limit:,} (four times "
-            "max_array_elements, PLAYGROUND_MAX_ARRAY_ELEMENTS)",
-            field="transforms",
-        )
+BYTES_PER_HLO_CHARACTER = 240
+"""What a compiled entry keeps in memory per character of its HLO text, where the backend does
+not report its code size (the CPU): grad of a 100-layer MLP (131,000 characters) kept 31 MiB."""
 
 
-def check_budget(cost: dict | None, settings: Settings) -> None:
-    if not cost or cost.get("flops") is None:
-        return
-    if cost["flops"] > settings.max_run_flops:
-        raise RunError(
-            f"This run would take about {cost['flops']:.3g} floating-point operations (the "
-            f"compiler's estimate); the limit is {settings.max_run_flops:.3g} per run "
-            "(max_run_flops, PLAYGROUND_MAX_RUN_FLOPS). Use a smaller input or module",
-            field="input.shape",
-        )
+def entry_bytes(executable: Any, hlo_characters: int, text_characters: int) -> int:
+    """An estimate of the memory a cached entry holds: its generated code (as the backend
+    reports it, or estimated from the size of the program) and the texts it keeps."""
+    try:
+        stats = executable.memory_analysis()
+        code = int(getattr(stats, "generated_code_size_in_bytes", 0) or 0)
+    except Exception:  # noqa: BLE001 - not every backend analyses memory
+        code = 0
+    if code <= 0:
+        code = BYTES_PER_HLO_CHARACTER * hlo_characters
+    return code + text_characters
 
 
 def execute(entry: Compiled, args: tuple, *, timing: bool) -> tuple[Any, float]:

@@ -45,6 +45,7 @@ from app.runs.compiling import compile_run, execute
 from app.runs.errors import RunError
 from app.runs.inputs import InputCache, PreparedInput
 from app.runs.keys import RunKey, key_changes
+from app.runs.limits import MB, check_trace_size
 from app.runs.pipeline import LOSS_VARIABLES, PipelineBuilder, make_top
 from app.runs.spec import DIFFERENTIATING, InputSpec, RunRequest, SweepRequest, shape_text
 from app.runs.structure import ModuleStructure, StructureMemo
@@ -54,6 +55,8 @@ MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 MAX_EXPRESSIONS = 512
 """Parsed loss expressions kept."""
+SWEEP_TRANSFORMS = ("value_and_grad", "vmap")
+"""What a sweep applies to the loss: ``vmap(value_and_grad(f))``."""
 
 
 @dataclass
@@ -78,7 +81,7 @@ class RunEngine:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.cache = CompileCache(settings.compile_cache_size)
+        self.cache = CompileCache(settings.compile_cache_size, settings.compile_cache_mb * MB)
         self.structures = StructureMemo()
         self.inputs = InputCache()
         self._previous: OrderedDict[tuple, RunKey] = OrderedDict()
@@ -128,10 +131,23 @@ class RunEngine:
                 self._expressions.popitem(last=False)
         return expression
 
+    def check_cost(self, spec: Any, request: RunRequest | SweepRequest) -> None:
+        """Refuse at once, before the module is even built or loaded, a run whose trace would
+        be too big (from the catalog's estimate of the module's leaves)."""
+        if isinstance(request, SweepRequest):
+            transforms: Sequence[str] = SWEEP_TRANSFORMS
+            loss: str | None = request.loss
+        else:
+            transforms = request.transforms
+            loss = request.loss if request.function == "loss" else None
+        parts = self.parse_loss(loss).parts if loss is not None else 0
+        check_trace_size(spec.estimated_leaves(), parts, transforms, self.settings)
+
     def run(
         self, spec: Any, model: Any, request: RunRequest, *, scopes: Sequence[tuple] = ()
     ) -> RunOutcome:
         """Compile (or reuse) and run ``request`` on ``model`` built from catalog ``spec``."""
+        self.check_cost(spec, request)
         settings = self.settings
         expression = self.parse_loss(request.loss) if request.function == "loss" else None
         prepared = self.inputs.get(
@@ -165,6 +181,12 @@ class RunEngine:
                 field="wrt",
             )
         builder.check_vmap_axes(prepared.shape, prepared.dtype)
+        check_trace_size(
+            len(known.structure.array_index),
+            expression.parts if expression is not None else 0,
+            transforms,
+            settings,
+        )
         key = self._key(
             "run",
             spec,
@@ -194,6 +216,7 @@ class RunEngine:
         self, spec: Any, model: Any, request: SweepRequest, *, scopes: Sequence[tuple] = ()
     ) -> RunOutcome:
         """f and df/dx_i along one input coordinate: ``vmap(value_and_grad(f))(ts)``."""
+        self.check_cost(spec, request)
         settings = self.settings
         expression = self.parse_loss(request.loss)
         prepared = self.inputs.get(
@@ -204,6 +227,9 @@ class RunEngine:
         )
         _check_sweep_input(prepared, request.coordinate)
         known = self.structures.get(model)
+        check_trace_size(
+            len(known.structure.array_index), expression.parts, SWEEP_TRANSFORMS, settings
+        )
         builder = PipelineBuilder(
             apply=spec.apply,
             function="loss",
@@ -224,7 +250,7 @@ class RunEngine:
             function="loss",
             expression=expression,
             wrt="input",
-            transforms=("value_and_grad", "vmap"),
+            transforms=SWEEP_TRANSFORMS,
             vmap_axis=0,
             batched=False,
             sweep_points=request.points,

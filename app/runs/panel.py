@@ -103,6 +103,7 @@ def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
     engine = _engine(services)
     spec = record.spec()
     body = form.request()
+    engine.check_cost(spec, body)
     with services.compute.slot():
         model = services.store.load(record)
         outcome = engine.run(
@@ -204,6 +205,7 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
             if fields.get(key, "").strip()
         }
         body = SweepRequest.model_validate(data)
+        _engine(services).check_cost(spec, body)
         with services.compute.slot():
             model = services.store.load(record)
             outcome = _engine(services).sweep(

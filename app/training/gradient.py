@@ -123,6 +123,13 @@ def _scores(model: Any, objective: Objective, x: jax.Array) -> jax.Array:
     return out[:, 0]
 
 
+def _flops(analysis: Any) -> float | None:
+    if isinstance(analysis, list | tuple):
+        analysis = analysis[0] if analysis else None
+    flops = analysis.get("flops") if isinstance(analysis, dict) else None
+    return float(flops) if flops is not None and flops >= 0 else None
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -257,6 +264,31 @@ class GradientPlan:
         elif shows_fit:
             xs = views.fit_grid(data)
             self._grid = (xs, None, xs[:, None])
+
+    def records(self, steps: int | None = None) -> int:
+        """How many times a job of ``steps`` (this one's by default) evaluates the model on
+        every row (once per record)."""
+        steps = self.steps if steps is None else steps
+        every = max(1, min(RECORD_EVERY, math.ceil(steps / 100)))
+        return math.ceil(steps / every)
+
+    def flops(self) -> tuple[float, float] | None:
+        """``(one step, one evaluation)`` in flops by the compiler's cost analysis of the
+        lowered programs (traced once here; the job's calls reuse the traces)."""
+        d, batch = self.data, self.batch_size
+        opt, opt_state = init_optimizer(
+            self.optimizer_name, self.model, self.learning_rate, self.weight_decay
+        )
+        step = gradient_step.lower(
+            self.model, opt_state, opt, self.objective, d.x_train[:batch], d.y_train[:batch]
+        )
+        evaluation = _evaluate.lower(
+            self.model, self.objective, self._x_all, self._y_all, len(d.x_train)
+        )
+        costs = [_flops(lowered.lowered.cost_analysis()) for lowered in (step, evaluation)]
+        if costs[0] is None:
+            return None
+        return costs[0], costs[1] or 0.0
 
     def view(self, model: Any) -> dict | None:
         """The numbers of the boundary (2-D classification) or fit (1-D regression) plot."""

@@ -12,11 +12,14 @@ import math
 import threading
 from typing import Any, Literal
 
+import equinox as eqx
+import jax
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import PlaygroundError
 from app.runs.inputs import prepare_input
+from app.runs.limits import check_trace_size
 from app.runs.spec import InputSpec
 from app.services import Services
 from app.store import ModuleRecord, new_id
@@ -293,6 +296,14 @@ def plan_training(
         else:
             steps = defaults["steps"]
         _limit(steps, settings.max_train_steps, "steps", "max_train_steps")
+        check_trace_size(
+            len(jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))),
+            0,
+            ("grad",),
+            settings,
+            what="training job",
+            field="module",
+        )
         objective = prepare_objective(entry, model, data, request.loss)
         plan = GradientPlan(
             model,
@@ -305,9 +316,41 @@ def plan_training(
             batch_size=batch_size,
             seed=request.seed,
         )
+        check_job_budget(plan, settings)
         resolved.update(steps=steps, loss=objective.loss)
     resolved["watch_seconds"] = request.watch_seconds
     return plan, resolved, data.summary()
+
+
+def check_job_budget(plan: GradientPlan, settings: Any) -> None:
+    """Refuse a job whose steps and evaluations together are over ``max_train_flops``: a job
+    is budgeted as a whole, so many cheap steps cannot buy what one run is refused."""
+    flops = plan.flops()
+    if flops is None:
+        return
+    step, evaluation = flops
+
+    def total(steps: int) -> float:
+        return steps * step + plan.records(steps) * evaluation
+
+    limit = settings.max_train_flops
+    if total(plan.steps) <= limit:
+        return
+    # the most steps that fit (records thin out as jobs grow, so total() is not monotonic)
+    low = next((n for n in range(plan.steps - 1, 0, -1) if total(n) <= limit), 0)
+    advice = (
+        f"Use at most {low:,} steps, a smaller batch or a smaller module"
+        if low > 0
+        else "Use a smaller batch, dataset or module"
+    )
+    raise PlaygroundError(
+        422,
+        f"This training job would take about {total(plan.steps):.3g} floating-point operations "
+        f"({plan.steps:,} steps of {step:.3g}, and {plan.records():,} evaluations on every row "
+        f"of {evaluation:.3g}; the compiler's estimate); the limit is {limit:.3g} per job "
+        f"(max_train_flops, PLAYGROUND_MAX_TRAIN_FLOPS). {advice}",
+        "steps",
+    )
 
 
 def start_training(
