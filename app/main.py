@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import plotly
@@ -25,6 +27,7 @@ from app.routers import (
     workspace,
 )
 from app.routers import lessons as lessons_router
+from app.runs.warmup import Warmup, configure_compilation_cache
 from app.security import SecurityMiddleware
 from app.services import Services
 from app.serving import RequestLimit
@@ -33,6 +36,22 @@ from app.workspaces import WorkspaceMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At start-up: JAX's persistent compilation cache, then the first page's presets compiled
+    in the background; at shutdown, the warm-up stops."""
+    services = app.state.services
+    configure_compilation_cache(services.settings)
+    warmup = None
+    if services.settings.warm_start:
+        warmup = app.state.warmup = Warmup(runs.get_engine(services)).start()
+    try:
+        yield
+    finally:
+        if warmup is not None:
+            warmup.stop()
 
 
 class PlaygroundApp(FastAPI):
@@ -61,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         docs_url=None,  # app.routers.api_docs serves /docs without a CDN
         redoc_url=None,
+        lifespan=lifespan,
     )
     lessons()  # every lesson file validated at start-up: a broken one stops the server here
     app.state.services = Services.create(settings)

@@ -124,6 +124,15 @@ class Settings(BaseSettings):
         description="Memory in MB the compiled functions kept may hold (each entry's generated "
         "code, or an estimate from its program's size, and its texts).",
     )
+    persistent_compile_cache: bool = Field(
+        True,
+        description="Keep compiled programs on disk under data_dir/jax-cache (JAX's persistent "
+        "compilation cache), so that a restarted server compiles nothing it compiled before.",
+    )
+    warm_start: bool = Field(
+        True,
+        description="At start-up, compile the first page's run presets in the background.",
+    )
     max_undo_revisions: int = Field(
         10, description="Earlier revisions kept per module for Undo after an edit."
     )

@@ -38,6 +38,12 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # would set it).
 TEST_HOSTS = "testserver,localhost,127.0.0.1,::1"
 os.environ["PLAYGROUND_ALLOWED_HOSTS"] = TEST_HOSTS
+# Each test makes its own apps: none warms the presets in the background (it would compete for
+# the two cores with the test itself), and none points JAX's process-wide persistent cache at
+# its temporary data folder (the suite's own cache above stays). tests/test_warm.py turns both
+# on where it tests them.
+os.environ["PLAYGROUND_WARM_START"] = "false"
+os.environ["PLAYGROUND_PERSISTENT_COMPILE_CACHE"] = "false"
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ from app.catalog.stack import STACK_LAYERS, StackEntry, StackRow
 from app.formdata import nest_pairs
 
 __all__ = [
+    "SEED_KIND",
     "ACTIVATIONS",
     "BATCH",
     "CATALOG",
@@ -115,6 +116,10 @@ class UnknownKind(ValueError):
         self.kind = kind
         known = ", ".join(CATALOG)
         super().__init__(f"unknown kind {str(kind)[:80]!r}; the kinds are: {known}")
+
+
+SEED_KIND = "library.Linear"
+"""The kind of a new visitor's first module (the seed's ``Linear(2, 3, PRNGKey(0))``)."""
 
 
 def entry_class(kind: str) -> type[CatalogEntry]:

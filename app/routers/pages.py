@@ -31,7 +31,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from app import pytree_ops
-from app.catalog import CATALOG, UnknownKind, params_from_form, parse_spec
+from app.catalog import CATALOG, SEED_KIND, UnknownKind, params_from_form, parse_spec
 from app.errors import PlaygroundError, wants_html
 from app.forms import (
     FORM_ACTIONS,
@@ -73,7 +73,6 @@ FRAGMENT_MAX_NODES = 400
 """Nodes rendered in one lazily loaded fragment."""
 OPEN_ALL_BELOW = 40
 """Trees with at most this many nodes render with every inner node open."""
-SEED_KIND = "library.Linear"
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
