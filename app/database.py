@@ -35,6 +35,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    inspect,
     select,
     text,
 )
@@ -169,7 +170,41 @@ def create_database_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     metadata.create_all(engine)
+    _store_snapshots_by_content(engine)
     return engine
+
+
+def _store_snapshots_by_content(engine: Engine) -> None:
+    """Bring a database made before snapshots were content-addressed up to date: shares'
+    parameters move into ``snapshots`` (one row per content) and ``shares.leaves`` goes;
+    modules get their ``snapshot`` column. Does nothing on an up-to-date database."""
+    columns = {
+        table: {column["name"] for column in inspect(engine).get_columns(table)}
+        for table in ("modules", "shares")
+    }
+    if "snapshot" in columns["modules"] and "leaves" not in columns["shares"]:
+        return
+    with engine.begin() as connection:
+        if "snapshot" not in columns["modules"]:
+            connection.execute(text("ALTER TABLE modules ADD COLUMN snapshot VARCHAR(64)"))
+        if "leaves" in columns["shares"]:
+            for name, kind in (("snapshot", "VARCHAR(64)"), ("workspace", "VARCHAR(64)")):
+                if name not in columns["shares"]:
+                    connection.execute(text(f"ALTER TABLE shares ADD COLUMN {name} {kind}"))
+            rows = connection.execute(text("SELECT id, leaves FROM shares")).all()
+            for share_id, leaves in rows:
+                digest = put_snapshot(connection, bytes(leaves))
+                connection.execute(
+                    text("UPDATE shares SET snapshot = :d, workspace = '' WHERE id = :i"),
+                    {"d": digest, "i": share_id},
+                )
+            connection.execute(text("ALTER TABLE shares DROP COLUMN leaves"))
+        for index, table, column in (
+            ("ix_modules_snapshot", "modules", "snapshot"),
+            ("ix_shares_snapshot", "shares", "snapshot"),
+            ("ix_shares_workspace", "shares", "workspace"),
+        ):
+            connection.execute(text(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({column})"))
 
 
 @contextmanager

@@ -9,7 +9,8 @@ sending one header line every few seconds). This module replaces that policy:
 * :class:`GuardedHttpToolsProtocol`, a small subclass of uvicorn's httptools protocol (the
   fastest one it has, and the one the playground already used), closes a connection whose
   request head is not complete ``header_timeout_seconds`` after it opened or after the first
-  byte of a later request on it (answering 408), refuses a connection beyond
+  byte of a later request on it (answering 408), answers a request it cannot parse with a 400
+  that carries the security headers, refuses a connection beyond
   ``max_connections_per_client`` from one address or ``max_connections`` in all (a 503 that
   carries the security headers, then closed), and keeps uvicorn's own keep-alive timeout
   (``keep_alive_seconds``) for idle connections between requests.
@@ -115,6 +116,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             "(header_timeout_seconds)."
         )
         self.transport.write(raw_response(408, "Request Timeout", message))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, with the security headers."""
+        self.transport.write(raw_response(400, "Bad Request", msg))
         self.transport.close()
 
     def on_message_begin(self) -> None:

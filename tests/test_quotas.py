@@ -359,3 +359,45 @@ def test_80_concurrent_uploads_keep_exactly_the_upload_limit(settings):
                 {"w": client.cookies[COOKIE_NAME]},
             ).scalar_one()
         assert kept == MAX_CSV_PER_WORKSPACE
+
+
+def test_a_database_from_before_content_addressing_is_brought_up_to_date(tmp_path):
+    """Shares stored with their bytes in ``shares.leaves`` (the schema before snapshots) move
+    into ``snapshots`` when the app starts; their links and forks keep working."""
+    import sqlite3
+
+    from app.settings import Settings
+
+    data = tmp_path / "old"
+    with make_client(Settings(data_dir=data)) as client:
+        module = client.post("/api/modules", json=MLP).json()["id"]
+        store = client.app.state.services.store
+        leaves = serialise_leaves(store.load(store.get(client.cookies[COOKIE_NAME], module)))
+    path = data / "playground.db"
+    with sqlite3.connect(path) as old:  # rewrite the two tables as they were
+        old.executescript(
+            """
+            DROP TABLE shares; DROP TABLE snapshots; DROP INDEX ix_modules_snapshot;
+            ALTER TABLE modules DROP COLUMN snapshot;
+            CREATE TABLE shares (id VARCHAR(32) PRIMARY KEY, kind VARCHAR(64) NOT NULL,
+                params JSON NOT NULL, leaves BLOB NOT NULL, title TEXT NOT NULL,
+                trained BOOLEAN NOT NULL, created_at FLOAT NOT NULL);
+            """
+        )
+        for share in ("old-one", "old-two"):
+            old.execute(
+                "INSERT INTO shares VALUES (?, 'eqx.nn.MLP', ?, ?, 'MLP', 0, 0)",
+                (share, '{"in_size": 2, "out_size": 1, "width_size": 64}', leaves),
+            )
+    with make_client(Settings(data_dir=data)) as client:
+        engine = client.app.state.services.engine
+        shared = client.get("/api/shared/old-one")
+        assert shared.status_code == 200, shared.text
+        fork = client.post("/api/shared/old-two/fork")
+        assert fork.status_code == 201
+        store = client.app.state.services.store
+        forked = store.get(client.cookies[COOKIE_NAME], fork.json()["id"])
+        assert serialise_leaves(store.load(forked)) == leaves
+        assert snapshot_rows(engine) == 1  # two old shares of the same bytes: one snapshot
+        module = client.post("/api/modules", json=LINEAR).json()["id"]
+        assert client.post(f"/api/modules/{module}/share").status_code == 201

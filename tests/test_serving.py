@@ -187,6 +187,16 @@ def test_a_normal_keep_alive_client_is_served(server):
             time.sleep(0.5)
 
 
+def test_a_request_the_server_cannot_parse_gets_a_400_with_the_headers(server):
+    with connect(server) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")  # no colon
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 400")
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    for name in SECURITY_HEADER_NAMES:
+        assert name in head
+
+
 def test_python_m_app_answers_only_its_hosts(server):
     with connect(server) as sock:
         sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
