@@ -91,7 +91,6 @@ RUNNER = textwrap.dedent(
     import json, sys
     import jax
     import numpy as np
-import pytest
 
     cases = json.load(open(sys.argv[1]))
     out = []
