@@ -54,7 +54,7 @@ def combines_back(model: Any, name: str) -> bool:
 def partition_code(name: str) -> str:
     return (
         f"kept, rest = eqx.partition(model, {FILTERS[name]})\n"
-        "model_again = eqx.combine(kept, rest)  # the holes (None) of one side filled by the other"
+        "model_again = eqx.combine(kept, rest)  # each None filled from the other side"
     )
 
 
