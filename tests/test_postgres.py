@@ -101,3 +101,27 @@ def test_creating_the_tables_twice_is_harmless(postgres):
     for _ in range(2):
         engine = create_database_engine(url)
         engine.dispose()
+
+
+def test_edit_undo_and_tree_map_on_postgresql(client):
+    """The revisions kept for Undo (bytea, trimmed by count and bytes) work on PostgreSQL."""
+    import numpy as np
+
+    module = client.post("/api/modules", json={"kind": "library.Linear", "params": {}}).json()
+    url = f"/api/modules/{module['id']}"
+    before = client.get(f"{url}/leaf", params={"path": ".bias"}).json()["values"]
+    for value in (1, 2, 3):
+        answer = client.post(f"{url}/edit", json={"path": ".bias", "value": value})
+        assert answer.status_code == 200, answer.text
+    assert answer.json()["undo_available"] == 3
+    assert client.get(f"{url}/leaf", params={"path": ".bias"}).json()["values"] == [3, 3, 3]
+    undone = client.post(f"{url}/undo").json()
+    assert undone["undo_available"] == 2
+    assert client.get(f"{url}/leaf", params={"path": ".bias"}).json()["values"] == [2, 2, 2]
+    for _ in range(2):
+        assert client.post(f"{url}/undo").status_code == 200
+    again = client.get(f"{url}/leaf", params={"path": ".bias"}).json()["values"]
+    np.testing.assert_array_equal(again, before)
+    assert client.post(f"{url}/undo").status_code == 409
+    mapped = client.post(f"{url}/tree-map", json={"expression": "leaf * 2", "filter": "all"})
+    assert mapped.status_code == 201, mapped.text

@@ -479,3 +479,23 @@ def test_the_big_mlp_folds_into_one_line_and_search_lands_on_a_deep_path(client)
         f"/m/{module['id']}/tree-view", params={"focus": ".layers[9000]"}, headers=hx
     )
     assert missing.status_code == 200 and "No such path" in missing.text
+
+
+def test_undo_keeps_at_most_the_limit(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", max_undo_revisions=2))
+    with TestClient(app, base_url="http://testserver") as client:
+        module = create(client, "library.Linear", {})
+        url = f"/api/modules/{module['id']}"
+        for value in (1, 2, 3, 4):
+            answer = client.post(f"{url}/edit", json={"path": ".bias", "value": value}).json()
+        assert answer["undo_available"] == 2  # the two newest earlier revisions
+        client.post(f"{url}/undo")
+        client.post(f"{url}/undo")
+        bias = client.get(f"{url}/leaf", params={"path": ".bias"}).json()["values"]
+        assert bias == [2, 2, 2]
+        assert client.post(f"{url}/undo").status_code == 409
