@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app import pytree_ops
 from app.catalog import CATALOG
 from app.errors import PlaygroundError
-from app.plots import array_figure, bar_figure
+from app.plots import array_figure, bar_figure, heatmap_figure, scalar_figure
 from app.routers.modules import ModuleOut, TreeNode, model_roles, module_out
 from app.routers.pages import _record_or_404, templates
 from app.routers.runs import get_engine
@@ -528,19 +528,34 @@ async def tree_map_fragment(request: Request, module_id: str) -> Response:
     return _fragment(request, "ops_map_result.html", context, {"HX-Trigger": "modules-changed"})
 
 
+def _effect_figure(values: Any, title: str) -> dict:
+    """A compact figure for half a column: a heatmap (2-D), bars (1-D) or the number."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        rows, cols = values.shape
+        return heatmap_figure(
+            values, list(range(cols)), list(range(rows)), title, x_title="column", y_title="row"
+        )
+    if values.ndim == 1:
+        return bar_figure(list(range(values.size)), values.tolist(), title)
+    if values.ndim == 0:
+        return scalar_figure(float(values), title)
+    return array_figure(values, title)
+
+
 def _effects_context(services, before_record, before, after_record, after, path, words, code):
     effects = pytree_ops.before_after(before_record.spec(), before, after, path)
     figures = None
     if effects is not None:
         figures = {
-            "out_before": array_figure(effects["before"]["out"], "Output before"),
-            "out_after": array_figure(effects["after"]["out"], "Output after"),
+            "out_before": _effect_figure(effects["before"]["out"], "Output before"),
+            "out_after": _effect_figure(effects["after"]["out"], "Output after"),
         }
         if effects["before"]["grad"] is not None and effects["after"]["grad"] is not None:
-            figures["grad_before"] = array_figure(
+            figures["grad_before"] = _effect_figure(
                 effects["before"]["grad"], f"Gradient at {path} before"
             )
-            figures["grad_after"] = array_figure(
+            figures["grad_after"] = _effect_figure(
                 effects["after"]["grad"], f"Gradient at {path} after"
             )
     return {
@@ -634,7 +649,7 @@ def _compare_context(services: Services, workspace: str, record: ModuleRecord, b
         "module": record,
         "other_label": label,
         "result": result,
-        "figure": _bars(result, f"module {record.id} against {label}"),
+        "figure": _bars(result, "The largest difference per leaf"),
     }
 
 
