@@ -51,10 +51,26 @@ def wants_html(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+HEADLINES = {
+    404: "Not found.",
+    409: "It changed meanwhile.",
+    413: "That is too large.",
+    429: "Too many at once.",
+    503: "The server is busy.",
+}
+"""What a page shows before an error's message: plain words, never a status code."""
+
+
+def headline(status: int) -> str:
+    if status >= 500 and status != 503:
+        return "The server failed."
+    return HEADLINES.get(status, "This cannot be done.")
+
+
 def error_response(request: Request, status: int, message: str, detail=None, headers=None):
     if wants_html(request):
         html = (
-            f'<div class="error" role="alert"><strong>Error {status}.</strong> '
+            f'<div class="error" role="alert"><strong>{headline(status)}</strong> '
             f"{escape(message)}</div>"
         )
         return HTMLResponse(html, status_code=status, headers=headers)

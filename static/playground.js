@@ -35,6 +35,15 @@
  * LAYERMAP: a link with `data-reveal-node="<id>"` opens every <details> around that tree node,
  * scrolls to it and focuses it.
  *
+ * LIVE TRAINING: an element with `data-frames-url` (a training job's progress) follows that
+ * server-sent event stream while it is on the page: each `frame` event
+ * ({status, pause_requested, stop_requested, step, total, texts: {...}, figures: {...}}) sets the
+ * text of its `[data-frame-text=KEY]` elements, its <progress>, and redraws its
+ * `[data-frame-figure=KEY]` plots (Plotly.react, as above). When the state changes (paused,
+ * stopping, ended) or a figure appears that it has no place for, the element is asked for again
+ * with htmx (`hx-trigger="refresh"`); the keyboard focus stays on the control that had it. The
+ * element's `data-frames` counts the frames drawn.
+ *
  * ERRORS: 4xx/5xx answers are swapped where they were asked for (htmx-config in base.html);
  * timeouts and network failures put a message in #alerts, so nothing spins forever.
  */
@@ -356,6 +365,91 @@
     }
   }
 
+  // Live training ---------------------------------------------------------------------------
+
+  var TWIN_CONTROLS = { "train-play": "train-pause", "train-pause": "train-play" };
+  var refocus = null;
+
+  function refresh(element) {
+    var active = document.activeElement;
+    refocus = active && active.id && element.contains(active) ? active.id : null;
+    element._framesClosed = true;
+    if (element._frames) element._frames.close();
+    if (window.htmx) window.htmx.trigger(element, "refresh");
+  }
+
+  function applyFrame(element, frame) {
+    var paused = String(frame.status === "paused" || Boolean(frame.pause_requested));
+    if (
+      frame.status !== element.getAttribute("data-status") ||
+      paused !== element.getAttribute("data-paused") ||
+      Boolean(frame.stop_requested) !== element.hasAttribute("data-stopping")
+    ) {
+      refresh(element);
+      return;
+    }
+    Object.keys(frame.texts || {}).forEach(function (key) {
+      element.querySelectorAll('[data-frame-text="' + key + '"]').forEach(function (node) {
+        if (node.textContent !== frame.texts[key]) node.textContent = frame.texts[key];
+      });
+    });
+    var bar = element.querySelector("progress");
+    if (bar) {
+      bar.max = frame.total;
+      bar.value = frame.step;
+      bar.textContent = frame.percent + "%";
+    }
+    var missing = false;
+    Object.keys(frame.figures || {}).forEach(function (key) {
+      var div = element.querySelector('[data-frame-figure="' + key + '"]');
+      if (!div) {
+        missing = true;
+        return;
+      }
+      div.setAttribute("data-figure", JSON.stringify(frame.figures[key]));
+      drawPlot(div);
+    });
+    element.setAttribute("data-frames", String(Number(element.getAttribute("data-frames") || 0) + 1));
+    if (missing) refresh(element);
+  }
+
+  function followFrames(root) {
+    var scope = root && root.querySelectorAll ? root : document;
+    scope.querySelectorAll("[data-frames-url]").forEach(function (element) {
+      if (element._frames || element._framesClosed || typeof EventSource === "undefined") return;
+      var source = new EventSource(element.getAttribute("data-frames-url"));
+      element._frames = source;
+      var onFrame = function (event) {
+        if (!document.body.contains(element)) {
+          source.close();
+          return;
+        }
+        try {
+          applyFrame(element, JSON.parse(event.data));
+        } catch (error) {
+          console.warn("training: unreadable frame", error);
+        }
+      };
+      source.addEventListener("frame", onFrame);
+      source.addEventListener("end", function (event) {
+        source.close();
+        onFrame(event);
+        if (!element._framesClosed) refresh(element);
+      });
+      source.addEventListener("timeout", function () {
+        source.close();
+        refresh(element);
+      });
+    });
+  }
+
+  function restoreFocus() {
+    if (!refocus) return;
+    var target = document.getElementById(refocus) || document.getElementById(TWIN_CONTROLS[refocus]);
+    refocus = null;
+    if (target) target.focus({ preventScroll: true });
+  }
+
   // Wiring --------------------------------------------------------------------------------
 
   document.addEventListener("click", function (event) {
@@ -399,6 +493,8 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     drawPlots(document);
     focusAfterSwap(document);
+    restoreFocus();
+    followFrames(document);
     var target = event.detail && event.detail.target;
     if (target && target.id === "app") {
       var title = document.getElementById("module-title");
@@ -408,6 +504,11 @@
 
   document.addEventListener("htmx:beforeCleanupElement", function (event) {
     purgePlots(event.detail.elt);
+    var elt = event.detail.elt;
+    if (elt && elt._frames) {
+      elt._framesClosed = true;
+      elt._frames.close();
+    }
   });
 
   document.addEventListener("htmx:timeout", function () {
@@ -424,7 +525,7 @@
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;
     var message = responseMessage(xhr);
-    if (message) alertMessage("Error " + xhr.status + ": " + message);
+    if (message) alertMessage(message); // plain words: no status code
   });
 
   document.addEventListener("htmx:swapError", function () {
@@ -433,6 +534,7 @@
 
   window.addEventListener("load", function () {
     drawPlots(document);
+    followFrames(document);
   });
   if (document.readyState !== "loading") drawPlots(document);
   document.addEventListener("DOMContentLoaded", function () {

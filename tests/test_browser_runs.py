@@ -59,7 +59,7 @@ def test_one_click_grad_on_the_seed(page, page_probe):
 
     # the same run again compiles nothing
     preset(page, "grad")
-    assert "reused a compiled function" in page.locator("#run-result .run-status").inner_text()
+    assert "reused: you compiled it before" in page.locator("#run-result .run-status").inner_text()
 
     # vmap adds an axis: per-example gradients, then jit(vmap(grad))
     preset(page, "per-example")
@@ -68,11 +68,25 @@ def test_one_click_grad_on_the_seed(page, page_probe):
     assert labels == ["[0]", "[1]", "[2]", "[3]", "[4]"]  # vmap added an axis of 5
     blocks = weight_row.locator(".run-block").all_inner_texts()
     assert len(set(blocks)) == 5, blocks  # normal examples: each gradient its own
+    # the result's own shape beside the model's, the input shown, its change said out loud
+    assert weight_row.locator(".run-out-shape").inner_text() == "f32[5,2,3]"
+    assert "f32[2,3]" in weight_row.locator("th").inner_text()
+    assert "f32[5,2,3]" in page.locator("#run-result .run-axis-note").inner_text()
+    assert "f32[5,2]" in page.locator("#run-result .run-input h3").inner_text()
+    assert page.locator("#run-result .run-input .run-cells td").count() == 10
+    change = page.locator("#run-result .run-input-change").inner_text()
+    assert "ones" in change and "normal (seed 0)" in change
+    # without jit: the op-by-op time beside the compiled one
+    assert "ms" in page.locator("#run-result .run-eager-ms").inner_text()
+    assert "ms" in page.locator("#run-result .run-jit-ms").inner_text()
     page.locator("#run-result .plot .main-svg").first.wait_for()
     shot(page, "run_per_example", "#run-panel")
     preset(page, "jit-vmap-grad")
     changes = page.locator("#run-result .run-changes").inner_text()
     assert "transforms grad, vmap -> grad, vmap, jit" in changes
+    assert page.locator("#run-result .run-input-change").count() == 0  # same input
+    assert page.locator("#run-result .run-percall-item.is-this .run-jit-ms").count() == 1
+    assert "ms" in page.locator("#run-result .run-eager-ms").inner_text()
     preset(page, "jacobian")
     page.locator("#run-result .plot .main-svg").first.wait_for()
     shot(page, "run_jacobian", "#run-panel")
@@ -80,7 +94,7 @@ def test_one_click_grad_on_the_seed(page, page_probe):
     # the full values of a leaf are one click away
     first_values = page.locator("#run-result .run-tree details summary").first
     first_values.click()
-    assert page.locator("#run-result .run-full").first.is_visible()
+    assert page.locator("#run-result .run-tree .run-full").first.is_visible()
     page_probe.assert_clean()
 
 
@@ -112,7 +126,7 @@ def test_pipeline_editing_and_an_error_that_teaches(page, page_probe):
     page.locator("#run-form button[type=submit]").focus()
     page.keyboard.press("Enter")
     page.locator("#run-result .run-status").wait_for()
-    assert page.locator("#run-result .run-cells td").first.inner_text() == "0.333"
+    assert page.locator("#run-result .run-tree .run-cells td").first.inner_text() == "0.333"
     # a NaN shows as a warning
     page.fill("#run-loss", "mean(sqrt(out))")
     page.locator("#run-form button[type=submit]").click()

@@ -27,8 +27,22 @@ def wait_for_progress_above(page, value: int, timeout_ms: int) -> int:
     return now
 
 
-def test_train_from_the_page_watch_it_and_stop_it(page, page_probe):
+def frames(page) -> int:
+    return int(page.locator("#train-progress").get_attribute("data-frames") or 0)
+
+
+def box(page, selector: str) -> dict:
+    found = page.locator(selector).bounding_box()
+    assert found is not None, selector
+    return found
+
+
+def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
+    """At 1280x720: Train plays (the figures follow the job's frames), Pause holds it, Step
+    trains exactly one batch, Play goes on, Stop keeps what it learnt, Reset goes back to the
+    initial parameters. The boundary and the loss sit side by side, inside their panel."""
     SCREENSHOTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 720})
     page.goto("/")
     module = build(
         page,
@@ -42,19 +56,59 @@ def test_train_from_the_page_watch_it_and_stop_it(page, page_probe):
     panel.get_by_label("Dataset").select_option("circle")
     panel.get_by_label("Noise").fill("0.05")
     panel.get_by_label("Steps", exact=True).fill("20000")
+    panel.get_by_label("Watch over (s)").fill("60")
     panel.get_by_role("button", name="Train", exact=True).click()
 
     bar = panel.get_by_role("progressbar")
     bar.wait_for()
-    assert "Step" in panel.locator("label[for=train-progress-bar]").inner_text()
     first = wait_for_progress_above(page, 0, 60_000)
     second = wait_for_progress_above(page, first, 30_000)
     assert 0 < first < second < 20_000
-    boundary = page.locator(".train-boundary .plot.js-plotly-plot")
-    boundary.wait_for(timeout=30_000)
-    page.locator(".train-figure .plot.js-plotly-plot").nth(2).wait_for(timeout=30_000)
-    page.wait_for_timeout(1200)
-    page.locator("#train-panel").screenshot(path=str(SCREENSHOTS / "train_in_progress.png"))
+    assert "Step" in panel.locator("label[for=train-progress-bar]").inner_text()
+    page.locator(".train-boundary .plot.js-plotly-plot").wait_for(timeout=30_000)
+    page.locator(".train-loss .plot.js-plotly-plot").wait_for(timeout=30_000)
+    # the page follows the job's frames: the counter moves without the fragment being re-sent
+    seen = frames(page)
+    waited = 0
+    while frames(page) < seen + 3:
+        assert waited < 20_000, "no frames came"
+        page.wait_for_timeout(100)
+        waited += 100
+
+    # loss and boundary side by side, inside the panel, nothing sideways
+    page.locator(".train-controls").scroll_into_view_if_needed()
+    boundary, loss = box(page, ".train-boundary"), box(page, ".train-loss")
+    inner = box(page, "#train-panel")
+    assert abs(boundary["y"] - loss["y"]) < 4
+    assert loss["x"] >= boundary["x"] + boundary["width"] - 1
+    assert loss["x"] + loss["width"] <= inner["x"] + inner["width"]
+    assert page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+    page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOTS / "train_playing_1280x720.png"))
+
+    # Pause holds the step; the keyboard focus moves to Play
+    panel.get_by_role("button", name="Pause").click()
+    page.locator('#train-progress[data-status="paused"]').wait_for(timeout=30_000)
+    held = progress_value(page)
+    page.wait_for_timeout(600)
+    assert progress_value(page) == held
+    assert page.evaluate("document.activeElement.id") in ("train-play", "train-progress")
+    assert "Paused" in page.locator(".train-status").inner_text()
+
+    # Step one batch: exactly one more step, still paused
+    panel.get_by_role("button", name="Step one batch").click()
+    page.locator(f'#train-progress-bar[value="{held + 1}"]').wait_for(timeout=30_000)
+    page.wait_for_timeout(400)
+    assert progress_value(page) == held + 1
+    assert page.locator("#train-progress").get_attribute("data-status") == "paused"
+    page.screenshot(path=str(SCREENSHOTS / "train_paused_1280x720.png"))
+
+    # Play goes on
+    panel.get_by_role("button", name="Play").click()
+    wait_for_progress_above(page, held + 1, 30_000)
 
     # Stopping ends the job; its parameters replace the module's and the tree panel reloads.
     with page.expect_response(lambda r: r.url.endswith(f"/m/{module}"), timeout=30_000) as tree:
@@ -66,8 +120,15 @@ def test_train_from_the_page_watch_it_and_stop_it(page, page_probe):
     assert page.locator("table.train-diff tbody tr").count() == 6
     assert "replaced the module's" in page.locator(".train-saved").inner_text()
     page.wait_for_load_state("networkidle")
-    assert page.locator(".tree-panel").count() == 1
+    assert page.request.get(f"/api/modules/{module}").json()["trained"] is True
     page.locator("#train-panel").screenshot(path=str(SCREENSHOTS / "train_stopped.png"))
+
+    # Reset: back to the initial parameters (the module is no longer "trained")
+    with page.expect_response(lambda r: r.url.endswith(f"/m/{module}"), timeout=30_000):
+        panel.get_by_role("button", name="Reset parameters").click()
+        page.locator(".train-reset-notice").wait_for()
+    assert page.request.get(f"/api/modules/{module}").json()["trained"] is False
+    assert panel.get_by_label("Steps", exact=True).input_value() == "20000"  # settings kept
     page_probe.assert_clean()
 
 

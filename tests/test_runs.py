@@ -485,7 +485,7 @@ def test_run_panel_fragments(client, seed):
     assert 'class="plot" data-figure=' in html and "compiled now" in html
     assert "jax.grad(loss)(model, x)" in html
     again = client.post(f"/m/{seed}/run", data={"action": "preset-grad"}, headers=headers)
-    assert "reused a compiled function" in again.text
+    assert "reused: you compiled it before" in again.text
     form = client.post(
         f"/m/{seed}/run/form",
         data={"action": "up-1", "transforms": ["grad", "vmap"]},

@@ -385,12 +385,13 @@ def test_the_training_panel_renders(client, mlp):
     response = client.post(f"/ui/modules/{mlp}/train", data=form)
     assert response.status_code == 200
     assert "<progress" in response.text and 'for="train-progress-bar"' in response.text
-    job = response.text.split('hx-post="/ui/jobs/')[1].split("/")[0]
+    job = response.text.split('hx-get="/ui/jobs/')[1].split("/")[0]
+    assert f'data-frames-url="/m/{mlp}/jobs/{job}/frames"' in response.text
     wait_for_job(client, job)
     fragment = client.get(f"/ui/jobs/{job}/progress").text
-    assert (
+    assert (  # an ended job's fragment follows no frames
         "How far each leaf moved" in fragment
-        and "hx-trigger" not in fragment.split('id="train-progress"')[1].split(">")[0]
+        and "data-frames-url" not in fragment.split('id="train-progress"')[1].split(">")[0]
     )
     bad = client.post(
         f"/ui/modules/{mlp}/train",

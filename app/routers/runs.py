@@ -17,7 +17,7 @@ Every computation takes one of the server's compute slots (``services.compute.sl
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from app.errors import PlaygroundError
 from app.runs.engine import RunEngine
 from app.runs.panel import render_form, render_run, render_sweep
 from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
+from app.runs.scopes import scope_of
 from app.runs.spec import RunRequest, SweepRequest
 from app.services import Services
 from app.store import ModuleRecord
@@ -87,6 +88,16 @@ class RunOut(BaseModel):
     truncated: bool = Field(description="Whether any array's values were cut.")
     timings: Timings
     compiled: bool = Field(description="Whether this call compiled (else it reused a compile).")
+    compile_scope: Literal["now", "workspace", "server"] = Field(
+        description="now: this call compiled; workspace: reused, compiled before by your "
+        "workspace (or room); server: reused, compiled for someone else on this server."
+    )
+    eager_ms: float | None = Field(
+        description="The pipeline without jit run op by op, as JAX runs it in a script: its "
+        "per-call time in ms (median of recent calls). For a pipeline with jit, the same "
+        "pipeline without it. null when not measured (eager_note says why)."
+    )
+    eager_note: str | None = Field(description="Why eager_ms was not measured, if it was not.")
     compiles: int = Field(description="Compilations since the server started.")
     jaxpr: str | None = Field(description="The jaxpr of the run (jax.make_jaxpr).")
     hlo: str | None = Field(description="The lowered StableHLO text.")
@@ -132,7 +143,9 @@ def _run_json(services, workspace, module_id, body: RunRequest, parts) -> FastJS
     engine.check_cost(spec, body)
     with services.compute.slot():
         model = services.store.load(record)
-        outcome = engine.run(spec, model, body, scopes=scopes(record))
+        outcome = engine.run(
+            spec, model, body, scopes=scopes(record), compile_scope=scope_of(workspace)
+        )
     return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
 
 
@@ -188,6 +201,26 @@ async def sweep_module(
     return await run_in_threadpool(_sweep_json, services, workspace, module_id, body, parts)
 
 
+class CompiledResetOut(BaseModel):
+    scope: str = Field(description="The scope whose view was reset: workspace:<id>.")
+
+
+def reset_compiled(services: Services, workspace: str, room: str | None = None) -> str:
+    """Forget what the workspace (or room) compiled: its next run of each function compiles
+    again for real."""
+    scope = scope_of(workspace, room)
+    get_engine(services).scopes.reset(scope)
+    return scope
+
+
+@router.post("/api/runs/compiled/reset", response_model=CompiledResetOut)
+def reset_compiled_view(request: Request) -> dict:
+    """Reset your workspace's "compiled here" view: the next run of each function compiles
+    again (compile_scope "now"), even if someone else compiled it meanwhile."""
+    services: Services = request.app.state.services
+    return {"scope": reset_compiled(services, request.state.workspace)}
+
+
 # ------------------------------------------------------------------------------------------
 # The run panel (htmx)
 
@@ -221,6 +254,19 @@ async def run_form_fragment(request: Request, module_id: str) -> Response:
     pairs = await _pairs(request)
     record = _record(request, module_id)
     return await run_in_threadpool(render_form, request, record, pairs)
+
+
+@router.post(
+    "/m/{module_id}/run/compiled-reset", response_class=HTMLResponse, include_in_schema=False
+)
+def reset_compiled_fragment(request: Request, module_id: str) -> HTMLResponse:
+    """The run panel's reset button: a line saying the next runs compile again."""
+    _record(request, module_id)
+    reset_compiled(request.app.state.services, request.state.workspace)
+    return HTMLResponse(
+        '<p class="run-compiled-reset" role="status">Done: the next run of each function '
+        "compiles again for this workspace, as if it were the first.</p>"
+    )
 
 
 @router.post("/m/{module_id}/sweep", response_class=HTMLResponse, include_in_schema=False)

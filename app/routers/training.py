@@ -38,8 +38,8 @@ from app.services import Services, get_module_record, get_services, get_workspac
 from app.sse import event_stream, sse_event
 from app.store import ModuleRecord
 from app.training import datasets
-from app.training.figures import job_figures
 from app.training.local import slot_sizes
+from app.training.progress import FRAME_SECONDS, frame, progress_context
 from app.training.service import (
     DEFAULTS,
     DynamicsRequest,
@@ -260,24 +260,6 @@ def _render(request: Request, name: str, context: dict, status_code: int = 200) 
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _progress_context(job: dict, polled: bool = False) -> dict:
-    finished = job["status"] in ("done", "failed", "stopped")
-    metrics = job["metrics"]
-
-    def last(name):
-        values = [v for v in metrics.get(name, []) if v is not None]
-        return values[-1] if values else None
-
-    return {
-        "job": job,
-        "finished": finished,
-        "figures": job_figures(job),
-        "last": {name: last(name) for name in ("loss", "test_loss", "accuracy", "test_accuracy")},
-        "percent": round(100 * job["step"] / job["total"]) if job["total"] else 0,
-        "polled": polled,
-    }
-
-
 @router.get("/ui/modules/{module_id}/train-panel", include_in_schema=False)
 def train_panel(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
@@ -298,7 +280,7 @@ def train_panel(
             "datasets": datasets.catalog(),
             "uploads": get_storage(services).list_csv(workspace),
             "default_dataset": default_dataset(entry, network).name,
-            "latest": _progress_context(latest) if latest else None,
+            "latest": progress_context(latest) if latest else None,
         },
     )
 
@@ -354,16 +336,43 @@ async def train_from_form(
         body = train_request_from_form(form, network)
     except ValidationError as error:
         raise PlaygroundError(422, _form_errors(error)) from None
+    single = form.get("action") == "step"  # Step: start paused, then train one batch
+    if single:
+        body = body.model_copy(update={"paused": True})
     job = await asyncio.to_thread(start_training, services, workspace, record, body)
+    if single:
+        await asyncio.to_thread(get_jobs(services).step, workspace, job["job"])
     job = _job_or_404(services, workspace, job["job"], with_view=True)
-    return _render(request, "partials/train_job.html", _progress_context(job), 200)
+    return _render(request, "partials/train_job.html", progress_context(job), 200)
+
+
+FORM_LABELS = {
+    "learning_rate": "Learning rate",
+    "batch_size": "Batch size",
+    "steps": "Steps",
+    "epochs": "Epochs",
+    "seed": "Seed",
+    "watch_seconds": "Watch over (s)",
+    "loss": "Loss",
+    "optimizer": "Optimizer",
+    "dataset.noise": "Noise",
+    "dataset.num_examples": "Examples",
+    "dataset.test_fraction": "Test fraction",
+    "dataset.seed": "Data seed",
+    "noise": "Noise",
+    "num_examples": "Examples",
+    "test_fraction": "Test fraction",
+}
+"""The train form's labels, so a learner reads the field as the form names it."""
 
 
 def _form_errors(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item.get("loc", ()) if not isinstance(p, int))
-        parts.append(f"{where}: {item.get('msg')}")
+        label = FORM_LABELS.get(where) or FORM_LABELS.get(where.split(".")[-1])
+        named = f"{label} ({where})" if label else where
+        parts.append(f"{named}: {item.get('msg')}")
     return "; ".join(parts)
 
 
@@ -372,7 +381,7 @@ def job_progress(
     request: Request, job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
     job = _job_or_404(services, workspace, job_id, with_view=True)
-    return _render(request, "partials/train_progress.html", _progress_context(job, polled=True))
+    return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
 
 
 @router.post("/ui/jobs/{job_id}/stop", include_in_schema=False)
@@ -382,7 +391,7 @@ def stop_from_page(
     if get_jobs(services).stop(workspace, job_id) is None:
         raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
     job = _job_or_404(services, workspace, job_id, with_view=True)
-    return _render(request, "partials/train_progress.html", _progress_context(job, polled=True))
+    return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
 
 
 @router.post("/ui/datasets/csv", include_in_schema=False)
@@ -454,3 +463,94 @@ async def dynamics_from_form(
         raise PlaygroundError(422, _form_errors(error)) from None
     result = await asyncio.to_thread(compute_dynamics, services, workspace, record, parsed)
     return _render(request, "partials/dynamics_result.html", {"result": result})
+
+
+# --- play, pause, step and reset from the page ---------------------------------------------------
+
+FOCUS_AFTER = {
+    "pause": "train-play",
+    "resume": "train-pause",
+    "step": "train-step",
+    "stop": "train-reset",
+}
+
+
+@router.post("/m/{module_id}/jobs/{job_id}/{action}", include_in_schema=False)
+def play_from_page(
+    request: Request,
+    job_id: JobPath,
+    action: Annotated[Literal["pause", "resume", "step", "stop"], Path()],
+    services: ServicesDep,
+    workspace: WorkspaceDep,
+) -> HTMLResponse:
+    """A control of the progress fragment; answers the fragment in its new state (a job that
+    ended meanwhile just shows that it ended)."""
+    jobs = get_jobs(services)
+    try:
+        if action == "stop":
+            if jobs.stop(workspace, job_id) is None:
+                raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+        else:
+            getattr(jobs, action)(workspace, job_id)
+    except PlaygroundError as error:
+        if error.status_code != 409:
+            raise
+    job = _job_or_404(services, workspace, job_id, with_view=True)
+    context = progress_context(job, polled=True)
+    # the keyboard focus stays on the controls (the button pressed, or the one that took its
+    # place); once the job ended, on Reset
+    if context["finished"]:
+        context["focus"] = "train-reset"
+    else:
+        context["focus"] = FOCUS_AFTER[action]
+    return _render(request, "partials/train_progress.html", context)
+
+
+@router.post("/m/{module_id}/train/reset", include_in_schema=False)
+def reset_from_page(request: Request, record: RecordDep, services: ServicesDep) -> HTMLResponse:
+    """Reset: the module back to its initial parameters; the job area says so (the form keeps
+    its settings) and the page's tree reloads."""
+    updated = reset_module(services, record)
+    return _render(request, "partials/train_reset.html", {"module": updated})
+
+
+@router.get("/m/{module_id}/jobs/{job_id}/frames", include_in_schema=False)
+async def job_frames(
+    job_id: JobPath, request: Request, services: ServicesDep, workspace: WorkspaceDep
+) -> StreamingResponse:
+    """The live frames of a playing job (server-sent ``frame`` events, at most one every
+    ``FRAME_SECONDS``, only when something changed); ``end`` once it ended."""
+    jobs = get_jobs(services)
+    _job_or_404(services, workspace, job_id)
+
+    async def stream():
+        yield "retry: 2000\n\n"
+        seen, started, last_sent = None, time.monotonic(), time.monotonic()
+        while True:
+            job = jobs.get(workspace, job_id)
+            if job is None or job.finished:
+                record = jobs.describe(workspace, job_id, with_view=True)
+                if record is not None:
+                    yield _event("end", frame(record))
+                return
+            now = time.monotonic()
+            if job.version != seen:
+                seen, last_sent = job.version, now
+                record = await asyncio.to_thread(job.public, True)
+                yield _event("frame", await asyncio.to_thread(frame, record))
+            elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            if now - started > EVENTS_MAX_SECONDS:
+                yield _event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+                return
+            # one frame every FRAME_SECONDS, whatever making it took
+            await asyncio.sleep(max(0.02, FRAME_SECONDS - (time.monotonic() - now)))
+            if await request.is_disconnected():
+                return
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class Compiled:
     lock: threading.Lock = field(default_factory=threading.Lock)
     memo: dict = field(default_factory=dict)
     """What answers derive from the key alone (the output's tree node), made once."""
+    compiled_at: float = field(default_factory=time.time)
+    eager_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
+    """Recent per-call times of the same pipeline run op by op, without jit (eager)."""
 
     def remember(self, name: str, make: Callable[[], Any]) -> Any:
         found = self.memo.get(name)
@@ -52,6 +56,15 @@ class Compiled:
         with self.lock:
             times = list(self.run_times)
         return statistics.median(times) * 1e3 if times else 0.0
+
+    def record_eager(self, seconds: float) -> None:
+        with self.lock:
+            self.eager_times.append(seconds)
+
+    def eager_ms(self) -> float | None:
+        with self.lock:
+            times = list(self.eager_times)
+        return statistics.median(times) * 1e3 if times else None
 
 
 class CompileCache:
@@ -82,17 +95,21 @@ class CompileCache:
             return entry
 
     def get_or_compile(
-        self, key: RunKey, compile_fn: Callable[[], Compiled]
+        self,
+        key: RunKey,
+        compile_fn: Callable[[], Compiled],
+        stale: Callable[[Compiled], bool] | None = None,
     ) -> tuple[Compiled, bool]:
-        """The entry of ``key`` and whether this call compiled it."""
+        """The entry of ``key`` and whether this call compiled it. ``stale(entry)``: compile
+        again even though an entry exists (a scope that reset its view, see app.runs.scopes)."""
         entry = self.get(key)
-        if entry is not None:
+        if entry is not None and not (stale and stale(entry)):
             return entry, False
         with self._lock:
             key_lock = self._locks.setdefault(key, threading.Lock())
         with key_lock:
             entry = self.get(key)
-            if entry is not None:
+            if entry is not None and not (stale and stale(entry)):
                 return entry, False
             try:
                 entry = compile_fn()
@@ -100,6 +117,9 @@ class CompileCache:
                 with self._lock:
                     self._locks.pop(key, None)
             with self._lock:
+                replaced = self._entries.pop(key, None)  # a stale entry compiled again
+                if replaced is not None:
+                    self.bytes -= replaced.size_bytes
                 self._entries[key] = entry
                 self.bytes += entry.size_bytes
                 self.compiles += 1

@@ -25,6 +25,8 @@ lock makes two identical requests compile once. The parts:
 - ``inputs``: :func:`prepare_input` and the :class:`InputCache`;
 - ``pipeline``: :class:`PipelineBuilder`, the transformed function;
 - ``compiling``: trace, check the limits, lower, compile, execute;
+- ``scopes``: what a workspace or room is told about compiling (``compile_scope``);
+- ``eager``: the pipeline run op by op, without jit (``eager_ms``);
 - ``engine`` (here): :class:`RunEngine`, which ties them together per request.
 """
 
@@ -42,11 +44,13 @@ import jax.numpy as jnp
 from app.expressions import Expression, ExpressionError, parse_expression
 from app.runs.cache import CompileCache, Compiled
 from app.runs.compiling import compile_run, execute
-from app.runs.errors import RunError
+from app.runs.eager import eager_skip_reason, measure_eager, without_jit
+from app.runs.errors import RunError, jax_message
 from app.runs.inputs import InputCache, PreparedInput
 from app.runs.keys import RunKey, key_changes
 from app.runs.limits import MB, check_trace_size
 from app.runs.pipeline import LOSS_VARIABLES, PipelineBuilder, make_top
+from app.runs.scopes import CompileScopes, ScopeWord
 from app.runs.spec import DIFFERENTIATING, InputSpec, RunRequest, SweepRequest, shape_text
 from app.runs.structure import ModuleStructure, StructureMemo
 from app.settings import Settings
@@ -74,6 +78,13 @@ class RunOutcome:
     expression: Expression | None
     simple_model: bool
     run_ms: float
+    compile_scope: ScopeWord = "server"
+    """``now``: this call compiled; ``workspace``: reused, compiled before by this workspace
+    (or room); ``server``: reused, compiled for someone else (app.runs.scopes)."""
+    eager_ms: float | None = None
+    """The pipeline without jit, run op by op: its per-call time (app.runs.eager)."""
+    eager_skipped: str | None = None
+    """Why ``eager_ms`` was not measured, in words."""
 
 
 class RunEngine:
@@ -84,6 +95,7 @@ class RunEngine:
         self.cache = CompileCache(settings.compile_cache_size, settings.compile_cache_mb * MB)
         self.structures = StructureMemo()
         self.inputs = InputCache()
+        self.scopes = CompileScopes()
         self._previous: OrderedDict[tuple, RunKey] = OrderedDict()
         self._previous_lock = threading.Lock()
         self._expressions: OrderedDict[str, Expression] = OrderedDict()
@@ -144,9 +156,19 @@ class RunEngine:
         check_trace_size(spec.estimated_leaves(), parts, transforms, self.settings)
 
     def run(
-        self, spec: Any, model: Any, request: RunRequest, *, scopes: Sequence[tuple] = ()
+        self,
+        spec: Any,
+        model: Any,
+        request: RunRequest,
+        *,
+        scopes: Sequence[tuple] = (),
+        compile_scope: str | None = None,
+        eager: bool = True,
     ) -> RunOutcome:
-        """Compile (or reuse) and run ``request`` on ``model`` built from catalog ``spec``."""
+        """Compile (or reuse) and run ``request`` on ``model`` built from catalog ``spec``.
+
+        ``compile_scope`` (``app.runs.scopes.scope_of``): whose view of compiling the answer
+        tells; ``eager``: also time the pipeline without jit, op by op."""
         self.check_cost(spec, request)
         settings = self.settings
         expression = self.parse_loss(request.loss) if request.function == "loss" else None
@@ -199,18 +221,35 @@ class RunEngine:
             vmap_axis=request.vmap_axis if "vmap" in transforms else None,
             batched=request.batched,
         )
-        return self._finish(
+        args = (known.arrays, prepared.array)
+        outcome = self._finish(
             key,
             known.structure,
             builder.build,
-            (known.arrays, prepared.array),
+            args,
             transform_names=", ".join(transforms) or "the function",
             prepared=prepared,
             request=request,
             expression=expression,
             simple_model=known.simple,
             scopes=scopes,
+            compile_scope=compile_scope,
         )
+        if eager:
+            self._eager(outcome, known, builder, args)
+        return outcome
+
+    def _eager(self, outcome: RunOutcome, known: Any, builder: PipelineBuilder, args) -> None:
+        """Time the pipeline without jit, op by op (bounded: see app.runs.eager)."""
+        outcome.eager_skipped = eager_skip_reason(outcome.entry, len(known.arrays))
+        if outcome.eager_skipped is not None:
+            return
+        builder.transforms = without_jit(builder.transforms)
+        top = make_top(known.structure, builder.build)
+        try:
+            outcome.eager_ms = measure_eager(outcome.entry, top, args)
+        except Exception as error:  # noqa: BLE001 - the compiled run succeeded; say why not
+            outcome.eager_skipped = f"Not run op by op: {jax_message(error)}"
 
     def sweep(
         self, spec: Any, model: Any, request: SweepRequest, *, scopes: Sequence[tuple] = ()
@@ -305,6 +344,7 @@ class RunEngine:
         expression: Expression | None,
         simple_model: bool,
         scopes: Sequence[tuple],
+        compile_scope: str | None = None,
     ) -> RunOutcome:
         """The ending ``run`` and ``sweep`` share: compile (or reuse), execute, compare."""
 
@@ -312,7 +352,11 @@ class RunEngine:
             top = make_top(structure, make_pipeline)
             return compile_run(key, top, args, self.settings, transform_names)
 
-        entry, compiled = self.cache.get_or_compile(key, compile_fn)
+        def stale(entry: Compiled) -> bool:  # the scope reset its view: compile again
+            return self.scopes.must_recompile(compile_scope, key, entry.compiled_at)
+
+        entry, compiled = self.cache.get_or_compile(key, compile_fn, stale)
+        scope_word = self.scopes.record(compile_scope, key, compiled)
         result, run_ms = execute(entry, args, timing=compiled)
         before, compared = self._remember(scopes, key)
         return RunOutcome(
@@ -327,6 +371,7 @@ class RunEngine:
             expression=expression,
             simple_model=simple_model,
             run_ms=run_ms,
+            compile_scope=scope_word,
         )
 
 

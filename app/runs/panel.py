@@ -28,6 +28,7 @@ from app.routers.modules import model_roles
 from app.routers.pages import templates
 from app.runs.engine import RunEngine
 from app.runs.results import FIELDS, run_payload, sweep_payload
+from app.runs.scopes import scope_of
 from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
 from app.runs.structure import know_module
 from app.runs.view import (
@@ -35,6 +36,8 @@ from app.runs.view import (
     MAX_ROWS,
     TRANSFORM_TITLES,
     RunForm,
+    input_change,
+    input_view,
     presets,
     result_rows,
     step_action,
@@ -82,6 +85,10 @@ def _guess_simple(model: Any) -> bool:
     return know_module(model).simple
 
 
+def _example_text(spec: Any) -> str:
+    return ", ".join(str(n) for n in spec.example_input_shape())
+
+
 def _context(module, spec, form: RunForm, items) -> dict:
     return {
         "module": module,
@@ -92,7 +99,7 @@ def _context(module, spec, form: RunForm, items) -> dict:
         "transform_titles": TRANSFORM_TITLES,
         "inits": INITS,
         "max_transforms": MAX_TRANSFORMS,
-        "example_shape": ", ".join(str(n) for n in spec.example_input_shape()),
+        "example_shape": _example_text(spec),
         "input_dtype": getattr(spec, "input_dtype", "float32"),
         "sweep_allowed": _sweep_allowed(spec),
     }
@@ -114,11 +121,18 @@ def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
                 ("module", record.workspace, record.id),
                 ("your previous run", record.workspace),
             ],
+            compile_scope=scope_of(record.workspace),
         )
     payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
     model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)
     view = result_rows(outcome, payload["output"], model_node, body.wrt)
-    return {"payload": payload, "view": view, "outcome": outcome, "request_body": body}
+    return {
+        "payload": payload,
+        "view": view,
+        "outcome": outcome,
+        "request_body": body,
+        "input": input_view(outcome.input),
+    }
 
 
 def _fragment_status(status: int) -> int:
@@ -137,11 +151,15 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
     action = fields.get("action", "run")[:60]
     form = RunForm.from_pairs(pairs)
     focus = "run-result"  # focusing the result scrolls it into view
+    change = None
     if action.startswith("preset-"):
         chosen = [p for p in items if p.name == action[len("preset-") :]]
         if chosen:
+            before = form if "init" in fields else None  # the form as it was (hx-include)
             form = copy.deepcopy(chosen[0].form)
+            change = input_change(before, form, _example_text(spec))
     context = _context(record, spec, form, items)
+    context["input_change"] = change
     context["request"] = request
     context["focus"] = focus
     status = 200

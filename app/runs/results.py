@@ -189,8 +189,7 @@ def nonfinite_warnings(
         warnings.append(
             f"{where} ({array_summary(array)}) has {' and '.join(parts)} of {array.size} "
             "values: a log or sqrt of a negative number, a division by zero or an overflow "
-            "somewhere in the function. NaN and infinity are sent as the strings "
-            '"NaN" and "Infinity".'
+            "somewhere in the function."
         )
     return warnings
 
@@ -286,6 +285,9 @@ def run_payload(
             "run_ms": round(outcome.run_ms, 4),
         },
         "compiled": outcome.compiled,
+        "compile_scope": outcome.compile_scope,
+        "eager_ms": None if outcome.eager_ms is None else round(outcome.eager_ms, 4),
+        "eager_note": outcome.eager_skipped,
         "compiles": outcome.compiles,
         "jaxpr": entry.jaxpr if "jaxpr" in include else None,
         "hlo": entry.hlo if "hlo" in include else None,

@@ -77,6 +77,17 @@ class RunForm:
     values: str = ""
     preset: str | None = None
 
+    def input_words(self, example_shape: str = "") -> str:
+        """How the form's input is made, in words: ``normal (seed 0), shape 5, 2``."""
+        shape = self.shape.strip() or example_shape
+        how = input_how(
+            self.init,
+            self.seed.strip() or "0",
+            self.start.strip() or "-1",
+            self.stop.strip() or "1",
+        )
+        return f"{how}, shape {shape}" if shape else f"{how}, a scalar"
+
     def request(self) -> RunRequest:
         """The API request of this form; ``ValueError`` with the problems in words."""
         data: dict[str, Any] = {
@@ -142,6 +153,30 @@ class RunForm:
             steps[index + 1], steps[index] = steps[index], steps[index + 1]
 
 
+def input_how(init: str, seed: Any, start: Any, stop: Any) -> str:
+    """How an input is filled, in words (one home for the form, the presets and the result)."""
+    if init == "normal":
+        return f"normal (seed {seed})"
+    if init == "uniform":
+        return f"uniform from {start} to {stop} (seed {seed})"
+    if init == "linspace":
+        return f"linspace from {start} to {stop}"
+    if init == "values":
+        return "the values you typed"
+    return init  # ones, zeros
+
+
+def input_view(prepared: Any) -> dict:
+    """The run's input as the result shows it: its shape, how it was made, its values."""
+    array = np.asarray(prepared.array)
+    start = "-1" if prepared.start is None else format_number(prepared.start)
+    stop = "1" if prepared.stop is None else format_number(prepared.stop)
+    return {
+        "how": input_how(prepared.init, prepared.seed, start, stop),
+        "leaf": leaf_view("x", array),
+    }
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -149,6 +184,8 @@ class Preset:
     lesson: str
     form: RunForm
     code: str
+    input: str = ""
+    """How the preset's input is made, in words (shown beside its button)."""
 
 
 def _example_shape(spec: Any) -> tuple[int, ...]:
@@ -231,8 +268,18 @@ def presets(spec: Any, simple_model: bool) -> list[Preset]:
             vmap_axis=0,
             simple_model=simple_model,
         )
-        out.append(Preset(preset.name, preset.title, preset.lesson, form, code))
+        words = form.input_words(example)
+        out.append(Preset(preset.name, preset.title, preset.lesson, form, code, words))
     return out
+
+
+def input_change(before: RunForm | None, after: RunForm, example_shape: str) -> str | None:
+    """What a preset changed in the input, in words (None when nothing changed): a preset never
+    changes the input silently."""
+    if before is None:
+        return None
+    old, new = before.input_words(example_shape), after.input_words(example_shape)
+    return None if old == new else f"This step changed the input x: {old} → {new}."
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,7 +318,12 @@ def cell_grid(array: np.ndarray) -> list[list[str]]:
 def leaf_view(path: str, array: np.ndarray) -> dict:
     """How a result leaf shows: its short form, its numbers or statistics, all values."""
     size = int(array.size)
-    view: dict[str, Any] = {"path": path, "summary": array_summary(array), "size": size}
+    view: dict[str, Any] = {
+        "path": path,
+        "summary": array_summary(array),
+        "size": size,
+        "shape": tuple(array.shape),
+    }
     finite = array[np.isfinite(array)] if array.dtype.kind in "fc" else array
     view["nonfinite"] = array.dtype.kind in "fc" and finite.size != size
     if size <= SMALL_ARRAY and array.ndim <= 2:
@@ -334,6 +386,7 @@ def result_rows(outcome: Any, output_node: dict, model_node: dict, wrt: str) -> 
                     "name": node["name"] or "model",
                     "type": node["type"],
                     "model": node["summary"],
+                    "model_shape": tuple(node["shape"]) if node.get("shape") is not None else None,
                     "role": node["role"],
                     "leaf": node["leaf"],
                     "out": leaf_view(path, array) if array is not None else None,
@@ -372,7 +425,34 @@ def result_rows(outcome: Any, output_node: dict, model_node: dict, wrt: str) -> 
         "rows": rows,
         "cut": len(walked) >= MAX_ROWS,
         "extras": extras,
+        "axis_note": _axis_note(rows, "vmap" in outcome.request.transforms)
+        if prefix is not None
+        else None,
     }
+
+
+def _axis_note(rows: list[dict], vmapped: bool) -> str | None:
+    """When the gradient's leaves have more axes than the model's (vmap added one): say so with
+    the first leaf's two shapes, ``f32[5,2,3]`` beside ``f32[2,3]``."""
+    for row in rows:
+        out = row["out"]
+        if not (row["leaf"] and out):
+            continue
+        model_shape, out_shape = row.get("model_shape"), out.get("shape")
+        if model_shape is None or out_shape is None or len(out_shape) <= len(model_shape):
+            return None
+        extra = out_shape[: len(out_shape) - len(model_shape)]
+        if tuple(out_shape[len(extra) :]) != tuple(model_shape):
+            return None
+        axes = " × ".join(str(n) for n in extra)
+        text = (
+            f"The result's leaves have the model's shapes with a new leading axis of {axes}: "
+            f"{row['name']} is {out['summary']} here, {row['model']} in the model."
+        )
+        if vmapped and len(extra) == 1:
+            text += f" vmap added that axis: one gradient per example, {extra[0]} in all."
+        return text
+    return None
 
 
 def _no_gradient_note(node: dict) -> str:

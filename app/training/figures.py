@@ -10,6 +10,10 @@ import numpy as np
 
 from app import plots
 
+FIGURE_HEIGHT = 360
+"""Every figure of a job's progress (loss, accuracy, boundary): the boundary and the loss fit
+side by side, with the controls, on a 1280x720 screen."""
+
 
 def job_figures(job: dict) -> dict:
     """The figures of a job's progress fragment: loss, accuracy, boundary or fit, diff."""
@@ -38,10 +42,21 @@ def job_figures(job: dict) -> dict:
         figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
         if job["mode"] == "local":
             figures["accuracy"]["layout"]["xaxis"].update(dtick=1, tick0=1)  # whole epochs
-    for figure in figures.values():
-        if figure["layout"].get("showlegend"):
-            figure["layout"]["legend"] = {"orientation": "h", "y": -0.32, "font": {"size": 16}}
-            figure["layout"]["margin"] = {"l": 70, "r": 30, "t": 60, "b": 110}
+    for figure in figures.values():  # compact, to sit beside the boundary in a half panel
+        layout = figure["layout"]
+        layout["height"] = FIGURE_HEIGHT
+        layout["margin"] = {"l": 64, "r": 16, "t": 56, "b": 56}
+        layout["title"]["font"]["size"] = 18
+        if layout.get("showlegend"):
+            layout["legend"] = {
+                "orientation": "v",
+                "x": 1,
+                "xanchor": "right",
+                "y": 1,
+                "yanchor": "top",
+                "bgcolor": "rgba(255,255,255,0.8)",
+                "font": {"size": 15},
+            }
     view = job.get("view")
     if view and view.get("kind") == "boundary":
         figures["view"] = boundary_figure(view)
@@ -65,11 +80,7 @@ MARKERS = ["circle", "x", "diamond", "triangle-up", "square"]
 def boundary_figure(view: dict) -> dict:
     """The decision boundary as a heatmap, with the training and test points over it."""
     classes = view["num_classes"]
-    title = (
-        "Decision boundary: P(class 1) and the data"
-        if classes == 2
-        else "Decision regions (predicted class) and the data"
-    )
+    title = "Decision boundary: P(class 1)" if classes == 2 else "Decision regions: the class"
     figure = plots.heatmap_figure(view["z"], title=title, x_title="x1", y_title="x2")
     heat = figure["data"][0]
     heat.update(
@@ -117,9 +128,11 @@ def boundary_figure(view: dict) -> dict:
     layout["yaxis"].update(scaleanchor="x", scaleratio=1, type="linear", constrain="domain")
     layout["xaxis"].update(type="linear", range=[view["x"][0], view["x"][-1]], constrain="domain")
     layout["yaxis"]["range"] = [view["y"][0], view["y"][-1]]
-    layout["height"] = 520
-    layout["showlegend"] = True
-    layout["legend"] = {"orientation": "h", "y": -0.18, "font": {"size": 15}}
+    layout["height"] = FIGURE_HEIGHT
+    layout["margin"] = {"l": 56, "r": 8, "t": 56, "b": 48}
+    layout["title"]["font"]["size"] = 18
+    heat["colorbar"].update(thickness=12, len=0.9)
+    layout["showlegend"] = False  # the caption says which marks are which
     return figure
 
 
@@ -139,5 +152,15 @@ def fit_figure(view: dict) -> dict:
                 "marker": {"size": 7, "color": colour},
             }
         )
-    figure["layout"]["showlegend"] = True
+    layout = figure["layout"]
+    layout["showlegend"] = True
+    layout["height"] = FIGURE_HEIGHT
+    layout["margin"] = {"l": 56, "r": 8, "t": 56, "b": 48}
+    layout["legend"] = {
+        "orientation": "h",
+        "x": 0,
+        "y": 1.0,
+        "yanchor": "bottom",
+        "font": {"size": 14},
+    }
     return figure

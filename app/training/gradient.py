@@ -31,9 +31,9 @@ from library.training import gradient_step, init_opt_state
 OPTIMIZERS = ("sgd", "adam", "adamw")
 RECORD_EVERY = 20
 """A job records its metrics every ``min(RECORD_EVERY, ceil(steps / 100))`` steps."""
-VIEW_SECONDS = 0.2
+VIEW_SECONDS = 0.15
 """The least time between two refreshes of the decision boundary (or fit) of a running job
-(the page shows at most 5 frames a second)."""
+(the page shows a frame every 0.15 s at most)."""
 
 _OPTIMIZER_CACHE: dict[str, optax.GradientTransformation] = {}
 
