@@ -531,26 +531,22 @@ async def job_frames(
             if job is None or job.finished:
                 record = jobs.describe(workspace, job_id, with_view=True)
                 if record is not None:
-                    yield _event("end", frame(record))
+                    yield sse_event("end", frame(record))
                 return
             now = time.monotonic()
             if job.version != seen:
                 seen, last_sent = job.version, now
                 record = await asyncio.to_thread(job.public, True)
-                yield _event("frame", await asyncio.to_thread(frame, record))
+                yield sse_event("frame", await asyncio.to_thread(frame, record))
             elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
                 last_sent = now
                 yield ": keep-alive\n\n"
             if now - started > EVENTS_MAX_SECONDS:
-                yield _event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+                yield sse_event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
                 return
             # one frame every FRAME_SECONDS, whatever making it took
             await asyncio.sleep(max(0.02, FRAME_SECONDS - (time.monotonic() - now)))
             if await request.is_disconnected():
                 return
 
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(stream())
