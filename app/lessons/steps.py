@@ -130,20 +130,26 @@ class StepRun:
 
 
 def run_preset(
-    services: Any, engine: Any, record: ModuleRecord, step: Step, include: Any = None
+    services: Any,
+    engine: Any,
+    record: ModuleRecord,
+    step: Step,
+    include: Any = None,
+    compile_scope: str | None = None,
 ) -> StepRun:
     """Run the step's preset on its module: a run (and, for ``batch_mean``, the batch gradient
-    beside it), a training job (queued; its record), or the network's dynamics."""
+    beside it), a training job (queued; its record), or the network's dynamics.
+    ``compile_scope`` (app.runs.scopes.scope_of): whose view of compiling the answer tells."""
     workspace = record.workspace
     if step.run is not None:
         spec = record.spec()
         scopes = [("module", workspace, record.id), ("your previous run", workspace)]
         with services.compute.slot():
             model = services.store.load(record)
-            outcome = engine.run(spec, model, step.run, scopes=scopes)
+            outcome = engine.run(spec, model, step.run, scopes=scopes, compile_scope=compile_scope)
             mean = None
             if step.batch_mean:
-                batch = engine.run(spec, model, batch_request(step.run))
+                batch = engine.run(spec, model, batch_request(step.run), eager=False)
                 mean = batch_mean(outcome.result, batch.result)
         answer = run_payload(outcome, spec, services.settings, include)
         if mean is not None:

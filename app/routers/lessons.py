@@ -34,11 +34,12 @@ from app.routers.health import device_label
 from app.routers.modules import build_module, model_roles
 from app.routers.pages import _open_depth, find_layermaps, templates
 from app.routers.runs import get_engine
-from app.routers.training import _progress_context
 from app.runs.results import FIELDS, FastJSONResponse
+from app.runs.scopes import scope_of
 from app.runs.view import result_rows
 from app.services import Services, get_services, get_workspace
 from app.store import ModuleRecord
+from app.training.progress import progress_context
 from app.training.service import get_jobs
 from app.trees import describe_tree
 
@@ -150,7 +151,9 @@ def _opened(
 def _run(services: Services, workspace: str, lesson: Lesson, number: int, module_id: str, include):
     step = find_step(lesson, number)
     record = module_of_step(services.store, workspace, step, module_id)
-    outcome = run_preset(services, get_engine(services), record, step, include)
+    # the workspace's view of compiling (a room's own scope: scope_of(workspace, room))
+    scope = scope_of(workspace)
+    outcome = run_preset(services, get_engine(services), record, step, include, scope)
     services.rooms.record(workspace, lesson.id, number, ran=True, job=outcome.job)
     return record, step, outcome
 
@@ -347,7 +350,7 @@ async def run_step_fragment(
         )
     elif outcome.preset == "training":
         job = get_jobs(services).describe(workspace, outcome.job, True)
-        context.update(_progress_context(job))
+        context.update(progress_context(job))
     else:
         context["result"] = outcome.answer
     return templates.TemplateResponse(request, "partials/lesson_result.html", context)
