@@ -65,8 +65,6 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     second = wait_for_progress_above(page, first, 30_000)
     assert 0 < first < second < 20_000
     assert "Step" in panel.locator("label[for=train-progress-bar]").inner_text()
-    page.locator(".train-boundary .plot.js-plotly-plot").wait_for(timeout=30_000)
-    page.locator(".train-loss .plot.js-plotly-plot").wait_for(timeout=30_000)
     # the page follows the job's frames: the counter moves without the fragment being re-sent
     seen = frames(page)
     waited = 0
@@ -74,22 +72,10 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
         assert waited < 20_000, "no frames came"
         page.wait_for_timeout(100)
         waited += 100
-
-    # loss and boundary side by side, inside the panel, nothing sideways
-    page.locator(".train-controls").scroll_into_view_if_needed()
-    boundary, loss = box(page, ".train-boundary"), box(page, ".train-loss")
-    inner = box(page, "#train-panel")
-    assert abs(boundary["y"] - loss["y"]) < 4
-    assert loss["x"] >= boundary["x"] + boundary["width"] - 1
-    assert loss["x"] + loss["width"] <= inner["x"] + inner["width"]
-    assert page.evaluate(
-        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
-    )
-    page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
-    page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOTS / "train_playing_1280x720.png"))
 
-    # Pause holds the step; the keyboard focus moves to Play
+    # Pause holds the step (the job is spread over 60 s, so it is still playing); the keyboard
+    # focus moves to Play
     panel.get_by_role("button", name="Pause").click()
     page.locator('#train-progress[data-status="paused"]').wait_for(timeout=30_000)
     held = progress_value(page)
@@ -98,12 +84,26 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     assert page.evaluate("document.activeElement.id") in ("train-play", "train-progress")
     assert "Paused" in page.locator(".train-status").inner_text()
 
+    # loss and boundary side by side, inside the panel, nothing sideways
+    page.locator(".train-boundary .plot.js-plotly-plot").wait_for(timeout=30_000)
+    page.locator(".train-loss .plot.js-plotly-plot").wait_for(timeout=30_000)
+    page.locator(".train-controls").scroll_into_view_if_needed()
+    boundary, loss = box(page, ".train-boundary"), box(page, ".train-loss")
+    inner = box(page, "#train-panel")
+    assert abs(boundary["y"] - loss["y"]) < 4
+    assert loss["x"] >= boundary["x"] + boundary["width"] - 1
+    assert loss["x"] + loss["width"] <= inner["x"] + inner["width"]
+    root = "document.documentElement"
+    assert page.evaluate(f"{root}.scrollWidth <= {root}.clientWidth")
+
     # Step one batch: exactly one more step, still paused
     panel.get_by_role("button", name="Step one batch").click()
     page.locator(f'#train-progress-bar[value="{held + 1}"]').wait_for(timeout=30_000)
     page.wait_for_timeout(400)
     assert progress_value(page) == held + 1
     assert page.locator("#train-progress").get_attribute("data-status") == "paused"
+    page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOTS / "train_paused_1280x720.png"))
 
     # Play goes on

@@ -161,7 +161,9 @@ class Job:
             self.version += 1
             self.cond.notify_all()
             pace = self.settings.get("watch_seconds") or 0.0
-            if pace > 0 and self._pace_origin is not None and self.total and not self._pause:
+            if self._pace_origin is None:  # the pace counts from the first step (not the compile)
+                self._pace_origin = time.time() - (pace / self.total if self.total else 0.0)
+            if pace > 0 and self.total and not self._pause:
                 wait = self._pace_origin + pace * step / self.total - time.time()
                 if wait > 0:
                     self.cond.wait_for(
@@ -552,7 +554,6 @@ class JobManager:
             return
         if first:
             job.started_at = time.time()
-            job._pace_origin = job.started_at
             job.version += 1
             self._save(job)
             job.runner = job.plan.run(job)
