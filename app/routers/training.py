@@ -519,11 +519,21 @@ async def job_frames(
     job_id: JobPath, request: Request, services: ServicesDep, workspace: WorkspaceDep
 ) -> StreamingResponse:
     """The live frames of a playing job (server-sent ``frame`` events, at most one every
-    ``FRAME_SECONDS``, only when something changed); ``end`` once it ended."""
+    ``FRAME_SECONDS``, only when something changed); ``end`` once it ended. Bounded like the
+    job's events: ``event_stream_seconds`` long, ``max_event_streams_per_workspace`` at once."""
     jobs = get_jobs(services)
     _job_or_404(services, workspace, job_id)
+    lifetime = services.settings.event_stream_seconds
+    release = services.event_streams.acquire(workspace)
 
     async def stream():
+        try:
+            async for event in frames(lifetime):
+                yield event
+        finally:
+            release()
+
+    async def frames(lifetime: float):
         yield "retry: 2000\n\n"
         seen, started, last_sent = None, time.monotonic(), time.monotonic()
         while True:
@@ -541,12 +551,12 @@ async def job_frames(
             elif now - last_sent > EVENTS_KEEPALIVE_SECONDS:
                 last_sent = now
                 yield ": keep-alive\n\n"
-            if now - started > EVENTS_MAX_SECONDS:
-                yield sse_event("timeout", {"job": job_id, "seconds": EVENTS_MAX_SECONDS})
+            if now - started > lifetime:
+                yield sse_event("timeout", {"job": job_id, "seconds": lifetime})
                 return
             # one frame every FRAME_SECONDS, whatever making it took
             await asyncio.sleep(max(0.02, FRAME_SECONDS - (time.monotonic() - now)))
             if await request.is_disconnected():
                 return
 
-    return event_stream(stream())
+    return event_stream(stream(), on_close=release)
