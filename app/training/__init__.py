@@ -11,5 +11,7 @@
 - ``storage``: uploaded CSV files and the records of jobs in the database;
 - ``figures``, ``views``: what a job shows (loss and accuracy curves, the decision boundary or
   the fit, the parameters' diff);
+- ``progress``: a job's progress as the page shows it (the fragment's context, the counters in
+  words, and the live frames a playing job streams);
 - ``dynamics``: a network's state over time under ``step`` or ``step_inference``.
 """

@@ -42,8 +42,9 @@ def job_figures(job: dict) -> dict:
         figures["accuracy"]["layout"]["yaxis"]["range"] = [0, 1.02]
         if job["mode"] == "local":
             figures["accuracy"]["layout"]["xaxis"].update(dtick=1, tick0=1)  # whole epochs
-    for figure in figures.values():  # compact, to sit beside the boundary in a half panel
+    for name, figure in figures.items():  # compact, to sit beside the boundary in a half panel
         layout = figure["layout"]
+        rising = name == "accuracy"  # its legend goes where its curves are not
         layout["height"] = FIGURE_HEIGHT
         layout["margin"] = {"l": 64, "r": 16, "t": 56, "b": 56}
         layout["title"]["font"]["size"] = 18
@@ -52,8 +53,8 @@ def job_figures(job: dict) -> dict:
                 "orientation": "v",
                 "x": 1,
                 "xanchor": "right",
-                "y": 1,
-                "yanchor": "top",
+                "y": 0 if rising else 1,
+                "yanchor": "bottom" if rising else "top",
                 "bgcolor": "rgba(255,255,255,0.8)",
                 "font": {"size": 15},
             }
