@@ -5,6 +5,7 @@ promise are checked against NumPy and JAX called directly; the URL round trip; s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jax
@@ -271,6 +272,13 @@ def test_per_example_gradients_add_an_axis_and_their_mean_is_the_batch_gradient(
     )
     assert page.status_code == 200
     assert "Their mean is the batch gradient" in page.text
+    # the result's shape beside the model's, and the input's, at the top of the result
+    assert re.search(
+        r"<th scope=\"row\">weight</th><td><code[^>]*>f32\[5,2,3\]</code></td>"
+        r"<td><code>f32\[2,3\]</code>",
+        page.text,
+    )
+    assert '<code class="lesson-input-shape">f32[5,2]</code>' in page.text
 
 
 def test_vmap_over_an_equinox_linear_maps_each_example(client):

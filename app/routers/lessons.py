@@ -255,6 +255,23 @@ def _step_context(
     }
 
 
+def result_shapes(answer: dict, model_node: dict, limit: int = 8) -> dict:
+    """The input's shape, and each top-level node of the result beside the model's node of
+    the same name (``weight f32[5,2,3]`` beside ``f32[2,3]``): the point of a vmap step."""
+    given = answer.get("input") or {}
+    short = {"float32": "f32", "int32": "i32"}.get(given.get("dtype"), given.get("dtype", ""))
+    shape = ",".join(str(n) for n in given.get("shape") or [])
+    output = answer.get("output") or {}
+    model = {child["name"]: child["summary"] for child in model_node.get("children") or []}
+    children = output.get("children") or []
+    rows = [(child["name"], child["summary"], model.get(child["name"], "")) for child in children][
+        :limit
+    ]
+    if not children:
+        rows = [("result", output.get("summary", ""), "")]
+    return {"input": f"{short}[{shape}]", "init": given.get("init", ""), "rows": rows}
+
+
 def _breakable(layermaps: list[dict]) -> list[dict]:
     """The matrices with a break allowed inside CamelCase names (a zero-width space), so a
     narrow column wraps ``FrozenFullyConnected`` between its words."""
@@ -348,6 +365,7 @@ async def run_step_fragment(
         context["view"] = result_rows(
             outcome.outcome, outcome.answer["output"], model_node, step.run.wrt
         )
+        context["shapes"] = result_shapes(outcome.answer, model_node)
     elif outcome.preset == "training":
         job = get_jobs(services).describe(workspace, outcome.job, True)
         context.update(progress_context(job))
