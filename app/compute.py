@@ -11,23 +11,22 @@ import threading
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio.to_thread
-from fastapi import HTTPException
+
+from app.errors import PlaygroundError
 
 RETRY_AFTER_SECONDS = 2
 
 
-class ComputeBusy(HTTPException):
+class ComputeBusy(PlaygroundError):
     """503: every compute slot stayed taken for the whole wait."""
 
     def __init__(self, limit: int, wait_seconds: float):
         super().__init__(
-            status_code=503,
-            detail=(
-                f"The server is busy: {limit} computations are already running "
-                f"(limit max_concurrent_computations={limit}, "
-                f"PLAYGROUND_MAX_CONCURRENT_COMPUTATIONS) and none ended within "
-                f"{wait_seconds:g} s. Try again in a moment."
-            ),
+            503,
+            f"The server is busy: {limit} computations are already running "
+            f"(limit max_concurrent_computations={limit}, "
+            f"PLAYGROUND_MAX_CONCURRENT_COMPUTATIONS) and none ended within "
+            f"{wait_seconds:g} s. Try again in a moment.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 

@@ -1,7 +1,9 @@
 """The database: SQLite under the data directory by default, PostgreSQL when configured.
 
-The same SQLAlchemy code serves both. Every write is committed before the request answers,
-and SQLite runs in WAL mode with full synchronisation, so a killed process loses nothing.
+The same SQLAlchemy code serves both. Every table of the playground is in the one
+:data:`metadata` below, created together by :func:`create_database_engine`. Every write is
+committed before the request answers, and SQLite runs in WAL mode with full synchronisation, so
+a killed process loses nothing.
 
 Parameters that are snapshots (a share's, a fork's) are stored once per content: the table
 ``snapshots`` holds the serialised bytes by their SHA-256, and shares and forked modules name
@@ -152,6 +154,32 @@ room_progress = Table(
     Column("test_accuracy", Float, nullable=True),
     Column("updated_at", Float, nullable=False, default=time.time),
 )
+
+csv_datasets = Table(
+    "csv_datasets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("filename", Text, nullable=False, default=""),
+    Column("columns", JSON, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False, default=time.time),
+    Index("ix_csv_datasets_workspace", "workspace", "created_at"),
+)
+"""Uploaded CSV datasets (``app.training.storage``)."""
+
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("module_id", String(32), nullable=False),
+    Column("record", Text, nullable=False),
+    Column("updated_at", Float, nullable=False, default=time.time),
+    Index("ix_training_jobs_workspace", "workspace", "updated_at"),
+)
+"""The record of every training job (``app.training.storage``)."""
 
 
 def _enable_sqlite_durability(dbapi_connection, _record) -> None:

@@ -17,3 +17,8 @@ def absolute_url(request: Request, settings: Settings, path: str) -> str:
     """``path`` (``/s/abc``) as an absolute link for people to open."""
     base = settings.public_url or str(request.base_url)
     return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def join_url(request: Request, settings: Settings, code: str) -> str:
+    """The absolute join link of the room with join code ``code``."""
+    return absolute_url(request, settings, f"/rooms/{code}")

@@ -27,7 +27,6 @@ from app.routers import (
     workspace,
 )
 from app.routers import lessons as lessons_router
-from app.runs.warmup import Warmup, configure_compilation_cache
 from app.security import SecurityMiddleware
 from app.services import Services
 from app.serving import RequestLimit
@@ -36,22 +35,6 @@ from app.workspaces import WorkspaceMiddleware
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """At start-up: JAX's persistent compilation cache, then the first page's presets compiled
-    in the background; at shutdown, the warm-up stops."""
-    services = app.state.services
-    configure_compilation_cache(services.settings)
-    warmup = None
-    if services.settings.warm_start:
-        warmup = app.state.warmup = Warmup(runs.get_engine(services)).start()
-    try:
-        yield
-    finally:
-        if warmup is not None:
-            warmup.stop()
 
 
 class PlaygroundApp(FastAPI):
@@ -70,6 +53,29 @@ class PlaygroundApp(FastAPI):
         return SecurityMiddleware(limited, self.settings)
 
 
+def services_lifespan(settings: Settings):
+    """The app's lifespan: :meth:`Services.create` at start-up, :meth:`Services.close` at
+    shut-down. Servers that run one app at once (two test clients, say) share its services,
+    which close when the last of them stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = app.state
+        if getattr(state, "lifespans", 0) == 0:
+            state.services = Services.create(settings)
+            # the idle-workspace cleaner runs on requests that note a workspace's use
+            state.services.store.after_touch = IdleCleaner(state.services).maybe_clean
+        state.lifespans = getattr(state, "lifespans", 0) + 1
+        try:
+            yield
+        finally:
+            state.lifespans -= 1
+            if state.lifespans == 0:
+                state.services.close()
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A playground app; ``settings`` default to the environment's."""
     settings = settings or Settings()
@@ -80,11 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         docs_url=None,  # app.routers.api_docs serves /docs without a CDN
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=services_lifespan(settings),
     )
     lessons()  # every lesson file validated at start-up: a broken one stops the server here
-    app.state.services = Services.create(settings)
-    app.state.services.store.after_touch = IdleCleaner(app.state.services).maybe_clean
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.mount("/vendor/plotly", StaticFiles(directory=PLOTLY_JS_DIR), name="plotly")
     for router in (

@@ -20,7 +20,6 @@ import threading
 import time
 
 from app.services import Services
-from app.training.service import get_jobs, get_storage
 
 logger = logging.getLogger("playground")
 
@@ -30,9 +29,9 @@ CLEAN_BATCH = 100
 
 def delete_workspace(services: Services, workspace: str) -> dict[str, int]:
     """Delete ``workspace`` and everything it owns; answers what went, by kind."""
-    stopped = get_jobs(services).stop_workspace(workspace)
+    stopped = services.jobs.stop_workspace(workspace)
     counts = services.store.delete_workspace(workspace)
-    counts["uploads_and_job_records"] = get_storage(services).delete_workspace(workspace)
+    counts["uploads_and_job_records"] = services.storage.delete_workspace(workspace)
     counts["jobs_stopped"] = stopped
     return counts
 
@@ -64,7 +63,7 @@ class IdleCleaner:
         cleaned = []
         for workspace in self.services.store.idle_workspaces(before, CLEAN_BATCH):
             if self.services.store.clean_idle_workspace(workspace, before):
-                get_jobs(self.services).stop_workspace(workspace)
-                get_storage(self.services).delete_workspace(workspace)
+                self.services.jobs.stop_workspace(workspace)
+                self.services.storage.delete_workspace(workspace)
                 cleaned.append(workspace)
         return cleaned

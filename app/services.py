@@ -1,45 +1,71 @@
-"""The shared things every request may need, made once per app and reached through dependencies."""
+"""The composition root: everything shared, built once per app and reached through dependencies.
+
+:meth:`Services.create` builds the database engine (every table of the one
+:data:`app.database.metadata` created), the module store, the compute slots, the rooms, the
+event-stream slots, the run engine (with JAX's persistent compilation cache configured), the
+training storage, the job manager and the warm-up of the first page's presets;
+:meth:`Services.close` stops the warm-up and the jobs and closes the database. The app
+factory calls both from its lifespan (``app.main``). Routers receive each shared thing through
+the typed dependencies below (``StoreDep``, ``RunsDep``, ...).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
 from app.compute import ComputeSlots
 from app.database import create_database_engine
 from app.rooms import RoomStore
+from app.runs.engine import RunEngine
+from app.runs.warmup import Warmup, configure_compilation_cache
 from app.serving import KeyedSlots
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore
+from app.training.jobs import JobManager
+from app.training.storage import TrainingStorage
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """The app's shared objects (one of each per app, made by :meth:`create`)."""
+
     settings: Settings
     engine: Engine
+    """The database engine (SQLite under the data directory, or PostgreSQL)."""
     store: ModuleStore
     compute: ComputeSlots
     rooms: RoomStore
     event_streams: KeyedSlots
-    extras: dict[str, Any] = field(default_factory=dict)
+    runs: RunEngine
+    """Compiles and runs requests; its compile cache lives as long as the app."""
+    storage: TrainingStorage
+    """Uploaded CSV datasets and the records of training jobs."""
+    jobs: JobManager
+    warmup: Warmup | None
+    """The first page's presets compiling in the background (``warm_start``), else None."""
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_database_engine(settings.sqlalchemy_url)
+        store = ModuleStore(
+            engine,
+            settings.max_modules_per_workspace,
+            max_shares=settings.max_shares_per_workspace,
+            max_stored_bytes=settings.max_stored_bytes_per_workspace,
+        )
+        storage = TrainingStorage(engine)
+        configure_compilation_cache(settings)  # before anything compiles
+        runs = RunEngine(settings)
         return cls(
             settings=settings,
             engine=engine,
-            store=ModuleStore(
-                engine,
-                settings.max_modules_per_workspace,
-                max_shares=settings.max_shares_per_workspace,
-                max_stored_bytes=settings.max_stored_bytes_per_workspace,
-            ),
+            store=store,
             compute=ComputeSlots(
                 settings.max_concurrent_computations, settings.compute_wait_seconds
             ),
@@ -49,7 +75,22 @@ class Services:
                 "event streams (training progress, rooms)",
                 "max_event_streams_per_workspace",
             ),
+            runs=runs,
+            storage=storage,
+            jobs=JobManager(store, storage, settings),
+            warmup=Warmup(runs).start() if settings.warm_start else None,
         )
+
+    def close(self) -> None:
+        """Stop the warm-up and every training job (their parameters saved), then close the
+        database's pool."""
+        if self.warmup is not None:
+            self.warmup.stop()
+        self.jobs.shutdown()
+        self.engine.dispose()
+
+
+# Dependencies -------------------------------------------------------------------------------
 
 
 def get_services(request: Request) -> Services:
@@ -59,12 +100,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
-    return services.settings
+def _part(name: str):
+    """A dependency that answers the shared object ``services.<name>``."""
 
+    def get(services: ServicesDep):
+        return getattr(services, name)
 
-def get_store(services: ServicesDep) -> ModuleStore:
-    return services.store
+    get.__name__ = f"get_{name}"
+    return get
 
 
 def get_workspace(request: Request) -> str:
@@ -72,16 +115,23 @@ def get_workspace(request: Request) -> str:
     return request.state.workspace
 
 
+SettingsDep = Annotated[Settings, Depends(_part("settings"))]
+StoreDep = Annotated[ModuleStore, Depends(_part("store"))]
+ComputeDep = Annotated[ComputeSlots, Depends(_part("compute"))]
+RunsDep = Annotated[RunEngine, Depends(_part("runs"))]
+JobsDep = Annotated[JobManager, Depends(_part("jobs"))]
+TrainingStorageDep = Annotated[TrainingStorage, Depends(_part("storage"))]
+WorkspaceDep = Annotated[str, Depends(get_workspace)]
+
+
 def get_module_record(
     module_id: str,
-    workspace: Annotated[str, Depends(get_workspace)],
-    store: Annotated[ModuleStore, Depends(get_store)],
+    workspace: WorkspaceDep,
+    store: StoreDep,
 ) -> ModuleRecord:
     """The module ``module_id`` of the caller's workspace; 404 for any other (the same answer
     as for a module that does not exist, so ids of other workspaces cannot be probed)."""
-    record = store.get(workspace, module_id) if len(module_id) <= 32 else None
-    if record is None:
-        raise HTTPException(
-            status_code=404, detail=f"No module {module_id[:40]!r} in your workspace."
-        )
-    return record
+    return store.find(workspace, module_id)
+
+
+RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]

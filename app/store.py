@@ -18,7 +18,6 @@ import io
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import jax
 from sqlalchemy import bindparam, delete, func, insert, or_, select, union, update
 from sqlalchemy.engine import Connection, Engine
 
+from app.cache import BoundedCache
 from app.catalog import CatalogEntry, parse_spec
 from app.database import (
     collect_snapshots,
@@ -151,6 +151,10 @@ def deserialise_leaves(blob: bytes, like: Any) -> Any:
     return eqx.tree_deserialise_leaves(io.BytesIO(blob), like)
 
 
+MODULE_ID_LENGTH = 32
+"""The longest id a module may have (the column's width)."""
+
+
 def new_id(nbytes: int = 12) -> str:
     return secrets.token_urlsafe(nbytes)
 
@@ -160,51 +164,11 @@ def tree_nbytes(model: Any) -> int:
     return sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree_util.tree_leaves(model))
 
 
-class BuiltModuleCache:
-    """Built modules kept in memory, keyed by what they were built from.
-
-    Bounded both in count and in the bytes of their arrays, least recently used first out, so a
-    crowd of users with big modules cannot fill the server's memory.
-    """
-
-    def __init__(self, size: int = 128, max_bytes: int = 256 * 2**20):
-        self._size = size
-        self._max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    def get_or_build(self, key: tuple, build) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-        model = build()
-        nbytes = tree_nbytes(model)
-        with self._lock:
-            if key in self._items:
-                self._bytes -= self._items.pop(key)[1]
-            self._items[key] = (model, nbytes)
-            self._bytes += nbytes
-            while len(self._items) > 1 and (
-                len(self._items) > self._size or self._bytes > self._max_bytes
-            ):
-                _, (_, dropped) = self._items.popitem(last=False)
-                self._bytes -= dropped
-        return model
-
-    def forget(self, prefix: tuple) -> None:
-        """Drop every entry whose key starts with ``prefix``."""
-        with self._lock:
-            for key in [k for k in self._items if k[: len(prefix)] == prefix]:
-                self._bytes -= self._items.pop(key)[1]
+BUILT_CACHE_ENTRIES = 128
+BUILT_CACHE_BYTES = 256 * 2**20
+"""Built modules kept in memory: at most this many, holding at most this many bytes of arrays
+(least recently used first out), so a crowd of users with big modules cannot fill the
+server's memory."""
 
 
 _RECORD_QUERY = select(
@@ -249,7 +213,9 @@ class ModuleStore:
         self.max_modules_per_workspace = max_modules_per_workspace
         self.max_shares = max_shares
         self.max_stored_bytes = max_stored_bytes
-        self._built = BuiltModuleCache()
+        self._built: BoundedCache[tuple, Any] = BoundedCache(
+            BUILT_CACHE_ENTRIES, max_bytes=BUILT_CACHE_BYTES, cost=tree_nbytes
+        )
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
         self.after_touch: Callable[[], None] | None = None
@@ -376,7 +342,7 @@ class ModuleStore:
         connection.execute(delete(workspaces).where(workspaces.c.id == workspace))
         collect_snapshots(connection, held)
         for module_id in ids:
-            self._built.forget(("ModuleRecord", module_id))
+            self.forget_built(module_id)
         with self._seen_lock:
             self._seen.pop(workspace, None)
         return counts
@@ -480,7 +446,7 @@ class ModuleStore:
         for module_id, kind in oldest:
             connection.execute(delete(modules).where(modules.c.id == module_id))
             connection.execute(delete(revisions).where(revisions.c.module_id == module_id))
-            self._built.forget(("ModuleRecord", module_id))
+            self.forget_built(module_id)
             connection.execute(
                 insert(notices).values(
                     workspace=workspace,
@@ -502,6 +468,21 @@ class ModuleStore:
                 _GET_RECORD, {"module_id": module_id, "workspace": workspace}
             ).first()
         return ModuleRecord(*row) if row else None
+
+    def find(self, workspace: str, module_id: str, field: str | None = None) -> ModuleRecord:
+        """The module ``module_id`` of ``workspace``; a 404 for any other (the same answer as
+        for a module that does not exist, so ids of other workspaces cannot be probed).
+        ``field`` names the input that gave the id when it is not the path's."""
+        record = self.get(workspace, module_id) if len(module_id) <= MODULE_ID_LENGTH else None
+        if record is None:
+            given = f" ({field.replace('.', ' ')})" if field else ""
+            raise PlaygroundError(
+                404,
+                f"No module {module_id[:40]!r}{given} in your workspace. Modules live in the "
+                "browser's workspace that built them; a shared link opens a copy of its own.",
+                field=field,
+            )
+        return record
 
     def list(self, workspace: str) -> list[ModuleRecord]:
         self.touch(workspace)
@@ -665,14 +646,6 @@ class ModuleStore:
             raise ModuleChanged(record.id)
         return updated
 
-    def set_saved(self, record: ModuleRecord, saved: bool = True) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(modules)
-                .where(modules.c.id == record.id, modules.c.workspace == record.workspace)
-                .values(saved=saved)
-            )
-
     def delete(self, record: ModuleRecord) -> None:
         with self.engine.begin() as connection:
             old = self._own_and_snapshot(connection, record)
@@ -683,7 +656,7 @@ class ModuleStore:
             )
             connection.execute(delete(revisions).where(revisions.c.module_id == record.id))
             collect_snapshots(connection, [old[1]])
-        self._built.forget(("ModuleRecord", record.id))
+        self.forget_built(record.id)
 
     def load(self, record: ModuleRecord | ShareRecord) -> Any:
         """The built module of ``record``, with its stored parameters if it has any."""
@@ -698,7 +671,11 @@ class ModuleStore:
                 model = deserialise_leaves(self._leaves(record), model)
             return model
 
-        return self._built.get_or_build(key, build)
+        return self._built.get_or_make(key, build)
+
+    def forget_built(self, module_id: str) -> None:
+        """Drop the built versions of a module from memory (the next load rebuilds it)."""
+        self._built.discard_where(lambda key: key[:2] == ("ModuleRecord", module_id))
 
     def _leaves(self, record: ModuleRecord) -> bytes:
         """The stored parameters of exactly this revision of ``record``."""

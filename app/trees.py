@@ -53,6 +53,8 @@ from jax.tree_util import (
     tree_flatten_with_path,
 )
 
+from app.text import array_summary
+
 DEFAULT_MAX_NODES = 1500
 """Nodes described in one answer; deeper levels come lazily."""
 CHILDREN_PAGE = 100
@@ -62,23 +64,6 @@ MAX_PATH_LENGTH = 1000
 SUMMARY_LENGTH = 60
 """The longest ``summary`` of a static value before it is cut with an ellipsis."""
 
-_DTYPE_SHORT = {
-    "float16": "f16",
-    "bfloat16": "bf16",
-    "float32": "f32",
-    "float64": "f64",
-    "int8": "i8",
-    "int16": "i16",
-    "int32": "i32",
-    "int64": "i64",
-    "uint8": "u8",
-    "uint16": "u16",
-    "uint32": "u32",
-    "uint64": "u64",
-    "complex64": "c64",
-    "complex128": "c128",
-    "bool": "bool",
-}
 _PATH_CHARACTERS = re.compile(r"^[^\x00-\x1f\x7f]*$")
 
 
@@ -99,16 +84,6 @@ class TreePathError(KeyError):
 def is_array(value: Any) -> bool:
     """A JAX or NumPy array (what ``eqx.is_array`` calls an array)."""
     return eqx.is_array(value)
-
-
-def short_dtype(dtype: Any) -> str:
-    name = np.dtype(dtype).name
-    return _DTYPE_SHORT.get(name, name)
-
-
-def array_summary(array: Any) -> str:
-    """Equinox's short form: ``f32[2,3]``, ``i32[]``."""
-    return f"{short_dtype(array.dtype)}[{','.join(str(n) for n in array.shape)}]"
 
 
 def _function_name(value: Any) -> str | None:

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # helpers.py: the live server the tests
 import jax  # noqa: E402
 from helpers import LiveServer  # noqa: E402
 
+from app.devices import device_label  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.routers.health import device_label  # noqa: E402
 from app.runs.structure import module_structure  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
@@ -157,7 +157,7 @@ def measure(
     client.post_json(url, body)
 
     services = app.state.services
-    engine = services.extras["runs"]
+    engine = services.runs
     record = services.store.get(_workspace(services, module_id), module_id)
     model = services.store.load(record)
     _, arrays = module_structure(model)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from htmx_settle import wait_for_htmx_settled
 
-from app.routers.pages import node_id
+from app.templating import node_id
 
 pytestmark = pytest.mark.browser
 

@@ -154,13 +154,13 @@ def test_dynamics_need_a_network(client):
 
 def test_the_dynamics_panel(client):
     network = build(client, "library.network", TINY)
-    panel = client.get(f"/ui/modules/{network}/dynamics-panel")
+    panel = client.get(f"/m/{network}/dynamics-panel")
     assert panel.status_code == 200 and 'id="dynamics-form"' in panel.text
     result = client.post(
-        f"/ui/modules/{network}/dynamics",
+        f"/m/{network}/dynamics",
         data={"source": "spec", "init": "normal", "shape": "4,3", "steps": "5", "phase": "train"},
     )
     assert result.status_code == 200, result.text
     assert result.text.count('class="plot"') == 5
     mlp = client.post("/api/modules", json={"kind": "eqx.nn.MLP", "params": {}}).json()["id"]
-    assert client.get(f"/ui/modules/{mlp}/dynamics-panel").text == ""
+    assert client.get(f"/m/{mlp}/dynamics-panel").text == ""

@@ -183,17 +183,21 @@ def test_expression_limits_of_a_custom_module_come_from_the_environment(monkeypa
 
 def test_compute_per_run_is_estimated_before_it_runs(tmp_path):
     app = create_app(Settings(data_dir=tmp_path / "flops", max_run_flops=50_000.0))
-    limited = TestClient(app)
-    body = {
-        "kind": "eqx.nn.MLP",
-        "params": {"in_size": 2, "out_size": 2, "width_size": 16, "depth": 2, "seed": 0},
-    }
-    module = limited.post("/api/modules", json=body).json()["id"]
-    run = {**SEED_RUN, "transforms": ["grad", "vmap"], "input": {"shape": [250, 2], "init": "ones"}}
-    response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=run)
-    refused(response, 422, "max_run_flops", elapsed=elapsed)
-    small = {**run, "input": {"shape": [2, 2], "init": "ones"}}
-    assert limited.post(f"/api/modules/{module}/run", json=small).status_code == 200
+    with TestClient(app) as limited:
+        body = {
+            "kind": "eqx.nn.MLP",
+            "params": {"in_size": 2, "out_size": 2, "width_size": 16, "depth": 2, "seed": 0},
+        }
+        module = limited.post("/api/modules", json=body).json()["id"]
+        run = {
+            **SEED_RUN,
+            "transforms": ["grad", "vmap"],
+            "input": {"shape": [250, 2], "init": "ones"},
+        }
+        response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=run)
+        refused(response, 422, "max_run_flops", elapsed=elapsed)
+        small = {**run, "input": {"shape": [2, 2], "init": "ones"}}
+        assert limited.post(f"/api/modules/{module}/run", json=small).status_code == 200
 
 
 def test_concurrent_computations_wait_then_503_with_retry_after(limited):

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 
 from app.catalog import CATALOG
-from app.routers.pages import node_id
+from app.templating import node_id
 
 HX = {"HX-Request": "true"}
 
@@ -111,7 +111,7 @@ def test_first_page_is_the_seed_example_with_its_tree_open(client):
     assert re.search(r'n-key">bias</span>.*?n-summary">f32\[3\]</code>', tree, re.S)
     assert 'badge badge-param">param' in tree
     # the header names the device; the code panel shows the catalog's script
-    from app.routers.health import device_label
+    from app.devices import device_label
 
     assert f'Runs on <strong data-testid="device">{device_label()}</strong>' in html
     assert "model = Linear(2, 3, jax.random.PRNGKey(0))" in html

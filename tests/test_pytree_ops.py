@@ -444,7 +444,7 @@ def test_identical_runs_fold_and_others_do_not():
 
 
 def test_the_big_mlp_folds_into_one_line_and_search_lands_on_a_deep_path(client):
-    from app.routers.pages import node_id
+    from app.templating import node_id
 
     module = create(client, "eqx.nn.MLP", BIG_MLP)
     page = client.get(f"/m/{module['id']}").text

@@ -326,15 +326,14 @@ def test_the_cache_is_bounded(tmp_path):
             assert run(client, seed, input={"shape": shape})["compiled"] is True
         assert run(client, seed, input={"shape": [3, 2]})["compiled"] is False
         assert run(client, seed, input={"shape": [1, 2]})["compiled"] is True  # evicted
-        assert len(app.state.services.extras["runs"].cache) == 2
+        assert len(app.state.services.runs.cache) == 2
 
 
 def test_two_identical_requests_at_once_compile_once(client, seed):
-    from app.routers.runs import get_engine
     from app.runs.spec import RunRequest
 
     services = client.app.state.services
-    engine = get_engine(services)
+    engine = services.runs
     record = services.store.get(_workspace(client, seed), seed)
     spec, model = record.spec(), services.store.load(record)
     request = RunRequest(transforms=["grad", "vmap", "jit"], input={"shape": [64, 2]})

@@ -47,6 +47,8 @@ app = create_app(
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 _client = TestClient(app)
+_client.__enter__()  # the app's lifespan: its services for every call schemathesis makes
+atexit.register(_client.__exit__, None, None, None)
 _module = _client.post(
     "/api/modules", json={"kind": "library.Linear", "params": {"in_dim": 2, "out_dim": 3}}
 ).json()["id"]

@@ -371,7 +371,7 @@ def test_a_custom_module_with_a_batch_in_its_example_shape_trains_per_example(cl
 
 
 def test_the_training_panel_renders(client, mlp):
-    response = client.get(f"/ui/modules/{mlp}/train-panel")
+    response = client.get(f"/m/{mlp}/train-panel")
     assert response.status_code == 200
     assert 'id="train-form"' in response.text and "circle" in response.text
     form = {
@@ -382,19 +382,22 @@ def test_the_training_panel_renders(client, mlp):
         "learning_rate": "0.01",
         "batch_size": "32",
     }
-    response = client.post(f"/ui/modules/{mlp}/train", data=form)
+    response = client.post(f"/m/{mlp}/train", data=form)
     assert response.status_code == 200
     assert "<progress" in response.text and 'for="train-progress-bar"' in response.text
-    job = response.text.split('hx-get="/ui/jobs/')[1].split("/")[0]
+    job = response.text.split(f'hx-get="/m/{mlp}/jobs/')[1].split("/")[0]
     assert f'data-frames-url="/m/{mlp}/jobs/{job}/frames"' in response.text
     wait_for_job(client, job)
-    fragment = client.get(f"/ui/jobs/{job}/progress").text
+    fragment = client.get(f"/m/{mlp}/jobs/{job}/progress").text
     assert (  # an ended job's fragment follows no frames
         "How far each leaf moved" in fragment
         and "data-frames-url" not in fragment.split('id="train-progress"')[1].split(">")[0]
     )
+    other = build(client, "eqx.nn.MLP", MLP)  # a job is reached under its own module only
+    assert client.get(f"/m/{other}/jobs/{job}/progress").status_code == 404
+    assert client.post(f"/m/{other}/jobs/{job}/stop").status_code == 404
     bad = client.post(
-        f"/ui/modules/{mlp}/train",
+        f"/m/{mlp}/train",
         data={**form, "learning_rate": "-1"},
         headers={"HX-Request": "true"},
     )

@@ -142,8 +142,9 @@ def test_uploads_belong_to_the_workspace_and_survive_a_restart(client, app, sett
 
 
 def test_upload_from_the_page_refreshes_the_dataset_picker(client):
+    module = client.post("/api/modules", json={"kind": "eqx.nn.MLP"}).json()["id"]
     response = client.post(
-        "/ui/datasets/csv",
+        f"/m/{module}/datasets/csv",
         files={"file": ("mine.csv", rows(12).encode(), "text/csv")},
         headers={"HX-Request": "true"},
     )
@@ -152,7 +153,7 @@ def test_upload_from_the_page_refreshes_the_dataset_picker(client):
     csv_id = response.text.split('value="csv:')[1].split('"')[0]
     assert f'value="csv:{csv_id}" selected' in response.text
     bad = client.post(
-        "/ui/datasets/csv",
+        f"/m/{module}/datasets/csv",
         files={"file": ("bad.csv", b"a,b\n1,x\n", "text/csv")},
         headers={"HX-Request": "true"},
     )

@@ -29,10 +29,10 @@ def test_the_first_pages_presets_are_compiled_at_start_up(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", warm_start=True)
     app = create_app(settings)
     with TestClient(app) as client:
-        warmup = app.state.warmup
+        warmup = app.state.services.warmup
         assert warmup.done.wait(120), "the warm-up did not finish"
         spec = parse_spec(SEED_KIND, {})
-        engine = app.state.services.extras["runs"]
+        engine = app.state.services.runs
         items = presets(spec, engine.structures.get(spec.build()).simple)
         assert warmup.compiled == engine.compiles == len(items) >= 5
         page = client.get("/")  # a new visitor: the seed's module and its panel

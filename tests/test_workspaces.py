@@ -167,7 +167,7 @@ def test_a_record_leaves_the_parameters_in_the_database_until_a_build_needs_them
         )
         # a record read before newer parameters were stored is refused, not built from them
         store.set_leaves(updated, model)
-        store._built.forget(("ModuleRecord", module))
+        store.forget_built(module)
         with pytest.raises(PlaygroundError) as refused:
             store.load(updated)
         assert refused.value.status_code == 409 and "changed" in refused.value.message

@@ -17,7 +17,7 @@ Widget hints (``json_schema_extra``), read by the form renderer:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 import equinox as eqx
@@ -113,13 +113,6 @@ Shape = Annotated[
 """An array shape: a list of positive ints; a form may type it as ``2,3``."""
 
 
-def shape_code(shape: Sequence[int]) -> str:
-    """A shape as Python source: ``(2, 3)``, ``(3,)`` or ``()``."""
-    if len(shape) == 1:
-        return f"({shape[0]},)"
-    return "(" + ", ".join(str(n) for n in shape) + ")"
-
-
 def field_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
     """A ValidationError at ``loc`` (relative to the model being validated) saying ``message``.
 
@@ -184,10 +177,6 @@ class ArrayCounts:
     def largest_array_elements(self) -> int:
         """The number of elements of the module's largest array, without building it."""
         return max((math.prod(shape) for shape in self.array_shapes()), default=0)
-
-    def max_leaf_elements(self) -> int:
-        """The same as ``largest_array_elements``: the elements of the largest array leaf."""
-        return self.largest_array_elements()
 
 
 class CatalogEntry(ArrayCounts, BaseModel):

@@ -26,8 +26,6 @@ import builtins
 import keyword
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
@@ -47,6 +45,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.cache import BoundedCache
 from app.catalog.base import (
     BATCH,
     CatalogEntry,
@@ -55,7 +54,6 @@ from app.catalog.base import (
     ShapeTuple,
     field_error,
     script,
-    shape_code,
 )
 from app.expressions import (
     ALLOWED_CONSTANTS,
@@ -65,6 +63,7 @@ from app.expressions import (
     parse_expression,
 )
 from app.settings import get_settings
+from app.text import shape_text
 
 MAX_FIELDS = 32
 MAX_NAME_LENGTH = 64
@@ -267,25 +266,19 @@ def _parse_call(text: str, variables: tuple[str, ...]) -> Expression:
 FieldSignature = tuple[tuple[str, str, str], ...]
 """Per field: (name, role, type of a static value or "")."""
 
-_class_cache: OrderedDict[tuple[str, FieldSignature, str], type[eqx.Module]] = OrderedDict()
-_class_cache_lock = threading.Lock()
-_example_shapes: OrderedDict[str, ShapeTuple] = OrderedDict()
+_classes: BoundedCache[tuple[str, FieldSignature, str], type[eqx.Module]] = BoundedCache(
+    CLASS_CACHE_SIZE
+)
+_example_shapes: BoundedCache[str, ShapeTuple] = BoundedCache(CLASS_CACHE_SIZE)
 """Example input shapes found so far, by the entry's JSON without its seed."""
 
 
 def module_class(name: str, signature: FieldSignature, expression: Expression) -> type[eqx.Module]:
     """The ``eqx.Module`` subclass for this structure, created once and then reused."""
-    cache_key = (name, signature, expression.to_python())
-    with _class_cache_lock:
-        cls = _class_cache.get(cache_key)
-        if cls is not None:
-            _class_cache.move_to_end(cache_key)
-            return cls
-        cls = _make_module_class(name, signature, expression)
-        _class_cache[cache_key] = cls
-        if len(_class_cache) > CLASS_CACHE_SIZE:
-            _class_cache.popitem(last=False)
-        return cls
+    return _classes.get_or_make(
+        (name, signature, expression.to_python()),
+        lambda: _make_module_class(name, signature, expression),
+    )
 
 
 def _make_module_class(
@@ -492,15 +485,7 @@ class CustomModuleEntry(CatalogEntry):
         then ``(5,)`` and ``()``. If none fits, ``(5,)``.
         """
         structure = self.model_dump_json(exclude={"seed"})  # the seed changes no shape
-        with _class_cache_lock:
-            shape = _example_shapes.get(structure)
-        if shape is None:
-            shape = self._find_example_shape()
-            with _class_cache_lock:
-                _example_shapes[structure] = shape
-                if len(_example_shapes) > CLASS_CACHE_SIZE:
-                    _example_shapes.popitem(last=False)
-        return shape
+        return _example_shapes.get_or_make(structure, self._find_example_shape)
 
     def _find_example_shape(self) -> ShapeTuple:
         candidates: dict[ShapeTuple, None] = {}
@@ -553,7 +538,7 @@ def _initial_array(field: CustomField, key: jax.Array) -> jax.Array:
 
 
 def _initial_array_code(field: CustomField, key: str) -> str:
-    shape = shape_code(field.shape or ())
+    shape = shape_text(field.shape or ())
     match field.init:
         case "normal":
             return f"jax.random.normal({key}, {shape})"

@@ -32,9 +32,9 @@ from app.catalog.base import (
     Size,
     field_error,
     script,
-    shape_code,
     statement,
 )
+from app.text import shape_text
 
 USE_BIAS_HINT = {"widget": "checkbox"}
 ACTIVATION_HINT = {"widget": "select"}
@@ -539,7 +539,7 @@ class LayerNormEntry(StackLayer, CatalogEntry):
 
     def constructor_code(self, key: str | None = None) -> str:
         return (
-            f"eqx.nn.LayerNorm({shape_code(self.shape)}, eps={self.eps!r}, "
+            f"eqx.nn.LayerNorm({shape_text(self.shape)}, eps={self.eps!r}, "
             f"use_weight={self.use_weight}, use_bias={self.use_bias})"
         )
 

@@ -18,6 +18,7 @@ from app.errors import PlaygroundError
 from app.lessons.library import lessons
 from app.lessons.model import Lesson, Step
 from app.runs.results import host_leaves, run_payload
+from app.runs.service import run_scopes
 from app.runs.spec import RunRequest
 from app.store import ModuleRecord, ModuleStore
 from app.training.service import compute_dynamics, start_training
@@ -131,7 +132,6 @@ class StepRun:
 
 def run_preset(
     services: Any,
-    engine: Any,
     record: ModuleRecord,
     step: Step,
     include: Any = None,
@@ -143,13 +143,14 @@ def run_preset(
     workspace = record.workspace
     if step.run is not None:
         spec = record.spec()
-        scopes = [("module", workspace, record.id), ("your previous run", workspace)]
         with services.compute.slot():
             model = services.store.load(record)
-            outcome = engine.run(spec, model, step.run, scopes=scopes, compile_scope=compile_scope)
+            outcome = services.runs.run(
+                spec, model, step.run, scopes=run_scopes(record), compile_scope=compile_scope
+            )
             mean = None
             if step.batch_mean:
-                batch = engine.run(spec, model, batch_request(step.run), eager=False)
+                batch = services.runs.run(spec, model, batch_request(step.run), eager=False)
                 mean = batch_mean(outcome.result, batch.result)
         answer = run_payload(outcome, spec, services.settings, include)
         if mean is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.routers.pages import templates
+from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 import jax
 from fastapi import APIRouter
 
+from app.devices import device_label, devices
+
 router = APIRouter(tags=["health"])
-
-
-def device_label() -> str:
-    """The device runs use, in words: "CPU" or the GPU's name."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return "CPU"
-    return f"{device.platform.upper()}: {getattr(device, 'device_kind', str(device))}"
 
 
 @router.get("/api/health")
@@ -22,9 +16,6 @@ def health() -> dict:
     return {
         "status": "ok",
         "backend": jax.default_backend(),
-        "devices": [
-            {"id": d.id, "platform": d.platform, "kind": getattr(d, "device_kind", d.platform)}
-            for d in jax.devices()
-        ],
+        "devices": devices(),
         "device": device_label(),
     }

@@ -20,33 +20,30 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.catalog import CatalogEntry
+from app.devices import device_label
 from app.lessons import Lesson, Step, lessons
 from app.lessons.steps import find_lesson, find_step, module_of_step, open_step, run_preset
-from app.links import absolute_url
-from app.rooms import RoomRecord, qr_svg
-from app.routers.health import device_label
-from app.routers.modules import build_module, model_roles
-from app.routers.pages import _open_depth, find_layermaps, templates
-from app.routers.runs import get_engine
+from app.links import join_url
+from app.modules import build_module, model_roles
+from app.pages import find_layermaps, open_depth
+from app.rooms import qr_svg
 from app.runs.results import FIELDS, FastJSONResponse
 from app.runs.scopes import scope_of
 from app.runs.view import result_rows
-from app.services import Services, get_services, get_workspace
+from app.services import Services, ServicesDep, WorkspaceDep
 from app.store import ModuleRecord
+from app.templating import templates
 from app.training.progress import progress_context
-from app.training.service import get_jobs
 from app.trees import describe_tree
 
 router = APIRouter(tags=["lessons"])
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
 LessonPath = Annotated[str, Path(max_length=60, description="A lesson's id, e.g. pytree.")]
 StepPath = Annotated[int, Path(ge=1, le=99, description="A step's number, from 1.")]
 
@@ -153,7 +150,7 @@ def _run(services: Services, workspace: str, lesson: Lesson, number: int, module
     record = module_of_step(services.store, workspace, step, module_id)
     # the workspace's view of compiling (a room's own scope: scope_of(workspace, room))
     scope = scope_of(workspace)
-    outcome = run_preset(services, get_engine(services), record, step, include, scope)
+    outcome = run_preset(services, record, step, include, scope)
     services.rooms.record(workspace, lesson.id, number, ran=True, job=outcome.job)
     return record, step, outcome
 
@@ -245,7 +242,7 @@ def _step_context(
         "total": len(lesson.steps),
         "module": record,
         "tree": tree,
-        "open_depth": _open_depth(tree),
+        "open_depth": open_depth(tree),
         "layermaps": _breakable(find_layermaps(model)),
         "code": record.spec().code(),
         "device": device_label(),
@@ -292,11 +289,6 @@ async def _page_context(
     return await run_in_threadpool(_step_context, request, services, lesson, number, record, mode)
 
 
-def join_url(request: Request, services: Services, room: RoomRecord) -> str:
-    """The absolute join link of a room (from the public URL when one is set)."""
-    return absolute_url(request, services.settings, f"/rooms/{room.code}")
-
-
 @router.get("/lessons", response_class=HTMLResponse, include_in_schema=False)
 def lessons_page(request: Request) -> Response:
     return templates.TemplateResponse(
@@ -338,7 +330,7 @@ async def present_page(
     context = await _page_context(request, services, workspace, lesson_id, number, "present")
     found = services.rooms.get(room) if room else None
     if found is not None and found.lesson == lesson_id and found.id == room:
-        url = join_url(request, services, found)
+        url = join_url(request, services.settings, found.code)
         context.update(presenting=found, join_url=url, qr=qr_svg(url))
     return templates.TemplateResponse(request, "lesson_step.html", context)
 
@@ -367,7 +359,7 @@ async def run_step_fragment(
         )
         context["shapes"] = result_shapes(outcome.answer, model_node)
     elif outcome.preset == "training":
-        job = get_jobs(services).describe(workspace, outcome.job, True)
+        job = services.jobs.describe(workspace, outcome.job, True)
         context.update(progress_context(job))
     else:
         context["result"] = outcome.answer

@@ -13,46 +13,19 @@ Every refusal is a 4xx whose message names the field at fault and, for limits, t
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.catalog import CATALOG, CatalogEntry, UnknownKind, parse_spec
+from app.catalog import CATALOG, UnknownKind, describe_catalog, parse_spec
 from app.errors import PlaygroundError
-from app.services import (
-    Services,
-    get_module_record,
-    get_services,
-    get_settings,
-    get_store,
-    get_workspace,
-)
-from app.settings import Settings
-from app.store import ModuleRecord, ModuleStore
-from app.trees import (
-    CHILDREN_PAGE,
-    MAX_PATH_LENGTH,
-    TreePathError,
-    array_payload,
-    describe_tree,
-    find_child,
-    find_node,
-    is_array,
-    trainable_spec,
-    type_name,
-)
+from app.modules import build_module, leaf_out, module_out, subtree
+from app.services import RecordDep, ServicesDep, SettingsDep, StoreDep, WorkspaceDep
+from app.trees import CHILDREN_PAGE, MAX_PATH_LENGTH, describe_tree
 
 router = APIRouter(tags=["modules"])
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[ModuleStore, Depends(get_store)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
-RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
 
 CatalogKind = Literal[tuple(CATALOG)]  # type: ignore[valid-type]
 
@@ -172,40 +145,6 @@ class LeafOut(BaseModel):
     limit: int = Field(description="The most values sent for one array (leaf_values_limit).")
 
 
-# Helpers shared with the pages ------------------------------------------------------------
-
-
-class _SpecCache:
-    """The trainable spec of recently described models (lazy loads of a big tree reuse it)."""
-
-    def __init__(self, size: int = 32):
-        self._size = size
-        self._items: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: Any) -> Any:
-        key = id(model)
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None and item[0] is model:
-                self._items.move_to_end(key)
-                return item[1]
-        spec = trainable_spec(model)
-        with self._lock:
-            self._items[key] = (model, spec)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return spec
-
-
-_specs = _SpecCache()
-
-
-def model_roles(model: Any) -> Any:
-    """``library.trainable_filter(model)``, cached for the model object."""
-    return _specs.get(model)
-
-
 def params_error(error: ValidationError) -> RequestValidationError:
     """A catalog ValidationError as a 422 whose locations start with ``["body", "params"]``."""
     errors = []
@@ -215,102 +154,6 @@ def params_error(error: ValidationError) -> RequestValidationError:
         item.pop("ctx", None)
         errors.append(item)
     return RequestValidationError(errors)
-
-
-def check_limits(spec: CatalogEntry, settings: Settings, field: str = "body.params") -> None:
-    """Refuse, before anything is built, a module over the size limits (422 naming them)."""
-    parameters = spec.estimated_parameters()
-    if parameters > settings.max_module_params:
-        raise PlaygroundError(
-            422,
-            f"This {spec.kind} would hold {parameters:,} array elements; the limit is "
-            f"{settings.max_module_params:,} per module (max_module_params, "
-            "PLAYGROUND_MAX_MODULE_PARAMS). Choose smaller sizes.",
-            field=field,
-        )
-    leaves = spec.estimated_leaves()
-    if leaves > settings.max_module_leaves:
-        raise PlaygroundError(
-            422,
-            f"This {spec.kind} would have {leaves:,} array leaves; the limit is "
-            f"{settings.max_module_leaves:,} per module (max_module_leaves, "
-            "PLAYGROUND_MAX_MODULE_LEAVES).",
-            field=field,
-        )
-    largest = spec.largest_array_elements()
-    if largest > settings.max_array_elements:
-        raise PlaygroundError(
-            422,
-            f"This {spec.kind} would have an array of {largest:,} elements; the limit is "
-            f"{settings.max_array_elements:,} per array (max_array_elements, "
-            "PLAYGROUND_MAX_ARRAY_ELEMENTS).",
-            field=field,
-        )
-
-
-def build_module(
-    services: Services, workspace: str, spec: CatalogEntry
-) -> tuple[ModuleRecord, Any]:
-    """Check the limits, then store and build ``spec`` in a compute slot; the record and model.
-
-    A spec that validates but cannot be built (a bug, or a constructor's own check) is a 422
-    with the constructor's message, and nothing is kept.
-    """
-    check_limits(spec, services.settings)
-    with services.compute.slot():
-        record = services.store.create(workspace, spec)
-        try:
-            model = services.store.load(record)
-        except (ValueError, TypeError) as error:
-            services.store.delete(record)
-            raise PlaygroundError(
-                422, f"{spec.kind} could not be built: {error}", field="body.params"
-            ) from error
-    return record, model
-
-
-def subtree(model: Any, path: str) -> tuple[Any, Any, bool]:
-    """The node at ``path``, its trainable spec and whether it is a static field; 422 if none."""
-    try:
-        node, static_field = find_child(model, path)
-        roles = None if static_field else find_node(model_roles(model), path)
-    except TreePathError as error:
-        raise PlaygroundError(422, str(error), field="query.path") from error
-    return node, roles, static_field
-
-
-def module_out(record: ModuleRecord, model: Any, notices: list[str] | None = None) -> dict:
-    spec = record.spec()
-    return {
-        "id": record.id,
-        "kind": record.kind,
-        "params": record.params,
-        "title": type(spec).title,
-        "created_at": record.created_at,
-        "trained": record.trained,
-        "tree": describe_tree(model, roles=model_roles(model)),
-        "code": spec.code(),
-        "notices": notices or [],
-    }
-
-
-def array_at(model: Any, path: str) -> Any:
-    """The array leaf at ``path``; 422 for a path that names no node or another kind of node."""
-    node, _, static_field = subtree(model, path)
-    if static_field or not is_array(node):
-        what = "a static field" if static_field else f"a {type_name(node)}"
-        where = f"The node at {path!r}" if path else "The root"
-        raise PlaygroundError(
-            422,
-            f"{where} is {what}, not an array leaf; ask for the path of an array, such as .weight.",
-            field="query.path",
-        )
-    return node
-
-
-def leaf_out(model: Any, path: str, limit: int) -> dict:
-    """The leaf payload of the array at ``path``, values cut to ``limit``."""
-    return {"path": path, **array_payload(array_at(model, path), limit), "limit": limit}
 
 
 PathQuery = Annotated[
@@ -329,16 +172,7 @@ PathQuery = Annotated[
 @router.get("/api/catalog", response_model=list[CatalogItem])
 def catalog() -> list[dict]:
     """Every kind of module, in picker order, with the JSON Schema of its params."""
-    return [
-        {
-            "kind": kind,
-            "title": entry.title,
-            "summary": entry.summary,
-            "group": entry.group,
-            "schema": entry.model_json_schema(),
-        }
-        for kind, entry in CATALOG.items()
-    ]
+    return describe_catalog()
 
 
 def _default_params(kind: str) -> dict:

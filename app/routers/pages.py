@@ -12,26 +12,18 @@
   pages of children), an array's statistics and figure, its values.
 - ``POST /m/{id}/delete``.
 
-Other parts render their fragments with :data:`templates` (its filters and globals included).
+Every page and fragment renders through the one environment of ``app.templating``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
-
-import jax
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from app import pytree_ops
 from app.catalog import CATALOG, SEED_KIND, UnknownKind, params_from_form, parse_spec
+from app.devices import device_label
 from app.errors import PlaygroundError, wants_html
 from app.forms import (
     FORM_ACTIONS,
@@ -43,125 +35,30 @@ from app.forms import (
     nest_form,
     place_errors,
 )
-from app.plots import array_figure
-from app.routers.health import device_label
-from app.routers.modules import (
-    array_at,
-    build_module,
-    check_limits,
-    model_roles,
-    subtree,
+from app.modules import array_at, build_module, check_limits, model_roles, subtree
+from app.pages import (
+    FRAGMENT_MAX_NODES,
+    PAGE_MAX_NODES,
+    input_order,
+    latest_or_seed,
+    module_context,
+    open_depth,
+    values_table,
 )
+from app.plots import array_figure
 from app.services import Services, get_workspace
 from app.store import ModuleRecord
+from app.templating import templates
+from app.text import array_summary
 from app.trees import (
-    CHILDREN_PAGE,
     MAX_PATH_LENGTH,
     TreePathError,
     array_payload,
     array_stats,
-    array_summary,
     describe_tree,
-    path_of,
-    tree_at_accessor,
 )
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-PAGE_MAX_NODES = 800
-"""Nodes rendered in the first view of a tree; deeper ones load when opened."""
-FRAGMENT_MAX_NODES = 400
-"""Nodes rendered in one lazily loaded fragment."""
-OPEN_ALL_BELOW = 40
-"""Trees with at most this many nodes render with every inner node open."""
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
-
-
-# Formatting -------------------------------------------------------------------------------
-
-
-def node_id(path: str) -> str:
-    """A stable HTML id for the tree node at ``path``."""
-    return "node-" + hashlib.blake2s(path.encode(), digest_size=6).hexdigest()
-
-
-def count_text(value: int | float | None) -> str:
-    """``10,004``."""
-    if value is None:
-        return "–"
-    return f"{int(value):,}"
-
-
-def bytes_text(value: int | None) -> str:
-    """``24 B``, ``1.5 kB``, ``3.2 MB``."""
-    if value is None:
-        return "–"
-    size = float(value)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.3g} {unit}"
-        size /= 1000
-    return f"{value} B"
-
-
-def number_text(value: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits; NaN and infinities spelled out."""
-    if value is None:
-        return "–"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "∞" if number > 0 else "−∞"
-    if number == 0:
-        return "0"
-    text = f"{number:.{digits}g}"
-    return text.replace("-", "−") if text.startswith("-") else text
-
-
-def shape_text(shape: Any) -> str:
-    if shape is None:
-        return ""
-    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def params_text(params: dict, limit: int = 90) -> str:
-    """The scalar params of a module in one line: ``in_dim=2, out_dim=3, seed=0``."""
-    parts = []
-    for key, value in params.items():
-        if isinstance(value, list):
-            parts.append(f"{len(value)} {key}")
-        elif isinstance(value, dict):
-            continue
-        else:
-            parts.append(f"{key}={value}")
-    text = ", ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-templates.env.filters.update(
-    node_id=node_id,
-    count=count_text,
-    nbytes=bytes_text,
-    num=number_text,
-    shape=shape_text,
-    params_text=params_text,
-    q=lambda value: quote(str(value), safe=""),
-)
-templates.env.globals.update(
-    accessor=tree_at_accessor,
-    CHILDREN_PAGE=CHILDREN_PAGE,
-    ops_filters=pytree_ops.FILTERS,
-    ops_filter_help=pytree_ops.FILTER_HELP,
-    ops_examples=pytree_ops.EXAMPLES,
-)
 
 
 # Context ----------------------------------------------------------------------------------
@@ -171,128 +68,18 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _notices(request: Request) -> list[str]:
-    return _services(request).store.pop_notices(request.state.workspace)
-
-
-def find_layermaps(model: Any) -> list[dict]:
-    """Every LayerMap in ``model`` as a receiver-by-sender matrix for the page."""
-    from library import LayerMap
-
-    found = []
-    flat, _ = jax.tree_util.tree_flatten_with_path(
-        model, is_leaf=lambda node: isinstance(node, LayerMap)
-    )
-    for keys, node in flat:
-        if not isinstance(node, LayerMap):
-            continue
-        path = path_of(keys)
-        rows = list(node.rows())
-        cols = sorted({j for i in rows for j in node.cols_of(i)} | set(rows))
-        cells = []
-        for i in rows:
-            row = []
-            for j in cols:
-                if (i, j) in node:
-                    module = node[i, j]
-                    entry_path = f"{path}._layers[{i!r}][{j!r}]"
-                    role = "layer" if i == j else ("forward" if j < i else "backward")
-                    row.append(
-                        {
-                            "type": type(module).__name__,
-                            "path": entry_path,
-                            "role": role,
-                            "i": i,
-                            "j": j,
-                        }
-                    )
-                else:
-                    row.append(None)
-            cells.append((i, row))
-        found.append({"path": path, "cols": cols, "rows": cells})
-    return found
-
-
-def _open_depth(tree: dict) -> int:
-    nodes = 0
-    stack = [tree]
-    while stack and nodes <= OPEN_ALL_BELOW:
-        node = stack.pop()
-        nodes += 1
-        stack.extend(node.get("children") or [])
-    return 99 if nodes <= OPEN_ALL_BELOW else 2
-
-
-def module_context(
-    request: Request,
-    record: ModuleRecord,
-    *,
-    form: BuildForm | None = None,
-    readonly: bool = False,
-) -> dict:
-    """What ``module.html`` and ``partials/app.html`` need for ``record``.
-
-    The slots of other parts get ``module`` (the record), ``spec`` (its catalog entry) and
-    ``model`` (the built module).
-    """
-    services = _services(request)
-    store = services.store
-    model = store.load(record)
-    spec = record.spec()
-    tree = describe_tree(
-        model, roles=model_roles(model), max_nodes=PAGE_MAX_NODES, fold=True, stats=True
-    )
-    workspace = request.state.workspace
-    modules = store.list(workspace) if not readonly else []
-    if form is None:
-        form = build_form(record.kind, record.params)
-    return {
-        "request": request,
-        "module": record,
-        "spec": spec,
-        "model": model,
-        "tree": tree,
-        "open_depth": _open_depth(tree),
-        "entry": type(spec),
-        "layermaps": find_layermaps(model),
-        "code": spec.code(),
-        "modules": modules,
-        "catalog": CATALOG,
-        "catalog_groups": catalog_groups(),
-        "form": form,
-        "readonly": readonly,
-        "device": device_label(),
-        "settings": services.settings,
-        "notices": _notices(request),
-    }
+def _module_context(request: Request, record: ModuleRecord, **kwargs) -> dict:
+    services, workspace = _services(request), request.state.workspace
+    return {"request": request, **module_context(services, workspace, record, **kwargs)}
 
 
 def _page(request: Request, record: ModuleRecord, status_code: int = 200, **kwargs) -> Response:
-    context = module_context(request, record, **kwargs)
+    context = _module_context(request, record, **kwargs)
     return templates.TemplateResponse(request, "module.html", context, status_code=status_code)
 
 
-def _latest_or_seed(request: Request) -> ModuleRecord:
-    services = _services(request)
-    workspace = request.state.workspace
-    records = services.store.list(workspace)
-    if records:
-        return records[0]
-    record, _ = build_module(services, workspace, parse_spec(SEED_KIND, {}))
-    return record
-
-
 def _record_or_404(request: Request, module_id: str) -> ModuleRecord:
-    record = None
-    if len(module_id) <= 32:
-        record = _services(request).store.get(request.state.workspace, module_id)
-    if record is None:
-        raise PlaygroundError(
-            404,
-            f"No module {module_id[:40]!r} in your workspace. Modules live in the browser's "
-            "workspace that built them; a shared link opens a copy of its own.",
-        )
-    return record
+    return _services(request).store.find(request.state.workspace, module_id)
 
 
 # Pages ------------------------------------------------------------------------------------
@@ -301,7 +88,7 @@ def _record_or_404(request: Request, module_id: str) -> ModuleRecord:
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
     """The newest module of the workspace; a new visitor's is the seed's example."""
-    record = _latest_or_seed(request)
+    record = latest_or_seed(_services(request), request.state.workspace)
     return RedirectResponse(f"/m/{record.id}", status_code=303)
 
 
@@ -372,7 +159,7 @@ async def rebuild_form(request: Request) -> Response:
         current = fields.get("current_module", "")
         record = _services(request).store.get(request.state.workspace, current[:32])
         if record is None:
-            record = _latest_or_seed(request)
+            record = latest_or_seed(_services(request), request.state.workspace)
         return await run_in_threadpool(_page, request, record, form=form)
     return _form_response(request, form)
 
@@ -406,35 +193,21 @@ def _build_from_form(
     except ValidationError as error:
         form = build_form(kind, shown)
         by_field, loose = place_errors(error, field_names(form))
-        first = next((name for name in _input_order(form) if name in by_field), None)
+        first = next((name for name in input_order(form) if name in by_field), None)
         focus = "f-" + first.replace(".", "-") if first else "form-errors"
         form = build_form(kind, shown, by_field, loose, focus=focus)
         return _form_failure(request, form)
     except PlaygroundError as error:
         form = build_form(kind, shown, {}, [error.message], focus="form-errors")
         return _form_failure(request, form, error.status_code)
-    except HTTPException as error:  # the server is busy (no compute slot came free): say so
-        form = build_form(kind, shown, {}, [str(error.detail)], focus="form-errors")
-        return _form_failure(request, form, error.status_code)
     if not wants_html(request):
         return RedirectResponse(f"/m/{record.id}", status_code=303)
-    context = module_context(request, record)
+    context = _module_context(request, record)
     response = templates.TemplateResponse(request, "partials/app.html", context)
     response.headers["HX-Push-Url"] = f"/m/{record.id}"
     response.headers["HX-Retarget"] = "#app"
     response.headers["HX-Reswap"] = "outerHTML"
     return response
-
-
-def _input_order(form: BuildForm) -> list[str]:
-    names = []
-    for item in form.items:
-        if hasattr(item, "groups"):
-            names.append(item.name)
-            names.extend(f.name for group in item.groups for f in group.fields)
-        else:
-            names.append(item.name)
-    return names
 
 
 def _form_failure(request: Request, form: BuildForm, status_code: int = 422) -> Response:
@@ -445,7 +218,7 @@ def _form_failure(request: Request, form: BuildForm, status_code: int = 422) -> 
         response = _form_response(request, form, status_code=200)
         response.headers["X-Form-Errors"] = str(form.error_count)
         return response
-    record = _latest_or_seed(request)
+    record = latest_or_seed(_services(request), request.state.workspace)
     return _page(request, record, status_code=status_code, form=form)
 
 
@@ -512,7 +285,7 @@ def tree_view_fragment(
     return templates.TemplateResponse(
         request,
         "partials/tree_view.html",
-        {"tree": tree, "module": record, "open_depth": _open_depth(tree), "found": focus},
+        {"tree": tree, "module": record, "open_depth": open_depth(tree), "found": focus},
     )
 
 
@@ -565,35 +338,10 @@ def values_fragment(
     )
 
 
-def values_table(payload: dict) -> dict:
-    """The values of a leaf payload as a table: column headers and ``(row header, cells)``.
-
-    A 1-D array is one column; higher ranks are rows indexed by all axes but the last.
-    """
-    shape = payload["kept_shape"]
-    values = payload["values"]
-    if len(shape) == 0:
-        return {"columns": ["value"], "rows": [("", [values])]}
-    if len(shape) == 1:
-        return {"columns": ["value"], "rows": [(str(i), [v]) for i, v in enumerate(values)]}
-    rows = []
-
-    def walk(node: Any, index: tuple[int, ...]) -> None:
-        if len(index) == len(shape) - 1:
-            header = str(index[0]) if len(index) == 1 else "(" + ", ".join(map(str, index)) + ")"
-            rows.append((header, node))
-            return
-        for i, child in enumerate(node):
-            walk(child, (*index, i))
-
-    walk(values, ())
-    return {"columns": [str(j) for j in range(shape[-1])], "rows": rows}
-
-
 @router.post("/m/{module_id}/delete")
 def delete_module_page(request: Request, module_id: str) -> Response:
     """Delete the module, then show the workspace's newest one (or a fresh seed example)."""
     record = _record_or_404(request, module_id)
     _services(request).store.delete(record)
-    target = _latest_or_seed(request)
+    target = latest_or_seed(_services(request), request.state.workspace)
     return RedirectResponse(f"/m/{target.id}", status_code=303)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import jax
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,20 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app import pytree_ops
 from app.catalog import CATALOG
 from app.errors import PlaygroundError
+from app.modules import model_roles, module_out
 from app.plots import array_figure, bar_figure, heatmap_figure, scalar_figure
-from app.routers.modules import ModuleOut, TreeNode, model_roles, module_out
-from app.routers.pages import _record_or_404, templates
-from app.routers.runs import get_engine
+from app.routers.modules import ModuleOut, TreeNode
 from app.runs.spec import RunRequest
-from app.services import Services, get_module_record, get_services, get_workspace
+from app.services import RecordDep, Services, ServicesDep, WorkspaceDep
 from app.store import ModuleRecord, serialise_leaves
+from app.templating import templates
 from app.trees import MAX_PATH_LENGTH
 
 router = APIRouter(tags=["pytree operations"])
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
-RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
 
 FLATTEN_PAGE = 500
 """Leaves in one flatten answer unless ``limit`` says otherwise."""
@@ -239,25 +236,16 @@ def compare_target(services: Services, workspace: str, a: ModuleRecord, b: str) 
                 f'/api/modules/{{id}}/run, e.g. run:{{"transforms":["grad"]}}): {message}',
                 field="query.b",
             ) from None
-        engine = get_engine(services)
         with services.compute.slot():
-            outcome = engine.run(a.spec(), services.store.load(a), request)
+            outcome = services.runs.run(a.spec(), services.store.load(a), request)
         words = " ∘ ".join(reversed(request.transforms)) or "forward"
         return outcome.result, f"the result of run {words} on module {a.id}"
-    record = services.store.get(workspace, b) if len(b) <= 32 else None
-    if record is None:
-        raise PlaygroundError(
-            404, f"No module {b[:40]!r} in your workspace (query b).", field="query.b"
-        )
+    record = services.store.find(workspace, b, field="query.b")
     return services.store.load(record), f"module {record.id}"
 
 
 def _compare(services: Services, workspace: str, a: str, b: str) -> dict:
-    first = services.store.get(workspace, a) if len(a) <= 32 else None
-    if first is None:
-        raise PlaygroundError(
-            404, f"No module {a[:40]!r} in your workspace (query a).", field="query.a"
-        )
+    first = services.store.find(workspace, a, field="query.a")
     other, _ = compare_target(services, workspace, first, b)
     return pytree_ops.compare(services.store.load(first), other)
 
@@ -391,7 +379,8 @@ BAR_LEAVES = 40
 
 
 def _page_record(request: Request, module_id: str) -> ModuleRecord:
-    return _record_or_404(request, module_id)
+    services: Services = request.app.state.services
+    return services.store.find(request.state.workspace, module_id)
 
 
 def _fragment(request: Request, name: str, context: dict, headers: dict | None = None):

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from app.reference import library_reference
-from app.routers.pages import templates
+from app.templating import templates
 
 router = APIRouter(include_in_schema=False)
 

@@ -27,25 +27,22 @@ import time
 import unicodedata
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.devices import device_label
 from app.errors import PlaygroundError
 from app.lessons.steps import find_lesson
+from app.links import join_url
 from app.rooms import RoomRecord
-from app.routers.health import device_label
-from app.routers.lessons import join_url
-from app.routers.pages import templates
-from app.services import Services, get_services, get_workspace
+from app.services import Services, ServicesDep, WorkspaceDep
 from app.sse import event_stream, sse_event
-from app.training.service import get_jobs
+from app.templating import templates
 
 router = APIRouter(tags=["rooms"])
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
 CodePath = Annotated[
     str, Path(max_length=32, description="The room's 6-character join code (or its id).")
 ]
@@ -152,7 +149,7 @@ def _create(request: Request, services: Services, workspace: str, lesson_id: str
     return {
         "room": room.id,
         "code": room.code,
-        "join_url": join_url(request, services, room),
+        "join_url": join_url(request, services.settings, room.code),
         "presenter_url": presenter_url(room, key),
         "presenter_key": key,
     }
@@ -161,7 +158,7 @@ def _create(request: Request, services: Services, workspace: str, lesson_id: str
 def accuracies(services: Services, room: RoomRecord, step: int) -> list[float]:
     """The test accuracy of every participant's finished training job of ``step`` (each read
     once from its job, then kept in the room's progress row)."""
-    jobs = get_jobs(services)
+    jobs = services.jobs
     found = []
     for workspace, job_id, accuracy in services.rooms.jobs(room, step):
         if accuracy is None:

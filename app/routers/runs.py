@@ -11,12 +11,11 @@
 - ``POST /m/{id}/run``, ``POST /m/{id}/run/form``, ``POST /m/{id}/sweep``: the run panel's
   htmx fragments (the form with its result; the form alone after a pipeline edit; a sweep).
 
-Every computation takes one of the server's compute slots (``services.compute.slot()``).
+Every computation takes one of the server's compute slots (see ``app.runs.service``).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
@@ -25,28 +24,15 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from app.errors import PlaygroundError
-from app.runs.engine import RunEngine
 from app.runs.panel import render_form, render_run, render_sweep
 from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
 from app.runs.scopes import scope_of
+from app.runs.service import reset_compiled, run_stored
 from app.runs.spec import RunRequest, SweepRequest
 from app.services import Services
 from app.store import ModuleRecord
 
 router = APIRouter(tags=["runs"])
-_engine_lock = threading.Lock()
-
-
-def get_engine(services: Services) -> RunEngine:
-    """The app's run engine (its compile cache lives as long as the server)."""
-    engine = services.extras.get("runs")
-    if engine is None:
-        with _engine_lock:
-            engine = services.extras.get("runs")
-            if engine is None:
-                engine = RunEngine(services.settings)
-                services.extras["runs"] = engine
-    return engine
 
 
 def parse_include(include: str | None) -> frozenset[str] | None:
@@ -64,11 +50,6 @@ def parse_include(include: str | None) -> frozenset[str] | None:
             field="query.include",
         )
     return names
-
-
-def scopes(record: ModuleRecord) -> list[tuple]:
-    """Where a run's key is remembered, to say what changed since the previous run."""
-    return [("module", record.workspace, record.id), ("your previous run", record.workspace)]
 
 
 class Timings(BaseModel):
@@ -128,35 +109,15 @@ class SweepOut(BaseModel):
     warnings: list[str]
 
 
-def find_record(services: Services, workspace: str, module_id: str) -> ModuleRecord:
-    """The module ``module_id`` of ``workspace``; 404 for any other."""
-    record = services.store.get(workspace, module_id) if len(module_id) <= 32 else None
-    if record is None:
-        raise PlaygroundError(404, f"No module {module_id[:40]!r} in your workspace.")
-    return record
-
-
 def _run_json(services, workspace, module_id, body: RunRequest, parts) -> FastJSONResponse:
-    record = find_record(services, workspace, module_id)
-    engine = get_engine(services)
-    spec = record.spec()
-    engine.check_cost(spec, body)
-    with services.compute.slot():
-        model = services.store.load(record)
-        outcome = engine.run(
-            spec, model, body, scopes=scopes(record), compile_scope=scope_of(workspace)
-        )
+    record = services.store.find(workspace, module_id)
+    outcome, spec, _ = run_stored(services, record, body, compile_scope=scope_of(workspace))
     return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
 
 
 def _sweep_json(services, workspace, module_id, body: SweepRequest, parts) -> FastJSONResponse:
-    record = find_record(services, workspace, module_id)
-    engine = get_engine(services)
-    spec = record.spec()
-    engine.check_cost(spec, body)
-    with services.compute.slot():
-        model = services.store.load(record)
-        outcome = engine.sweep(spec, model, body, scopes=scopes(record))
+    record = services.store.find(workspace, module_id)
+    outcome, spec, _ = run_stored(services, record, body)
     return FastJSONResponse(sweep_payload(outcome, spec, parts))
 
 
@@ -205,14 +166,6 @@ class CompiledResetOut(BaseModel):
     scope: str = Field(description="The scope whose view was reset: workspace:<id>.")
 
 
-def reset_compiled(services: Services, workspace: str, room: str | None = None) -> str:
-    """Forget what the workspace (or room) compiled: its next run of each function compiles
-    again for real."""
-    scope = scope_of(workspace, room)
-    get_engine(services).scopes.reset(scope)
-    return scope
-
-
 @router.post("/api/runs/compiled/reset", response_model=CompiledResetOut)
 def reset_compiled_view(request: Request) -> dict:
     """Reset your workspace's "compiled here" view: the next run of each function compiles
@@ -232,12 +185,7 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
 
 def _record(request: Request, module_id: str) -> ModuleRecord:
     services: Services = request.app.state.services
-    record = (
-        services.store.get(request.state.workspace, module_id) if len(module_id) <= 32 else None
-    )
-    if record is None:
-        raise PlaygroundError(404, f"No module {module_id[:40]!r} in your workspace.")
-    return record
+    return services.store.find(request.state.workspace, module_id)
 
 
 @router.post("/m/{module_id}/run", response_class=HTMLResponse, include_in_schema=False)

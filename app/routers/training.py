@@ -16,27 +16,28 @@ JSON API:
 
 Jobs belong to a workspace: another workspace's job is a 404, like an unknown one.
 
-The panels (``/ui/...``, htmx): the module page includes ``partials/train_panel.html`` and
-``partials/dynamics_panel.html``, which load their forms from here; a running job's progress
-fragment polls ``/ui/jobs/{job}/progress`` every second.
+The panels (htmx fragments under the module's page, ``/m/{id}/...``): the module page includes
+``partials/train_panel.html`` and ``partials/dynamics_panel.html``, which load their forms from
+``/m/{id}/train-panel`` and ``/m/{id}/dynamics-panel``; a job's progress fragment is
+``/m/{id}/jobs/{job}/progress``, its controls ``/m/{id}/jobs/{job}/{pause,resume,step,stop}``
+and its live frames ``/m/{id}/jobs/{job}/frames``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, StreamingResponse
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.errors import PlaygroundError
-from app.services import Services, get_module_record, get_services, get_workspace
+from app.services import RecordDep, Services, ServicesDep, WorkspaceDep
 from app.sse import event_stream, sse_event
 from app.store import ModuleRecord
+from app.templating import templates
 from app.training import datasets
 from app.training.local import slot_sizes
 from app.training.progress import FRAME_SECONDS, frame, progress_context
@@ -46,8 +47,6 @@ from app.training.service import (
     TrainRequest,
     compute_dynamics,
     default_dataset,
-    get_jobs,
-    get_storage,
     network_state,
     reset_module,
     start_training,
@@ -56,11 +55,7 @@ from app.training.service import (
 from library.orchestrators import SequentialOrchestrator
 
 router = APIRouter(tags=["training"])
-templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[2] / "templates")
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
-RecordDep = Annotated[ModuleRecord, Depends(get_module_record)]
 JobPath = Annotated[str, Path(max_length=32, description="A job id from POST .../train.")]
 
 EVENTS_POLL_SECONDS = 0.25
@@ -105,13 +100,17 @@ def train(
 @router.get("/api/modules/{module_id}/jobs", response_model=list[JobOut])
 def module_jobs(record: RecordDep, services: ServicesDep, workspace: WorkspaceDep) -> list:
     """The module's training jobs, newest first."""
-    return get_jobs(services).list(workspace, record.id)
+    return services.jobs.list(workspace, record.id)
+
+
+def _no_job(job_id: str) -> PlaygroundError:
+    return PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
 
 
 def _job_or_404(services: Services, workspace: str, job_id: str, with_view=False) -> dict:
-    found = get_jobs(services).describe(workspace, job_id, with_view)
+    found = services.jobs.describe(workspace, job_id, with_view)
     if found is None:
-        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+        raise _no_job(job_id)
     return found
 
 
@@ -129,29 +128,29 @@ def job_status(
 @router.post("/api/jobs/{job_id}/stop", response_model=JobOut)
 def stop_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
     """Ask a job to stop; it stops before its next step and keeps what it learnt."""
-    found = get_jobs(services).stop(workspace, job_id)
+    found = services.jobs.stop(workspace, job_id)
     if found is None:
-        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+        raise _no_job(job_id)
     return found
 
 
 @router.post("/api/jobs/{job_id}/pause", response_model=JobOut)
 def pause_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
     """Pause before the next step (409 once the job ended)."""
-    return get_jobs(services).pause(workspace, job_id)
+    return services.jobs.pause(workspace, job_id)
 
 
 @router.post("/api/jobs/{job_id}/resume", response_model=JobOut)
 def resume_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
     """Play again after a pause (409 once the job ended)."""
-    return get_jobs(services).resume(workspace, job_id)
+    return services.jobs.resume(workspace, job_id)
 
 
 @router.post("/api/jobs/{job_id}/step", response_model=JobOut)
 def step_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) -> dict:
     """Train one batch, then stay paused; answers once the step is done (a playing job pauses
     after the step under way)."""
-    return get_jobs(services).step(workspace, job_id)
+    return services.jobs.step(workspace, job_id)
 
 
 class ResetOut(BaseModel):
@@ -180,7 +179,7 @@ async def job_events(
     """Server-sent events: ``progress`` (the job's record) on every change, ``end`` when the
     job ends. The stream closes after ``event_stream_seconds`` (the browser reconnects); a
     workspace holds at most ``max_event_streams_per_workspace`` streams at once (429 beyond)."""
-    jobs = get_jobs(services)
+    jobs = services.jobs
     first = _job_or_404(services, workspace, job_id)
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)
@@ -224,7 +223,7 @@ async def job_events(
 @router.get("/api/datasets")
 def list_datasets(services: ServicesDep, workspace: WorkspaceDep) -> dict:
     """The generated datasets with their metadata, and the workspace's uploaded CSV files."""
-    return {"generated": datasets.catalog(), "uploaded": get_storage(services).list_csv(workspace)}
+    return {"generated": datasets.catalog(), "uploaded": services.storage.list_csv(workspace)}
 
 
 @router.post("/api/datasets/csv", status_code=201, response_model=CsvOut)
@@ -260,13 +259,13 @@ def _render(request: Request, name: str, context: dict, status_code: int = 200) 
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-@router.get("/ui/modules/{module_id}/train-panel", include_in_schema=False)
+@router.get("/m/{module_id}/train-panel", include_in_schema=False)
 def train_panel(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
     network = _is_network(services, record)
     entry = record.spec()
-    jobs = get_jobs(services).list(workspace, record.id)
+    jobs = services.jobs.list(workspace, record.id)
     latest = jobs[0] if jobs else None
     if latest is not None:
         latest = _job_or_404(services, workspace, latest["job"], with_view=True)
@@ -278,7 +277,7 @@ def train_panel(
             "network": network,
             "defaults": DEFAULTS["local" if network else "gradient"],
             "datasets": datasets.catalog(),
-            "uploads": get_storage(services).list_csv(workspace),
+            "uploads": services.storage.list_csv(workspace),
             "default_dataset": default_dataset(entry, network).name,
             "latest": progress_context(latest) if latest else None,
         },
@@ -326,7 +325,7 @@ def train_request_from_form(form: Any, network: bool) -> TrainRequest:
     return TrainRequest.model_validate(body)
 
 
-@router.post("/ui/modules/{module_id}/train", include_in_schema=False)
+@router.post("/m/{module_id}/train", include_in_schema=False)
 async def train_from_form(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
@@ -341,7 +340,7 @@ async def train_from_form(
         body = body.model_copy(update={"paused": True})
     job = await asyncio.to_thread(start_training, services, workspace, record, body)
     if single:
-        await asyncio.to_thread(get_jobs(services).step, workspace, job["job"])
+        await asyncio.to_thread(services.jobs.step, workspace, job["job"])
     job = _job_or_404(services, workspace, job["job"], with_view=True)
     return _render(request, "partials/train_job.html", progress_context(job), 200)
 
@@ -376,31 +375,30 @@ def _form_errors(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-@router.get("/ui/jobs/{job_id}/progress", include_in_schema=False)
+def _module_job(services: Services, record: ModuleRecord, job_id: str) -> dict:
+    """The job ``job_id`` of the module of ``record`` (with its view); 404 for any other."""
+    job = _job_or_404(services, record.workspace, job_id, with_view=True)
+    if job.get("module") != record.id:
+        raise _no_job(job_id)
+    return job
+
+
+@router.get("/m/{module_id}/jobs/{job_id}/progress", include_in_schema=False)
 def job_progress(
-    request: Request, job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep
+    request: Request, record: RecordDep, job_id: JobPath, services: ServicesDep
 ) -> HTMLResponse:
-    job = _job_or_404(services, workspace, job_id, with_view=True)
+    job = _module_job(services, record, job_id)
     return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
 
 
-@router.post("/ui/jobs/{job_id}/stop", include_in_schema=False)
-def stop_from_page(
-    request: Request, job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep
-) -> HTMLResponse:
-    if get_jobs(services).stop(workspace, job_id) is None:
-        raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
-    job = _job_or_404(services, workspace, job_id, with_view=True)
-    return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
-
-
-@router.post("/ui/datasets/csv", include_in_schema=False)
+@router.post("/m/{module_id}/datasets/csv", include_in_schema=False)
 def upload_from_page(
     request: Request,
+    record: RecordDep,
     services: ServicesDep,
-    workspace: WorkspaceDep,
     file: Annotated[UploadFile, File()],
 ) -> HTMLResponse:
+    workspace = record.workspace
     content = file.file.read(services.settings.max_body_bytes + 1)
     uploaded = upload_csv(services, workspace, file.filename or "", content)
     return _render(
@@ -409,12 +407,12 @@ def upload_from_page(
         {
             "csv": uploaded,
             "datasets": datasets.catalog(),
-            "uploads": get_storage(services).list_csv(workspace),
+            "uploads": services.storage.list_csv(workspace),
         },
     )
 
 
-@router.get("/ui/modules/{module_id}/dynamics-panel", include_in_schema=False)
+@router.get("/m/{module_id}/dynamics-panel", include_in_schema=False)
 def dynamics_panel(request: Request, record: RecordDep, services: ServicesDep) -> HTMLResponse:
     if not _is_network(services, record):
         return HTMLResponse("")
@@ -432,7 +430,7 @@ def dynamics_panel(request: Request, record: RecordDep, services: ServicesDep) -
     )
 
 
-@router.post("/ui/modules/{module_id}/dynamics", include_in_schema=False)
+@router.post("/m/{module_id}/dynamics", include_in_schema=False)
 async def dynamics_from_form(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
@@ -478,6 +476,7 @@ FOCUS_AFTER = {
 @router.post("/m/{module_id}/jobs/{job_id}/{action}", include_in_schema=False)
 def play_from_page(
     request: Request,
+    record: RecordDep,
     job_id: JobPath,
     action: Annotated[Literal["pause", "resume", "step", "stop"], Path()],
     services: ServicesDep,
@@ -485,17 +484,18 @@ def play_from_page(
 ) -> HTMLResponse:
     """A control of the progress fragment; answers the fragment in its new state (a job that
     ended meanwhile just shows that it ended)."""
-    jobs = get_jobs(services)
+    _module_job(services, record, job_id)  # the job of this module, or a 404
+    jobs = services.jobs
     try:
         if action == "stop":
             if jobs.stop(workspace, job_id) is None:
-                raise PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
+                raise _no_job(job_id)
         else:
             getattr(jobs, action)(workspace, job_id)
     except PlaygroundError as error:
         if error.status_code != 409:
             raise
-    job = _job_or_404(services, workspace, job_id, with_view=True)
+    job = _module_job(services, record, job_id)
     context = progress_context(job, polled=True)
     # the keyboard focus stays on the controls (the button pressed, or the one that took its
     # place); once the job ended, on Reset
@@ -521,7 +521,7 @@ async def job_frames(
     """The live frames of a playing job (server-sent ``frame`` events, at most one every
     ``FRAME_SECONDS``, only when something changed); ``end`` once it ended. Bounded like the
     job's events: ``event_stream_seconds`` long, ``max_event_streams_per_workspace`` at once."""
-    jobs = get_jobs(services)
+    jobs = services.jobs
     _job_or_404(services, workspace, job_id)
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)

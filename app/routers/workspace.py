@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from app.devices import device_label
 from app.errors import PlaygroundError
 from app.retention import delete_workspace
-from app.routers.health import device_label
-from app.routers.pages import templates
-from app.services import Services, get_services, get_workspace
+from app.services import Services, ServicesDep, WorkspaceDep
+from app.templating import templates
 from app.workspaces import COOKIE_NAME
 
 router = APIRouter(tags=["workspace"])
-ServicesDep = Annotated[Services, Depends(get_services)]
-WorkspaceDep = Annotated[str, Depends(get_workspace)]
 
 
 def usage(services: Services, workspace: str) -> dict:

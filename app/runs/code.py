@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.runs.inputs import PreparedInput
+from app.text import shape_text
 
 TRANSFORM_NOTES = {
     "grad": "the gradient",
@@ -21,12 +22,6 @@ TRANSFORM_NOTES = {
     "jacfwd": "the Jacobian (forward mode)",
     "jacrev": "the Jacobian (reverse mode)",
 }
-
-
-def shape_code(shape: Sequence[int]) -> str:
-    if len(shape) == 1:
-        return f"({shape[0]},)"
-    return "(" + ", ".join(str(n) for n in shape) + ")"
 
 
 def _number(value: float, integer: bool) -> str:
@@ -49,7 +44,7 @@ def _nested(flat: Sequence[float], shape: Sequence[int], integer: bool) -> str:
 
 def input_code(prepared: PreparedInput) -> str:
     """The Python expression that makes the run's input."""
-    shape = shape_code(prepared.shape)
+    shape = shape_text(prepared.shape)
     integer = prepared.dtype == "int32"
     dtype = ", dtype=jnp.int32" if integer else ""
     key = f"jax.random.PRNGKey({prepared.seed})"
@@ -173,7 +168,7 @@ def sweep_code(
 ) -> str:
     """A script for a sweep: ``values, slopes = jax.vmap(jax.value_and_grad(f))(ts)``."""
     if prepared.shape:
-        moved = f"base.reshape(-1).at[{coordinate}].set(t).reshape({shape_code(prepared.shape)})"
+        moved = f"base.reshape(-1).at[{coordinate}].set(t).reshape({shape_text(prepared.shape)})"
     else:
         moved = "t"
     return (

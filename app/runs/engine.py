@@ -88,7 +88,7 @@ class RunOutcome:
 
 
 class RunEngine:
-    """Compiles and runs requests; one per app."""
+    """Compiles and runs requests; one per app (``services.runs``)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -1,8 +1,7 @@
 """The run panel of a module's page: its context, and the htmx fragments it posts to.
 
-``templates/partials/run_panel.html`` is included by the module page with ``module`` (the
-record), ``spec`` and ``model``; it calls :func:`run_panel_context` (a template global) for the
-presets and the default form. The fragments:
+``templates/partials/run_panel.html`` is included by the module page with ``run_panel``, the
+presets and the default form of :func:`run_panel_context`. The fragments:
 
 - ``partials/run_body.html``: the presets, the form and the result (``POST /m/{id}/run``);
 - ``partials/run_form.html``: the form alone, after a pipeline edit (``POST /m/{id}/run/form``);
@@ -19,18 +18,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.errors import PlaygroundError, describe_validation_errors
-from app.routers.modules import model_roles
-from app.routers.pages import templates
-from app.runs.engine import RunEngine
+from app.modules import model_roles
 from app.runs.results import FIELDS, run_payload, sweep_payload
 from app.runs.scopes import scope_of
+from app.runs.service import run_stored
 from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
-from app.runs.structure import know_module
 from app.runs.view import (
     INITS,
     MAX_ROWS,
@@ -44,6 +41,8 @@ from app.runs.view import (
 )
 from app.services import Services
 from app.store import ModuleRecord
+from app.templating import templates
+from app.text import dims_text
 from app.trees import describe_tree
 
 PANEL_PARTS = frozenset(FIELDS) - {"values"}
@@ -54,14 +53,8 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _engine(services: Services) -> RunEngine:
-    from app.routers.runs import get_engine
-
-    return get_engine(services)
-
-
 def _simple(services: Services, model: Any) -> bool:
-    return _engine(services).structures.get(model).simple
+    return services.runs.structures.get(model).simple
 
 
 def _sweep_allowed(spec: Any) -> bool:
@@ -71,22 +64,13 @@ def _sweep_allowed(spec: Any) -> bool:
     return len(example) <= 1 or (getattr(spec, "batched_input", False) and len(example) == 2)
 
 
-def run_panel_context(module: ModuleRecord, spec: Any, model: Any, services=None) -> dict:
+def run_panel_context(module: ModuleRecord, spec: Any, model: Any, services: Services) -> dict:
     """What the panel needs on the module page: the default form (the seed's grad) and the
     presets."""
-    simple = _simple(services, model) if services is not None else _guess_simple(model)
-    items = presets(spec, simple)
+    items = presets(spec, _simple(services, model))
     form = copy.deepcopy(items[0].form)
     form.preset = None
     return _context(module, spec, form, items)
-
-
-def _guess_simple(model: Any) -> bool:
-    return know_module(model).simple
-
-
-def _example_text(spec: Any) -> str:
-    return ", ".join(str(n) for n in spec.example_input_shape())
 
 
 def _context(module, spec, form: RunForm, items) -> dict:
@@ -99,7 +83,7 @@ def _context(module, spec, form: RunForm, items) -> dict:
         "transform_titles": TRANSFORM_TITLES,
         "inits": INITS,
         "max_transforms": MAX_TRANSFORMS,
-        "example_shape": _example_text(spec),
+        "example_shape": dims_text(spec.example_input_shape()),
         "input_dtype": getattr(spec, "input_dtype", "float32"),
         "sweep_allowed": _sweep_allowed(spec),
     }
@@ -107,22 +91,10 @@ def _context(module, spec, form: RunForm, items) -> dict:
 
 def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
     services = _services(request)
-    engine = _engine(services)
-    spec = record.spec()
     body = form.request()
-    engine.check_cost(spec, body)
-    with services.compute.slot():
-        model = services.store.load(record)
-        outcome = engine.run(
-            spec,
-            model,
-            body,
-            scopes=[
-                ("module", record.workspace, record.id),
-                ("your previous run", record.workspace),
-            ],
-            compile_scope=scope_of(record.workspace),
-        )
+    outcome, spec, model = run_stored(
+        services, record, body, compile_scope=scope_of(record.workspace)
+    )
     payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
     model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)
     view = result_rows(outcome, payload["output"], model_node, body.wrt)
@@ -157,7 +129,7 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
         if chosen:
             before = form if "init" in fields else None  # the form as it was (hx-include)
             form = copy.deepcopy(chosen[0].form)
-            change = input_change(before, form, _example_text(spec))
+            change = input_change(before, form, dims_text(spec.example_input_shape()))
     context = _context(record, spec, form, items)
     context["input_change"] = change
     context["request"] = request
@@ -169,9 +141,6 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
         context["error"] = f"The form has a problem: {error}"
     except PlaygroundError as error:
         context["error"] = error.message
-        status = _fragment_status(error.status_code)
-    except HTTPException as error:
-        context["error"] = str(error.detail)
         status = _fragment_status(error.status_code)
     headers = {"Retry-After": "2"} if status == 503 else None
     return templates.TemplateResponse(
@@ -212,7 +181,6 @@ def _focus_after_edit(action: str, steps: int) -> str:
 def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
     """A sweep of f = loss and df/dx_i along one coordinate, as a figure."""
     services = _services(request)
-    spec = record.spec()
     fields = dict(pairs)
     context: dict[str, Any] = {"request": request, "module": record}
     status = 200
@@ -223,12 +191,7 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
             if fields.get(key, "").strip()
         }
         body = SweepRequest.model_validate(data)
-        _engine(services).check_cost(spec, body)
-        with services.compute.slot():
-            model = services.store.load(record)
-            outcome = _engine(services).sweep(
-                spec, model, body, scopes=[("module", record.workspace, record.id)]
-            )
+        outcome, spec, _ = run_stored(services, record, body)
         context["sweep"] = sweep_payload(outcome, spec)
     except ValidationError as error:
         context["error"] = "The sweep form has a problem: " + describe_validation_errors(
@@ -237,12 +200,6 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
     except PlaygroundError as error:
         context["error"] = error.message
         status = _fragment_status(error.status_code)
-    except HTTPException as error:
-        context["error"] = str(error.detail)
-        status = _fragment_status(error.status_code)
     return templates.TemplateResponse(
         request, "partials/run_sweep_result.html", context, status_code=status
     )
-
-
-templates.env.globals["run_panel_context"] = run_panel_context

@@ -21,8 +21,8 @@ from app.expressions import Expression, ExpressionError
 from app.runs.errors import RunError, jax_message
 from app.runs.spec import SCALAR_ONLY, shape_text
 from app.runs.structure import ModuleStructure
-from app.trees import array_summary as aval_text
-from app.trees import short_dtype
+from app.text import array_summary as aval_text
+from app.text import array_text
 
 LOSS_VARIABLES = ("out", "x")
 """The names a loss expression may use: the module's output and its input."""
@@ -192,7 +192,7 @@ class PipelineBuilder:
         if not vmaps:
             return
         ndim = len(shape)
-        shown = f"{short_dtype(dtype)}[{','.join(map(str, shape))}]"
+        shown = array_text(dtype, shape)
         if vmaps > ndim:
             times = "once" if vmaps == 1 else f"{vmaps} times"
             has = (

@@ -17,11 +17,12 @@ import pydantic_core
 from fastapi.responses import JSONResponse
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from app.devices import device_label
 from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
-from app.routers.health import device_label
 from app.runs.code import run_code, run_expression, sweep_code
 from app.runs.engine import RunOutcome
-from app.trees import array_summary, describe_tree, json_number, kept_shape
+from app.text import array_summary
+from app.trees import describe_tree, json_number, kept_shape
 
 
 class FastJSONResponse(JSONResponse):

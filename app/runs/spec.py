@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from app.text import shape_text
+
 Transform = Literal["grad", "value_and_grad", "vmap", "jit", "jacfwd", "jacrev"]
 TRANSFORMS: tuple[str, ...] = ("grad", "value_and_grad", "vmap", "jit", "jacfwd", "jacrev")
 DIFFERENTIATING = frozenset({"grad", "value_and_grad", "jacfwd", "jacrev"})
@@ -246,16 +248,7 @@ def _walk(node: Any, where: tuple[int, ...], flat: list[float], limit: int) -> t
         if shape != first:
             at = "".join(f"[{j}]" for j in where)
             raise ValuesError(
-                f"the values are not rectangular: values{at}[0] has shape {_shape(first)} but "
-                f"values{at}[{i}] has shape {_shape(shape)}"
+                f"the values are not rectangular: values{at}[0] has shape {shape_text(first)} but "
+                f"values{at}[{i}] has shape {shape_text(shape)}"
             )
     return (len(node), *first)
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def shape_text(shape: tuple[int, ...] | list[int]) -> str:
-    """``(5, 2)``, ``(3,)`` or ``()``."""
-    return _shape(tuple(shape))

@@ -13,8 +13,8 @@ from app.errors import PlaygroundError, describe_validation_errors
 from app.formdata import parse_index
 from app.runs.code import run_expression
 from app.runs.results import host_leaves, is_single_array
-from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest, shape_text
-from app.trees import array_summary
+from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest
+from app.text import array_summary, dims_text, number_text
 
 SMALL_ARRAY = 60
 """Arrays up to this many elements show every value in the result tree."""
@@ -169,8 +169,8 @@ def input_how(init: str, seed: Any, start: Any, stop: Any) -> str:
 def input_view(prepared: Any) -> dict:
     """The run's input as the result shows it: its shape, how it was made, its values."""
     array = np.asarray(prepared.array)
-    start = "-1" if prepared.start is None else format_number(prepared.start)
-    stop = "1" if prepared.stop is None else format_number(prepared.stop)
+    start = "-1" if prepared.start is None else number_text(prepared.start, 3)
+    stop = "1" if prepared.stop is None else number_text(prepared.stop, 3)
     return {
         "how": input_how(prepared.init, prepared.seed, start, stop),
         "leaf": leaf_view("x", array),
@@ -206,15 +206,11 @@ def _one_example(spec: Any) -> tuple[int, ...]:
     return example
 
 
-def _text_shape(shape: tuple[int, ...]) -> str:
-    return ", ".join(str(n) for n in shape)
-
-
 def presets(spec: Any, simple_model: bool) -> list[Preset]:
     """The workshop's arc as one-click runs, each with the code it corresponds to."""
-    example = _text_shape(_example_shape(spec))
-    batch = _text_shape(_batch_shape(spec))
-    one = _text_shape(_one_example(spec))
+    example = dims_text(_example_shape(spec))
+    batch = dims_text(_batch_shape(spec))
+    one = dims_text(_one_example(spec))
     int_input = getattr(spec, "input_dtype", "float32") != "float32"
     varied = "ones" if int_input else "normal"  # examples that differ, so their gradients do
     items = [
@@ -286,19 +282,6 @@ def input_change(before: RunForm | None, after: RunForm, example_shape: str) -> 
 # The result tree
 
 
-def format_number(value: float, digits: int = 3) -> str:
-    if isinstance(value, str):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    if value == 0:
-        return "0"
-    text = f"{value:.{digits}g}"
-    return text.replace("-", "−")
-
-
 def cell_grid(array: np.ndarray) -> list[list[str]]:
     """A small array as rows of formatted numbers (a vector is one row)."""
     values = np.asarray(array)
@@ -308,11 +291,11 @@ def cell_grid(array: np.ndarray) -> list[list[str]]:
         values = values.astype(np.int8)
     values = values.astype(np.float64)
     if values.ndim == 0:
-        return [[format_number(float(values))]]
+        return [[number_text(float(values), 3)]]
     if values.ndim == 1:
-        return [[format_number(v) for v in values.tolist()]]
+        return [[number_text(v, 3) for v in values.tolist()]]
     rows = values.reshape(-1, values.shape[-1])
-    return [[format_number(v) for v in row] for row in rows.tolist()]
+    return [[number_text(v, 3) for v in row] for row in rows.tolist()]
 
 
 def leaf_view(path: str, array: np.ndarray) -> dict:
@@ -338,10 +321,10 @@ def leaf_view(path: str, array: np.ndarray) -> dict:
     elif finite.size:
         as_float = finite.astype(np.float64)
         view["stats"] = {
-            "min": format_number(float(as_float.min())),
-            "max": format_number(float(as_float.max())),
-            "mean": format_number(float(as_float.mean())),
-            "norm": format_number(float(np.sqrt(np.sum(as_float**2)))),
+            "min": number_text(float(as_float.min()), 3),
+            "max": number_text(float(as_float.max()), 3),
+            "mean": number_text(float(as_float.mean()), 3),
+            "norm": number_text(float(np.sqrt(np.sum(as_float**2))), 3),
         }
     flat = array.reshape(-1)[:FULL_VALUES]
     if array.dtype.kind == "f":
@@ -462,10 +445,6 @@ def _no_gradient_note(node: dict) -> str:
     if role == "static":
         return "static: part of the structure, no gradient"
     return "no gradient"
-
-
-def input_text(shape: tuple[int, ...]) -> str:
-    return shape_text(shape)
 
 
 __all__ = [

@@ -128,11 +128,6 @@ class Data:
     def input_shape(self) -> tuple[int, ...]:
         return (self.input_dim,)
 
-    def target_text(self) -> str:
-        if self.task == "classification":
-            return f"{self.num_classes} classes"
-        return f"targets of shape ({self.target_dim},)"
-
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from app.cache import BoundedCache
 from app.errors import PlaygroundError
+from app.text import shape_text
 from app.training import views
 from app.training.datasets import Data
 from app.training.losses import choose_loss, class_score, loss_value, predicted_class
@@ -35,16 +37,16 @@ VIEW_SECONDS = 0.15
 """The least time between two refreshes of the decision boundary (or fit) of a running job
 (the page shows a frame every 0.15 s at most)."""
 
-_OPTIMIZER_CACHE: dict[str, optax.GradientTransformation] = {}
+_optimizers: BoundedCache[str, optax.GradientTransformation] = BoundedCache(len(OPTIMIZERS))
 
 
 def optimizer(name: str) -> optax.GradientTransformation:
     """The Optax optimiser ``name`` with its hyperparameters in its state (one object per name,
     so compiled steps are reused whatever the learning rate)."""
-    if name not in _OPTIMIZER_CACHE:
-        factory = {"sgd": optax.sgd, "adam": optax.adam, "adamw": optax.adamw}[name]
-        _OPTIMIZER_CACHE[name] = optax.inject_hyperparams(factory)(learning_rate=1e-3)
-    return _OPTIMIZER_CACHE[name]
+    factory = {"sgd": optax.sgd, "adam": optax.adam, "adamw": optax.adamw}[name]
+    return _optimizers.get_or_make(
+        name, lambda: optax.inject_hyperparams(factory)(learning_rate=1e-3)
+    )
 
 
 def init_optimizer(name: str, model: Any, learning_rate: float, weight_decay: float | None):
@@ -130,10 +132,6 @@ def _flops(analysis: Any) -> float | None:
     return float(flops) if flops is not None and flops >= 0 else None
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _call_modes(entry: Any) -> list[tuple[bool, tuple[int, ...]]]:
     """``(batched, example shape)`` ways to call the module on a batch, most likely first: a
     library module takes the batch; any other one example, mapped with vmap. An example shape
@@ -183,8 +181,8 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
         example = modes[0][1]
         raise PlaygroundError(
             422,
-            f"the dataset {data.name} has inputs of shape {_shape_text(data.input_shape)}, but "
-            f"the module takes inputs of shape {_shape_text(example)}: build the module with "
+            f"the dataset {data.name} has inputs of shape {shape_text(data.input_shape)}, but "
+            f"the module takes inputs of shape {shape_text(example)}: build the module with "
             f"{data.input_dim} input(s), or choose another dataset.",
             "dataset",
         )
@@ -200,7 +198,7 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
         example, error = problem
         raise PlaygroundError(
             422,
-            f"the module cannot be called on inputs of shape {_shape_text(example)}: "
+            f"the module cannot be called on inputs of shape {shape_text(example)}: "
             f"{type(error).__name__}: {str(error)[:300]}",
             "dataset",
         )
@@ -219,7 +217,7 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
         outputs,
         data.target_dim,
         data.name,
-        _shape_text(output_shape),
+        shape_text(output_shape),
     )
     return Objective(Forward(entry, batched, example), loss, data.num_classes)
 

@@ -20,13 +20,11 @@ saving takes, so a job ending at that moment cannot overwrite the reset.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import queue
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -46,7 +44,8 @@ ACTIVE = ("queued", "running", "paused")
 MAX_JOBS_IN_MEMORY = 32
 """Finished jobs kept in memory (older ones are read back from the database)."""
 SHUTDOWN_SECONDS = 5.0
-"""At exit, running jobs are stopped (their parameters saved) and waited for this long."""
+"""When the app stops (``Services.close``), running jobs are stopped (their parameters saved)
+and waited for this long."""
 WORKER_IDLE_SECONDS = 30.0
 """A worker thread with no job for this long ends (a new job starts another)."""
 MAX_DIFF_ROWS = 200
@@ -242,16 +241,6 @@ class Job:
         return out
 
 
-_MANAGERS: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _shutdown_all() -> None:
-    """Stop every job before the interpreter goes (no thread is left inside XLA)."""
-    for manager in list(_MANAGERS):
-        manager.shutdown()
-
-
 class JobManager:
     """Every training job of one app: a queue, worker threads, limits and persistence."""
 
@@ -265,7 +254,6 @@ class JobManager:
         self._lock = threading.Lock()
         self._persist_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        _MANAGERS.add(self)
 
     # Submitting ------------------------------------------------------------------------------
     def active_count(self, workspace: str) -> int:

@@ -9,7 +9,6 @@ output. Each problem is a 422 naming the field and, for shapes, both shapes.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, Literal
 
 import equinox as eqx
@@ -36,10 +35,8 @@ from app.training.datasets import (
     parse_csv,
 )
 from app.training.gradient import GradientPlan, prepare_objective
-from app.training.jobs import JobManager
 from app.training.local import LocalPlan, check_network_data, one_vs_all, slot_sizes
 from app.training.losses import LossName
-from app.training.storage import TrainingStorage
 from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
 from library.training import infer_state
@@ -124,25 +121,6 @@ class TrainRequest(BaseModel):
     )
 
 
-_MAKING = threading.Lock()
-"""Two first requests at once must not both create the tables or build two managers."""
-
-
-def get_storage(services: Services) -> TrainingStorage:
-    with _MAKING:
-        if "training_storage" not in services.extras:
-            services.extras["training_storage"] = TrainingStorage(services.engine)
-        return services.extras["training_storage"]
-
-
-def get_jobs(services: Services) -> JobManager:
-    storage = get_storage(services)
-    with _MAKING:
-        if "jobs" not in services.extras:
-            services.extras["jobs"] = JobManager(services.store, storage, services.settings)
-        return services.extras["jobs"]
-
-
 # --- data ----------------------------------------------------------------------------------------
 
 
@@ -151,7 +129,7 @@ def load_data(choice: Any, services: Services, workspace: str) -> Data:
     spec = as_dataset(choice)
     if isinstance(spec, GeneratedDataset):
         return generate(spec, services.settings)
-    stored = get_storage(services).get_csv(workspace, spec.csv_id)
+    stored = services.storage.get_csv(workspace, spec.csv_id)
     if stored is None:
         raise PlaygroundError(
             404,
@@ -175,7 +153,7 @@ def upload_csv(services: Services, workspace: str, filename: str, content: bytes
         )
     csv_id = new_id(9)
     name = (filename or "upload.csv").replace("\\", "/").rsplit("/", 1)[-1][:80]
-    get_storage(services).save_csv(csv_id, workspace, name, columns, table)
+    services.storage.save_csv(csv_id, workspace, name, columns, table)
     preview = csv_data(CsvDataset(csv_id=csv_id), columns, table, name)
     return {
         "csv_id": csv_id,
@@ -357,7 +335,7 @@ def start_training(
     services: Services, workspace: str, record: ModuleRecord, request: TrainRequest
 ) -> dict:
     """Plan and queue a job; its public record."""
-    jobs = get_jobs(services)
+    jobs = services.jobs
     jobs.check_capacity(workspace)  # before generating any data
     plan, resolved, dataset = plan_training(services, workspace, record, request)
     job = jobs.submit(record, plan, resolved, dataset, paused=request.paused)
@@ -367,7 +345,7 @@ def start_training(
 def reset_module(services: Services, record: ModuleRecord) -> ModuleRecord:
     """The module back to its initial parameters (those its spec builds); its training jobs
     are stopped and their results discarded."""
-    return get_jobs(services).reset_module(record)
+    return services.jobs.reset_module(record)
 
 
 # --- dynamics -----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The training part's own tables: uploaded CSV datasets and finished training jobs.
+"""The training part's storage: uploaded CSV datasets and the records of training jobs.
 
-They live in the playground's database (SQLite under the data directory, or PostgreSQL), in a
-``MetaData`` of their own that is created on first use, so uploads and the record of every job
-survive a restart.
+They live in the playground's database (SQLite under the data directory, or PostgreSQL), as
+tables of the one :data:`app.database.metadata`, so uploads and the record of every job survive a
+restart.
 """
 
 from __future__ import annotations
@@ -15,51 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    JSON,
-    Column,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
-from app.database import workspace_transaction
-
-metadata = MetaData()
-
-csv_datasets = Table(
-    "csv_datasets",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("workspace", String(64), nullable=False),
-    Column("filename", Text, nullable=False, default=""),
-    Column("columns", JSON, nullable=False),
-    Column("rows", Integer, nullable=False),
-    Column("data", LargeBinary, nullable=False),
-    Column("created_at", Float, nullable=False, default=time.time),
-    Index("ix_csv_datasets_workspace", "workspace", "created_at"),
-)
-
-training_jobs = Table(
-    "training_jobs",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("workspace", String(64), nullable=False),
-    Column("module_id", String(32), nullable=False),
-    Column("record", Text, nullable=False),
-    Column("updated_at", Float, nullable=False, default=time.time),
-    Index("ix_training_jobs_workspace", "workspace", "updated_at"),
-)
+from app.database import csv_datasets, training_jobs, workspace_transaction
 
 MAX_CSV_PER_WORKSPACE = 20
 """Uploaded CSV files kept per workspace; the oldest go first."""
@@ -93,7 +52,6 @@ class TrainingStorage:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._lock = threading.Lock()
-        metadata.create_all(engine)
 
     # CSV -----------------------------------------------------------------------------------
     def save_csv(

@@ -1,0 +1,52 @@
+"""Runs and sweeps of a stored module: what the JSON API and the run panel share.
+
+A run takes one of the server's compute slots for as long as it loads the module, traces,
+compiles and computes (``services.compute.slot()``); the run engine remembers each run's key
+under the module's and the workspace's scopes, to say what changed since the previous run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.runs.engine import RunOutcome
+from app.runs.scopes import scope_of
+from app.runs.spec import RunRequest, SweepRequest
+from app.services import Services
+from app.store import ModuleRecord
+
+
+def run_scopes(record: ModuleRecord) -> list[tuple]:
+    """Where a run's key is remembered, to say what changed since the previous run: the
+    module's own previous run first, else the workspace's."""
+    return [("module", record.workspace, record.id), ("your previous run", record.workspace)]
+
+
+def run_stored(
+    services: Services,
+    record: ModuleRecord,
+    body: RunRequest | SweepRequest,
+    compile_scope: str | None = None,
+) -> tuple[RunOutcome, Any, Any]:
+    """Run (a :class:`RunRequest`) or sweep (a :class:`SweepRequest`) the module of ``record``:
+    ``(outcome, catalog spec, model)``. A run tells ``compile_scope``'s view of compiling
+    (:func:`app.runs.scopes.scope_of`)."""
+    spec = record.spec()
+    services.runs.check_cost(spec, body)  # refused before a slot is taken
+    with services.compute.slot():
+        model = services.store.load(record)
+        if isinstance(body, SweepRequest):
+            outcome = services.runs.sweep(spec, model, body, scopes=run_scopes(record))
+        else:
+            outcome = services.runs.run(
+                spec, model, body, scopes=run_scopes(record), compile_scope=compile_scope
+            )
+    return outcome, spec, model
+
+
+def reset_compiled(services: Services, workspace: str, room: str | None = None) -> str:
+    """Forget what the workspace (or room) compiled: its next run of each function compiles
+    again for real. Answers the scope."""
+    scope = scope_of(workspace, room)
+    services.runs.scopes.reset(scope)
+    return scope
