@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 
-from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import PlaygroundError
 from app.settings import Settings
 
 CONTENT_SECURITY_POLICY = (
@@ -51,11 +51,11 @@ CROSS_SITE_MESSAGE = (
 )
 
 
-class BodyTooLarge(HTTPException):
+class BodyTooLarge(PlaygroundError):
     """Raised while reading a streamed body once it passes the limit; answered as 413."""
 
     def __init__(self, limit: int):
-        super().__init__(status_code=413, detail=body_too_large_message(limit))
+        super().__init__(413, body_too_large_message(limit))
 
 
 def body_too_large_message(limit: int, size: int | str | None = None) -> str:
@@ -201,4 +201,4 @@ class SecurityMiddleware:
         except BodyTooLarge as error:
             if response_started:
                 raise
-            await _send_json(send, 413, str(error.detail))
+            await _send_json(send, 413, error.message)

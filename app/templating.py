@@ -31,15 +31,18 @@ def url_quote(value: object) -> str:
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-templates.env.filters.update(
-    node_id=node_id,
-    count=count_text,
-    nbytes=bytes_text,
-    num=number_text,
-    shape=shape_text,
-    params_text=params_text,
-    q=url_quote,
-)
+FILTERS = {
+    "node_id": node_id,
+    "count": count_text,
+    "nbytes": bytes_text,
+    "num": number_text,
+    "shape": shape_text,
+    "params_text": params_text,
+    "q": url_quote,
+}
+"""Every filter the templates use, by name."""
+
+templates.env.filters.update(FILTERS)
 templates.env.globals.update(
     accessor=tree_at_accessor,
     CHILDREN_PAGE=CHILDREN_PAGE,

@@ -165,7 +165,7 @@ def test_expression_limits_of_a_custom_module_come_from_the_environment(monkeypa
     monkeypatch.setenv("PLAYGROUND_MAX_EXPRESSION_LENGTH", "20")
     monkeypatch.setenv("PLAYGROUND_MAX_EXPRESSION_NODES", "8")
     get_settings.cache_clear()
-    custom_kind._parse_call.cache_clear()
+    custom_kind._parses.clear()
     try:
         app = create_app(Settings(data_dir=tmp_path / "env"))
         fields = [{"name": "w", "role": "param", "shape": [2, 3], "init": "normal"}]
@@ -178,7 +178,7 @@ def test_expression_limits_of_a_custom_module_come_from_the_environment(monkeypa
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-        custom_kind._parse_call.cache_clear()
+        custom_kind._parses.clear()
 
 
 def test_compute_per_run_is_estimated_before_it_runs(tmp_path):
@@ -277,7 +277,7 @@ def test_traced_leaves_are_estimated_before_tracing(tmp_path):
 
     app = create_app(Settings(data_dir=tmp_path / "trace", max_traced_leaves=60))
     with TestClient(app) as client:
-        engine_compiles = lambda: client.app.state.services.extras["runs"].compiles  # noqa: E731
+        engine_compiles = lambda: client.app.state.services.runs.compiles  # noqa: E731
         deep = client.post("/api/modules", json=mlp(9)).json()["id"]
         # the module's arrays, counted with JAX directly: 10 layers of weight and bias
         model = eqx.nn.MLP(2, 2, 2, 9, key=jax.random.PRNGKey(0))
@@ -375,7 +375,7 @@ def test_the_compile_cache_is_bounded_in_bytes_as_well_as_entries(tmp_path):
         for shape in ([1, 2], [2, 2], [3, 2]):
             body = {**SEED_RUN, "input": {"shape": shape}}
             assert client.post(f"/api/modules/{module}/run", json=body).json()["compiled"]
-        cache = client.app.state.services.extras["runs"].cache
+        cache = client.app.state.services.runs.cache
         (newest,) = cache._entries.values()
         assert cache.bytes == newest.size_bytes >= len(newest.hlo) + len(newest.jaxpr) > 0
         assert newest.key.input_shape == (3, 2)

@@ -27,7 +27,6 @@ import keyword
 import math
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
 
 import equinox as eqx
@@ -252,15 +251,21 @@ def _default_fields() -> list[CustomField]:
     ]
 
 
-@lru_cache(maxsize=1024)
+_parses: BoundedCache[tuple[str, tuple[str, ...]], Expression] = BoundedCache(CLASS_CACHE_SIZE)
+"""Parsed calls, by their text and variables (under the settings' limits when first parsed)."""
+
+
 def _parse_call(text: str, variables: tuple[str, ...]) -> Expression:
-    settings = get_settings()
-    return parse_expression(
-        text,
-        variables,
-        max_length=settings.max_expression_length,
-        max_nodes=settings.max_expression_nodes,
-    )
+    def parse() -> Expression:
+        settings = get_settings()
+        return parse_expression(
+            text,
+            variables,
+            max_length=settings.max_expression_length,
+            max_nodes=settings.max_expression_nodes,
+        )
+
+    return _parses.get_or_make((text, variables), parse)
 
 
 FieldSignature = tuple[tuple[str, str, str], ...]

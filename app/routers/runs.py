@@ -109,16 +109,21 @@ class SweepOut(BaseModel):
     warnings: list[str]
 
 
-def _run_json(services, workspace, module_id, body: RunRequest, parts) -> FastJSONResponse:
+def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts):
     record = services.store.find(workspace, module_id)
     outcome, spec, _ = run_stored(services, record, body, compile_scope=scope_of(workspace))
+    if isinstance(body, SweepRequest):
+        return FastJSONResponse(sweep_payload(outcome, spec, parts))
     return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
 
 
-def _sweep_json(services, workspace, module_id, body: SweepRequest, parts) -> FastJSONResponse:
-    record = services.store.find(workspace, module_id)
-    outcome, spec, _ = run_stored(services, record, body)
-    return FastJSONResponse(sweep_payload(outcome, spec, parts))
+async def _answer_in_thread(request: Request, module_id: str, body, include) -> FastJSONResponse:
+    """Parse ``include``, then run or sweep in the thread pool, in one trip."""
+    parts = parse_include(include)
+    services: Services = request.app.state.services
+    return await run_in_threadpool(
+        _answer, services, request.state.workspace, module_id, body, parts
+    )
 
 
 IncludeQuery = Query(
@@ -139,10 +144,7 @@ async def run_module(
     include: str | None = IncludeQuery,
 ) -> FastJSONResponse:
     """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
-    parts = parse_include(include)
-    services: Services = request.app.state.services
-    workspace = request.state.workspace
-    return await run_in_threadpool(_run_json, services, workspace, module_id, body, parts)
+    return await _answer_in_thread(request, module_id, body, include)
 
 
 @router.post(
@@ -156,10 +158,7 @@ async def sweep_module(
     include: str | None = IncludeQuery,
 ) -> FastJSONResponse:
     """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
-    parts = parse_include(include)
-    services: Services = request.app.state.services
-    workspace = request.state.workspace
-    return await run_in_threadpool(_sweep_json, services, workspace, module_id, body, parts)
+    return await _answer_in_thread(request, module_id, body, include)
 
 
 class CompiledResetOut(BaseModel):

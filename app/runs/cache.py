@@ -5,11 +5,12 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.cache import BoundedCache
 from app.runs.keys import RunKey
 
 RUN_TIMES_KEPT = 7
@@ -68,7 +69,8 @@ class Compiled:
 
 
 class CompileCache:
-    """A bounded LRU of compiled runs; a per-key lock so that a key compiles once.
+    """A bounded LRU of compiled runs (``app.cache``); a per-key lock so that a key compiles
+    once.
 
     Bounded in entries (``size``) and in bytes (``max_bytes``, each entry costing its
     ``size_bytes``): the least recently used go first; the newest entry always stays."""
@@ -76,23 +78,27 @@ class CompileCache:
     def __init__(self, size: int, max_bytes: int | None = None):
         self.size = max(1, size)
         self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[RunKey, Compiled] = OrderedDict()
+        self._entries: BoundedCache[RunKey, Compiled] = BoundedCache(
+            self.size, max_bytes=max_bytes, cost=_size_bytes
+        )
         self._locks: dict[RunKey, threading.Lock] = {}
         self._lock = threading.Lock()
         self.compiles = 0
-        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def bytes(self) -> int:
+        """The bytes the held entries cost."""
+        return self._entries.nbytes
+
+    @property
+    def hits(self) -> int:
+        return self._entries.hits
+
     def get(self, key: RunKey) -> Compiled | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-            return entry
+        return self._entries.get(key)
 
     def get_or_compile(
         self,
@@ -116,18 +122,11 @@ class CompileCache:
             finally:
                 with self._lock:
                     self._locks.pop(key, None)
+            self._entries.put(key, entry)  # replaces a stale entry compiled again
             with self._lock:
-                replaced = self._entries.pop(key, None)  # a stale entry compiled again
-                if replaced is not None:
-                    self.bytes -= replaced.size_bytes
-                self._entries[key] = entry
-                self.bytes += entry.size_bytes
                 self.compiles += 1
-                while len(self._entries) > 1 and self._over():
-                    self.bytes -= self._entries.popitem(last=False)[1].size_bytes
         return entry, True
 
-    def _over(self) -> bool:
-        if len(self._entries) > self.size:
-            return True
-        return self.max_bytes is not None and self.bytes > self.max_bytes
+
+def _size_bytes(entry: Compiled) -> int:
+    return entry.size_bytes

@@ -33,14 +33,13 @@ lock makes two identical requests compile once. The parts:
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
 
+from app.cache import BoundedCache
 from app.expressions import Expression, ExpressionError, parse_expression
 from app.runs.cache import CompileCache, Compiled
 from app.runs.compiling import compile_run, execute
@@ -96,9 +95,8 @@ class RunEngine:
         self.structures = StructureMemo()
         self.inputs = InputCache()
         self.scopes = CompileScopes()
-        self._previous: OrderedDict[tuple, RunKey] = OrderedDict()
-        self._previous_lock = threading.Lock()
-        self._expressions: OrderedDict[str, Expression] = OrderedDict()
+        self._previous: BoundedCache[tuple, RunKey] = BoundedCache(MAX_PREVIOUS)
+        self._expressions: BoundedCache[str, Expression] = BoundedCache(MAX_EXPRESSIONS)
 
     @property
     def compiles(self) -> int:
@@ -106,28 +104,22 @@ class RunEngine:
 
     # -- previous runs, for "what changed"
     def _remember(self, scopes: Sequence[tuple], key: RunKey) -> tuple[RunKey | None, str | None]:
-        with self._previous_lock:
-            before, compared = None, None
-            for scope in scopes:
-                found = self._previous.get(scope)
-                if found is not None and found.mode == key.mode:
-                    before = found
-                    compared = scope[0]
-                    break
-            for scope in scopes:
-                self._previous[scope] = key
-                self._previous.move_to_end(scope)
-            while len(self._previous) > MAX_PREVIOUS:
-                self._previous.popitem(last=False)
+        before, compared = None, None
+        for scope in scopes:
+            found = self._previous.get(scope)
+            if found is not None and found.mode == key.mode:
+                before, compared = found, scope[0]
+                break
+        for scope in scopes:
+            self._previous.put(scope, key)
         return before, compared
 
     def parse_loss(self, text: str, field_name: str = "loss") -> Expression:
-        with self._previous_lock:
-            found = self._expressions.get(text)
-            if found is not None:
-                return found
+        return self._expressions.get_or_make(text, lambda: self._parse_loss(text, field_name))
+
+    def _parse_loss(self, text: str, field_name: str) -> Expression:
         try:
-            expression = parse_expression(
+            return parse_expression(
                 text,
                 LOSS_VARIABLES,
                 max_length=self.settings.max_expression_length,
@@ -137,11 +129,6 @@ class RunEngine:
             raise RunError(
                 f"The loss {text[:80]!r} cannot be used: {error.message}", field=field_name
             ) from None
-        with self._previous_lock:
-            self._expressions[text] = expression
-            while len(self._expressions) > MAX_EXPRESSIONS:
-                self._expressions.popitem(last=False)
-        return expression
 
     def check_cost(self, spec: Any, request: RunRequest | SweepRequest) -> None:
         """Refuse at once, before the module is even built or loaded, a run whose trace would

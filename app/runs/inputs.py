@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from app.cache import BoundedCache
 from app.runs.errors import RunError
 from app.runs.spec import InputSpec, ValuesError, parse_values, shape_text
 
@@ -130,9 +129,7 @@ class InputCache:
     """Inputs made from the same spec are the same array: keep the recent ones."""
 
     def __init__(self, size: int = 64):
-        self._size = size
-        self._items: OrderedDict[tuple, PreparedInput] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: BoundedCache[tuple, PreparedInput] = BoundedCache(size)
 
     def get(self, spec: InputSpec, default_shape, default_dtype, max_elements) -> PreparedInput:
         if spec.init == "values":
@@ -147,14 +144,6 @@ class InputCache:
             tuple(default_shape),
             default_dtype,
         )
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-                return found
-        prepared = prepare_input(spec, default_shape, default_dtype, max_elements)
-        with self._lock:
-            self._items[key] = prepared
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return prepared
+        return self._items.get_or_make(
+            key, lambda: prepare_input(spec, default_shape, default_dtype, max_elements)
+        )

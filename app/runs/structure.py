@@ -8,9 +8,6 @@ one executable serves every module of the same structure.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,6 +16,7 @@ import jax
 import numpy as np
 
 import library
+from app.cache import BoundedCache
 
 MAX_STATIC_PARTS = 64
 """Static parts remembered per module for "what changed" (a 5000-layer MLP has 20,000)."""
@@ -175,47 +173,19 @@ def know_module(model: Any) -> KnownModule:
     return KnownModule(structure, arrays, simple)
 
 
-class _Remembered(NamedTuple):
-    ref: weakref.ref
-    known: KnownModule
-
-
 class StructureMemo:
     """:func:`know_module` of recently seen module objects (the store keeps built modules).
 
-    An entry holds the module's arrays, so it goes as soon as the module itself is collected
-    (a weak reference's callback): the memo never keeps a module's memory alive.
+    An entry holds the module's arrays, so its key is weak (``app.cache``): it goes as soon as
+    the module itself is collected, and the memo never keeps a module's memory alive.
     """
 
     def __init__(self, size: int = 256):
-        self._size = size
-        self._items: OrderedDict[int, _Remembered] = OrderedDict()
-        self._lock = threading.Lock()
+        self._known: BoundedCache[Any, KnownModule] = BoundedCache(size, weak_keys=True)
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    def _forget(self, key: int, ref: weakref.ref) -> None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None and item.ref is ref:
-                del self._items[key]
+        return len(self._known)
 
     def get(self, model: Any) -> KnownModule:
         """The structure, the array leaves, and whether every leaf is a trained array."""
-        key = id(model)
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None and item.ref() is model:
-                self._items.move_to_end(key)
-                return item.known
-        known = know_module(model)
-        try:
-            ref = weakref.ref(model, lambda dead: self._forget(key, dead))
-        except TypeError:
-            return known
-        with self._lock:
-            self._items[key] = _Remembered(ref, known)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return known
+        return self._known.get_or_make(model, lambda: know_module(model))

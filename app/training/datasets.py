@@ -12,7 +12,6 @@ number in it). Every check names the line and the column at fault.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import re
@@ -23,6 +22,7 @@ import jax
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.settings import Settings
 from library.data import DATASETS, train_test_split
@@ -168,7 +168,10 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return (y if y.ndim == 1 else np.argmax(y, axis=-1)).astype(np.int32)
 
 
-@functools.cache
+_generators: BoundedCache[str, Any] = BoundedCache(len(DATASETS))
+_split = jax.jit(train_test_split, static_argnums=(3,))
+
+
 def _compiled_generator(name: str):
     """The dataset's generator and the split, compiled as one function (eager JAX would compile
     each of their dozens of operations separately, seconds on a busy machine)."""
@@ -179,12 +182,9 @@ def _compiled_generator(name: str):
         x, y = meta(data_key, num_examples, noise)
         return train_test_split(split_key, x, y, test_fraction)
 
-    return jax.jit(generate_and_split, static_argnums=(1, 2, 3))
-
-
-@functools.cache
-def _compiled_split():
-    return jax.jit(train_test_split, static_argnums=(3,))
+    return _generators.get_or_make(
+        name, lambda: jax.jit(generate_and_split, static_argnums=(1, 2, 3))
+    )
 
 
 def generate(spec: GeneratedDataset, settings: Settings) -> Data:
@@ -366,7 +366,7 @@ def csv_data(spec: CsvDataset, columns: list[str], table: np.ndarray, filename: 
     else:
         y = target.astype(np.float32).reshape(-1, 1)
     split_key = jax.random.PRNGKey(spec.seed)
-    (x_train, y_train), (x_test, y_test) = _compiled_split()(split_key, x, y, spec.test_fraction)
+    (x_train, y_train), (x_test, y_test) = _split(split_key, x, y, spec.test_fraction)
     name = filename or f"csv {spec.csv_id}"
     return Data(
         name=name,
