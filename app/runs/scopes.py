@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from typing import Literal
+
+from app.cache import BoundedCache
 
 MAX_SCOPES = 4096
 MAX_KEYS_PER_SCOPE = 256
@@ -40,8 +41,8 @@ def scope_of(workspace: str, room: str | None = None) -> str:
 class _Scope:
     __slots__ = ("compiled", "reset_at")
 
-    def __init__(self) -> None:
-        self.compiled: OrderedDict[object, float] = OrderedDict()
+    def __init__(self, max_keys: int) -> None:
+        self.compiled: BoundedCache[object, float] = BoundedCache(max_keys)
         self.reset_at: float | None = None
 
 
@@ -51,17 +52,11 @@ class CompileScopes:
     def __init__(self, max_scopes: int = MAX_SCOPES, max_keys: int = MAX_KEYS_PER_SCOPE):
         self.max_scopes = max_scopes
         self.max_keys = max_keys
-        self._scopes: OrderedDict[str, _Scope] = OrderedDict()
+        self._scopes: BoundedCache[str, _Scope] = BoundedCache(max_scopes)
         self._lock = threading.Lock()
 
     def _get(self, scope: str) -> _Scope:
-        found = self._scopes.get(scope)
-        if found is None:
-            found = self._scopes[scope] = _Scope()
-            while len(self._scopes) > self.max_scopes:
-                self._scopes.popitem(last=False)
-        self._scopes.move_to_end(scope)
-        return found
+        return self._scopes.get_or_make(scope, lambda: _Scope(self.max_keys))
 
     def must_recompile(self, scope: str | None, key: object, compiled_at: float) -> bool:
         """After a reset, the scope's first run of ``key`` compiles it again when the shared
@@ -79,11 +74,7 @@ class CompileScopes:
         if compiled:
             if scope is not None:
                 with self._lock:
-                    entry = self._get(scope)
-                    entry.compiled[key] = time.time()
-                    entry.compiled.move_to_end(key)
-                    while len(entry.compiled) > self.max_keys:
-                        entry.compiled.popitem(last=False)
+                    self._get(scope).compiled.put(key, time.time())
             return "now"
         if scope is None:
             return "server"
