@@ -94,6 +94,6 @@ def test_the_page_shows_the_reference_with_a_contents_list(client):
 
 def test_the_training_panel_of_a_network_links_to_the_protocol(client):
     network = build(client, "library.network", {"input_size": 4, "hidden_size": 4})
-    panel = client.get(f"/ui/modules/{network}/train-panel")
+    panel = client.get(f"/m/{network}/train-panel")
     assert panel.status_code == 200
     assert f'href="/library#{PROTOCOL}"' in panel.text
