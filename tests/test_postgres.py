@@ -84,8 +84,8 @@ def settings(tmp_path, postgres_url) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=postgres_url)
 
 
-def test_the_app_really_uses_postgresql(app, settings):
-    engine = app.state.services.engine
+def test_the_app_really_uses_postgresql(app, client, settings):
+    engine = app.state.services.engine  # made by the app's lifespan (the client runs it)
     assert engine.dialect.name == "postgresql"
     assert engine.dialect.driver == "psycopg"
     with engine.connect() as connection:
