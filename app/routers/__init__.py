@@ -11,4 +11,10 @@ Addresses follow one scheme:
 Routers import services (``app.services``, ``app.modules``, ``app.pages``, ``app.runs``,
 ``app.training``, ...) and the one Jinja environment (``app.templating``); nothing outside this
 package and ``app.main`` imports a router (``tests/test_architecture.py`` checks it).
+
+The routers: ``modules`` (the catalog, building, trees and leaves: JSON), ``pages`` (the
+pages and the module page's fragments), ``runs``, ``training`` (jobs, datasets, dynamics and
+their panels), ``pytree_ops``, ``sharing``, ``lessons``, ``rooms``, ``workspace`` (your
+workspace, deleting it), ``reference`` (``/library``), ``api_docs`` (``/docs``) and
+``health``. ``docs/architecture.md`` maps the whole of ``app/``.
 """
