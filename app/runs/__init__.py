@@ -18,6 +18,10 @@ A request flows ``spec`` -> ``engine`` (``inputs``, ``structure``, ``keys``, ``l
 - ``compiling``: trace, lower, compile (timed apart), execute;
 - ``cache``: compiled runs in an LRU bounded in entries and bytes, each key compiled once;
 - ``warmup``: JAX's persistent compilation cache and the presets compiled at start-up;
+- ``service``: a run or sweep of a stored module in a compute slot (what the API and the
+  panel share);
+- ``scopes``: what a workspace or a room is told about compiling ("compiled now", "reused");
+- ``eager``: a pipeline run op by op, as a script without ``jit`` would, for its time;
 - ``errors``: ``RunError`` and JAX's errors explained;
 - ``results``, ``code``: the outcome as JSON, and the Python code that computes the same;
 - ``view``, ``panel``: the run panel of a module's page (its presets, form and fragments).
