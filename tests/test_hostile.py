@@ -549,7 +549,7 @@ def test_unreadable_form_names_are_refused_naming_the_field(server, url, data, f
 # --- compile-time and memory bombs: refused from estimates, before they cost minutes or GBs ----
 
 
-def test_grad_of_the_ten_thousand_leaf_mlp_is_refused_within_two_seconds(server):
+def test_grad_of_the_ten_thousand_leaf_mlp_is_refused_before_tracing(server):
     deep = {
         "kind": "eqx.nn.MLP",
         "params": {"in_size": 8, "out_size": 8, "width_size": 8, "depth": 5000},
@@ -561,10 +561,14 @@ def test_grad_of_the_ten_thousand_leaf_mlp_is_refused_within_two_seconds(server)
         (f"/api/modules/{module}/run", {"json": {**SEED_RUN, "input": {"shape": [8]}}}),
         (f"/m/{module}/run", {"data": {"action": "preset-grad"}}),  # "grad of the loss"
     ]:
+        compiles = server.app.state.services.runs.compiles
         start = time.perf_counter()
         response = server.post(url, **kwargs)
         elapsed = time.perf_counter() - start
-        assert elapsed < 2.0, f"took {elapsed:.1f} s"
+        # refused before tracing: nothing compiled (bench figures give the time, about 0.05 s;
+        # the bound only catches a hang, as in the corpus, so a busy machine cannot fail it)
+        assert server.app.state.services.runs.compiles == compiles
+        assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"
         assert "max_traced_leaves" in response.text and "10,002 array leaves" in response.text
         assert "at most 498 leaves fit" in response.text  # 1,500 // 3 - 2 parts of mean(out)
     assert server.get("/api/health").status_code == 200
