@@ -4,6 +4,8 @@
 - :mod:`app.lessons.library`: reading and validating ``files/*.toml`` (at start-up).
 - :mod:`app.lessons.steps`: opening a step (its module in the visitor's workspace) and
   running its preset.
+- :mod:`app.lessons.pages`: what a step's pages show: opening and running it for a
+  workspace (noted in its rooms), the step page's context and its result fragment's.
 """
 
 from app.lessons.library import LessonFileError, lessons, load_lessons

@@ -17,7 +17,6 @@ Steps are numbered from 1. A workspace that joined a room of the lesson has its 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -25,29 +24,26 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.catalog import CatalogEntry
 from app.devices import device_label
 from app.lessons import Lesson, Step, lessons
-from app.lessons.steps import find_lesson, find_step, module_of_step, open_step, run_preset
-from app.links import join_url
-from app.modules import build_module, model_roles
-from app.pages import find_layermaps, open_depth
-from app.rooms import qr_svg
+from app.lessons.pages import (
+    open_step_page,
+    opened,
+    presenting_context,
+    result_context,
+    room_context,
+    run_step,
+)
+from app.lessons.steps import find_lesson, find_step
 from app.runs.results import FIELDS, FastJSONResponse
-from app.runs.scopes import scope_of
-from app.runs.view import result_rows
-from app.services import Services, ServicesDep, WorkspaceDep
-from app.store import ModuleRecord
+from app.services import ServicesDep, WorkspaceDep
 from app.templating import templates
-from app.training.progress import progress_context
-from app.trees import describe_tree
 
 router = APIRouter(tags=["lessons"])
 
 LessonPath = Annotated[str, Path(max_length=60, description="A lesson's id, e.g. pytree.")]
 StepPath = Annotated[int, Path(ge=1, le=99, description="A step's number, from 1.")]
 
-PAGE_TREE_NODES = 400
 RESULT_PARTS = frozenset(FIELDS) - {"values"}
 
 
@@ -130,31 +126,6 @@ def _step_out(lesson: Lesson, number: int, step: Step) -> dict:
     }
 
 
-def _opened(
-    services: Services, workspace: str, lesson: Lesson, number: int
-) -> tuple[ModuleRecord, bool]:
-    step = find_step(lesson, number)
-    built: list[bool] = []
-
-    def build(spec: CatalogEntry) -> ModuleRecord:
-        built.append(True)
-        return build_module(services, workspace, spec)[0]
-
-    record = open_step(services.store, workspace, step, build)
-    services.rooms.record(workspace, lesson.id, number)
-    return record, bool(built)
-
-
-def _run(services: Services, workspace: str, lesson: Lesson, number: int, module_id: str, include):
-    step = find_step(lesson, number)
-    record = module_of_step(services.store, workspace, step, module_id)
-    # the workspace's view of compiling (a room's own scope: scope_of(workspace, room))
-    scope = scope_of(workspace)
-    outcome = run_preset(services, record, step, include, scope)
-    services.rooms.record(workspace, lesson.id, number, ran=True, job=outcome.job)
-    return record, step, outcome
-
-
 # API --------------------------------------------------------------------------------------
 
 
@@ -186,7 +157,7 @@ def open_step_api(
     """Build the step's module in your workspace (or reuse the one built before and not
     trained since); 201 when it was built, 200 when reused."""
     lesson = find_lesson(lesson_id)
-    record, built = _opened(services, workspace, lesson, number)
+    record, built = opened(services, workspace, lesson, number)
     body = {
         "module": record.id,
         "module_url": f"/m/{record.id}",
@@ -214,79 +185,12 @@ def run_step_api(
     result as ``POST /api/modules/{id}/run`` (200), ``/train`` (202, the job) or ``/dynamics``
     would answer it; a per-example step adds ``result.batch_mean``."""
     lesson = find_lesson(lesson_id)
-    _, _, outcome = _run(services, workspace, lesson, number, body.module, None)
+    _, _, outcome = run_step(services, workspace, lesson, number, body.module, None)
     status = 202 if outcome.preset == "training" else 200
     return FastJSONResponse({"preset": outcome.preset, "result": outcome.answer}, status)
 
 
 # Pages ------------------------------------------------------------------------------------
-
-
-def _step_context(
-    request: Request,
-    services: Services,
-    lesson: Lesson,
-    number: int,
-    record: ModuleRecord,
-    mode: str,
-) -> dict:
-    step = find_step(lesson, number)
-    model = services.store.load(record)
-    tree = describe_tree(model, roles=model_roles(model), max_nodes=PAGE_TREE_NODES)
-    url = lesson.present_url if mode == "present" else lesson.step_url
-    return {
-        "mode": mode,
-        "lesson": lesson,
-        "step": step,
-        "number": number,
-        "total": len(lesson.steps),
-        "module": record,
-        "tree": tree,
-        "open_depth": open_depth(tree),
-        "layermaps": _breakable(find_layermaps(model)),
-        "code": record.spec().code(),
-        "device": device_label(),
-        "notices": services.store.pop_notices(request.state.workspace),
-        "prev_url": url(number - 1) if number > 1 else None,
-        "next_url": url(number + 1) if number < len(lesson.steps) else None,
-    }
-
-
-def result_shapes(answer: dict, model_node: dict, limit: int = 8) -> dict:
-    """The input's shape, and each top-level node of the result beside the model's node of
-    the same name (``weight f32[5,2,3]`` beside ``f32[2,3]``): the point of a vmap step."""
-    given = answer.get("input") or {}
-    short = {"float32": "f32", "int32": "i32"}.get(given.get("dtype"), given.get("dtype", ""))
-    shape = ",".join(str(n) for n in given.get("shape") or [])
-    output = answer.get("output") or {}
-    model = {child["name"]: child["summary"] for child in model_node.get("children") or []}
-    children = output.get("children") or []
-    rows = [(child["name"], child["summary"], model.get(child["name"], "")) for child in children][
-        :limit
-    ]
-    if not children:
-        rows = [("result", output.get("summary", ""), "")]
-    return {"input": f"{short}[{shape}]", "init": given.get("init", ""), "rows": rows}
-
-
-def _breakable(layermaps: list[dict]) -> list[dict]:
-    """The matrices with a break allowed inside CamelCase names (a zero-width space), so a
-    narrow column wraps ``FrozenFullyConnected`` between its words."""
-    for lmap in layermaps:
-        for _, cells in lmap["rows"]:
-            for cell in cells:
-                if cell:
-                    cell["type"] = re.sub(r"(?<=[a-z])(?=[A-Z])", "\u200b", cell["type"])
-    return layermaps
-
-
-async def _page_context(
-    request: Request, services: Services, workspace: str, lesson_id: str, number: int, mode: str
-) -> dict:
-    """Open the step in the workspace, then what ``lesson_step.html`` needs to show it."""
-    lesson = find_lesson(lesson_id)
-    record, _ = await run_in_threadpool(_opened, services, workspace, lesson, number)
-    return await run_in_threadpool(_step_context, request, services, lesson, number, record, mode)
 
 
 @router.get("/lessons", response_class=HTMLResponse, include_in_schema=False)
@@ -307,11 +211,9 @@ async def step_page(
     workspace: WorkspaceDep,
 ) -> Response:
     """A step: its text and question, its module's tree, and its preset's button."""
-    context = await _page_context(request, services, workspace, lesson_id, number, "page")
-    rooms = services.rooms.rooms_of(workspace, lesson_id)
-    if rooms:
-        context["room"] = rooms[0]
-        context["nickname"] = services.rooms.participant(rooms[0], workspace)
+    lesson = find_lesson(lesson_id)
+    context = await run_in_threadpool(open_step_page, services, workspace, lesson, number, "page")
+    context.update(room_context(services, workspace, lesson_id))
     return templates.TemplateResponse(request, "lesson_step.html", context)
 
 
@@ -327,11 +229,11 @@ async def present_page(
     room: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     """The presenter view: the step's text, tree and result side by side in large type."""
-    context = await _page_context(request, services, workspace, lesson_id, number, "present")
-    found = services.rooms.get(room) if room else None
-    if found is not None and found.lesson == lesson_id and found.id == room:
-        url = join_url(request, services.settings, found.code)
-        context.update(presenting=found, join_url=url, qr=qr_svg(url))
+    lesson = find_lesson(lesson_id)
+    context = await run_in_threadpool(
+        open_step_page, services, workspace, lesson, number, "present"
+    )
+    context.update(presenting_context(request, services, lesson_id, room))
     return templates.TemplateResponse(request, "lesson_step.html", context)
 
 
@@ -348,19 +250,7 @@ async def run_step_fragment(
     module_id = str(form.get("module") or "")[:32]
     lesson = find_lesson(lesson_id)
     record, step, outcome = await run_in_threadpool(
-        _run, services, workspace, lesson, number, module_id, RESULT_PARTS
+        run_step, services, workspace, lesson, number, module_id, RESULT_PARTS
     )
-    context: dict[str, Any] = {"step": step, "module": record, "run": outcome}
-    if outcome.preset == "run":
-        model_node = describe_tree(outcome.model, roles=model_roles(outcome.model), max_nodes=300)
-        context["payload"] = outcome.answer
-        context["view"] = result_rows(
-            outcome.outcome, outcome.answer["output"], model_node, step.run.wrt
-        )
-        context["shapes"] = result_shapes(outcome.answer, model_node)
-    elif outcome.preset == "training":
-        job = services.jobs.describe(workspace, outcome.job, True)
-        context.update(progress_context(job))
-    else:
-        context["result"] = outcome.answer
+    context = result_context(services, workspace, record, step, outcome)
     return templates.TemplateResponse(request, "partials/lesson_result.html", context)
