@@ -8,6 +8,8 @@
   before and after.
 - ``compare``: numbers per leaf, the structural diff, whether ``jit`` reuses a compile.
 - ``find``: the chain of nodes from the root to a path.
+- ``service``: what the router calls: the work of each endpoint on a stored module (a compute
+  slot, new modules and revisions stored) and the module page's fragment contexts.
 """
 
 from app.pytree_ops.compare import compare, jit_reuses, structural_diff

@@ -6,11 +6,8 @@ work is done by :mod:`app.pytree_ops`; this module parses, calls it and answers.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-import jax
-import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
@@ -19,12 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app import pytree_ops
 from app.catalog import CATALOG
 from app.errors import PlaygroundError
-from app.modules import model_roles, module_out
-from app.plots import array_figure, bar_figure, heatmap_figure, scalar_figure
+from app.pytree_ops import service
 from app.routers.modules import ModuleOut, TreeNode
-from app.runs.spec import RunRequest
 from app.services import RecordDep, Services, ServicesDep, WorkspaceDep
-from app.store import ModuleRecord, serialise_leaves
+from app.store import ModuleRecord
 from app.templating import templates
 from app.trees import MAX_PATH_LENGTH
 
@@ -35,9 +30,6 @@ FLATTEN_PAGE = 500
 """Leaves in one flatten answer unless ``limit`` says otherwise."""
 FLATTEN_MAX_PAGE = 5_000
 """The most leaves one flatten answer may ask for."""
-MAX_COMPARE_TEXT = 20_000
-"""Characters of ``b`` in a compare (a run request as JSON)."""
-
 Filter = Literal["is_array", "is_inexact_array", "trainable"]
 MapFilter = Literal["all", "is_array", "is_inexact_array", "trainable"]
 
@@ -155,106 +147,6 @@ class CompareOut(BaseModel):
 # The work, off the event loop ---------------------------------------------------------------
 
 
-def _model(services: Services, record: ModuleRecord) -> Any:
-    return services.store.load(record)
-
-
-def _flatten(services: Services, record: ModuleRecord, offset: int, limit: int) -> dict:
-    model = _model(services, record)
-    answer = pytree_ops.flatten(model, offset, limit)
-    for leaf in answer["leaves"]:
-        leaf.pop("summary", None)
-    return answer
-
-
-def _partition(services: Services, record: ModuleRecord, name: str) -> dict:
-    with services.compute.slot():
-        return pytree_ops.partition(_model(services, record), name)
-
-
-def map_module(services: Services, record: ModuleRecord, expression: str, name: str):
-    """Apply the tree_map and store the result as a new module of the workspace."""
-    with services.compute.slot():
-        model = _model(services, record)
-        mapped = pytree_ops.tree_map(model, expression, name, services.settings)
-        new_record = services.store.create(
-            record.workspace, record.spec(), leaves=serialise_leaves(mapped.model)
-        )
-        new_model = services.store.load(new_record)
-    notices = services.store.pop_notices(record.workspace)
-    which = "every array" if name == "all" else f"the leaves {name} keeps"
-    note = (
-        f"Made from module {record.id} by tree_map({expression[:80]!r}) over {which} "
-        f"({mapped.mapped} arrays)."
-    )
-    if mapped.untouched:
-        shown = ", ".join(mapped.untouched[:4]) + (" …" if len(mapped.untouched) > 4 else "")
-        note += f" Leaves that are not arrays stay as they are: {shown}."
-    return new_record, new_model, mapped, [note, *notices]
-
-
-def edit_module(services: Services, record: ModuleRecord, body: EditIn):
-    """Edit the leaf and store the result as the module's next revision."""
-    settings = services.settings
-    with services.compute.slot():
-        model = _model(services, record)
-        edited = pytree_ops.edit_leaf(
-            model, body.path, body.index, body.value, body.expression, settings
-        )
-        new_record = services.store.edit(
-            record, edited.model, edited.note, settings.max_undo_revisions, settings.max_undo_bytes
-        )
-        new_model = services.store.load(new_record)
-    return new_record, new_model, edited
-
-
-def _edit_answer(services, record, model, words: str) -> dict:
-    return {
-        **module_out(record, model),
-        "revision": record.revision,
-        "undo_available": len(services.store.history(record)),
-        "edit": words,
-    }
-
-
-def compare_target(services: Services, workspace: str, a: ModuleRecord, b: str) -> tuple[Any, str]:
-    """The tree ``b`` names: a module id of the workspace, or ``run:{json}``, the result of
-    that run request (``POST /api/modules/{a}/run``'s body) on module ``a``."""
-    if b.startswith("run:"):
-        text = b[4:]
-        if len(text) > MAX_COMPARE_TEXT:
-            raise PlaygroundError(
-                422, f"b is {len(b)} characters; at most {MAX_COMPARE_TEXT}.", field="query.b"
-            )
-        try:
-            request = RunRequest.model_validate(json.loads(text or "{}"))
-        except (ValueError, ValidationError) as error:
-            message = str(error).splitlines()[0][:200]
-            raise PlaygroundError(
-                422,
-                f"b=run:{{...}} holds a run request as JSON (the body of POST "
-                f'/api/modules/{{id}}/run, e.g. run:{{"transforms":["grad"]}}): {message}',
-                field="query.b",
-            ) from None
-        with services.compute.slot():
-            outcome = services.runs.run(a.spec(), services.store.load(a), request)
-        words = " ∘ ".join(reversed(request.transforms)) or "forward"
-        return outcome.result, f"the result of run {words} on module {a.id}"
-    record = services.store.find(workspace, b, field="query.b")
-    return services.store.load(record), f"module {record.id}"
-
-
-def _compare(services: Services, workspace: str, a: str, b: str) -> dict:
-    first = services.store.find(workspace, a, field="query.a")
-    other, _ = compare_target(services, workspace, first, b)
-    return pytree_ops.compare(services.store.load(first), other)
-
-
-def _find(services: Services, record: ModuleRecord, path: str) -> list[dict]:
-    model = _model(services, record)
-    return pytree_ops.chain(model, path, model_roles(model))
-
-
 # Endpoints --------------------------------------------------------------------------------
 
 _NOT_HERE = {404: {"description": "No such module in your workspace."}}
@@ -271,7 +163,7 @@ async def flatten_module(
 ) -> dict:
     """The leaves in ``jax.tree_util.tree_leaves`` order from ``offset`` (``limit`` of them;
     ``num_leaves`` is always the total), with the filters that keep each, and the treedef."""
-    return await run_in_threadpool(_flatten, services, record, offset, limit)
+    return await run_in_threadpool(service.flatten_answer, services, record, offset, limit)
 
 
 @router.post("/api/modules/{module_id}/partition", response_model=PartitionOut, responses=_NOT_HERE)
@@ -279,7 +171,7 @@ async def partition_module(body: PartitionIn, record: RecordDep, services: Servi
     """``eqx.partition(model, filter)`` as two trees (up to 1,500 nodes each, breadth first;
     deeper levels of a big tree are marked ``lazy``). ``eqx.combine(kept, rest)`` is the
     module again."""
-    return await run_in_threadpool(_partition, services, record, body.filter)
+    return await run_in_threadpool(service.partition_answer, services, record, body.filter)
 
 
 @router.post(
@@ -297,14 +189,9 @@ async def partition_module(body: PartitionIn, record: RecordDep, services: Servi
 async def tree_map_module(body: TreeMapIn, record: RecordDep, services: ServicesDep) -> dict:
     """A new module of the workspace: ``eqx.combine(jax.tree.map(f, eqx.filter(model,
     filter)), model)`` with ``f`` the expression over ``leaf``. The original is unchanged."""
-
-    def work() -> dict:
-        new_record, new_model, _, notices = map_module(
-            services, record, body.expression, body.filter
-        )
-        return module_out(new_record, new_model, notices)
-
-    return await run_in_threadpool(work)
+    return await run_in_threadpool(
+        service.map_answer, services, record, body.expression, body.filter
+    )
 
 
 @router.post("/api/modules/{module_id}/edit", response_model=EditOut, responses=_NOT_HERE)
@@ -313,25 +200,14 @@ async def edit_module_api(body: EditIn, record: RecordDep, services: ServicesDep
     over its old value ``leaf``: the module becomes ``eqx.tree_at(...)`` of itself, as a new
     revision. A shape or dtype change is refused (422); static fields change in the build
     form. 409 when the module changed meanwhile."""
-
-    def work() -> dict:
-        new_record, new_model, edited = edit_module(services, record, body)
-        return _edit_answer(services, new_record, new_model, edited.note)
-
-    return await run_in_threadpool(work)
+    return await run_in_threadpool(service.edit_module_answer, services, record, body)
 
 
 @router.post("/api/modules/{module_id}/undo", response_model=EditOut, responses=_NOT_HERE)
 async def undo_module(record: RecordDep, services: ServicesDep) -> dict:
     """Go back to the parameters before the last edit (409 when there is none). The revision
     number still grows: nothing computed for the undone revision is reused."""
-
-    def work() -> dict:
-        new_record, note = services.store.undo(record)
-        model = services.store.load(new_record)
-        return _edit_answer(services, new_record, model, f"undid: {note.note}")
-
-    return await run_in_threadpool(work)
+    return await run_in_threadpool(service.undo_answer, services, record)
 
 
 @router.get("/api/compare", response_model=CompareOut)
@@ -342,7 +218,7 @@ async def compare_trees(
     b: Annotated[
         str,
         Query(
-            max_length=MAX_COMPARE_TEXT + 4,
+            max_length=service.MAX_COMPARE_TEXT + 4,
             description="Another module id, or run:{json}: the result of that run request "
             '(the body of POST /api/modules/{a}/run, e.g. run:{"transforms":["grad"]}) '
             "on module a.",
@@ -352,7 +228,7 @@ async def compare_trees(
     """With the same structure, per array leaf: max |a - b|, the norm of a - b and the
     relative difference; otherwise the structural diff. Always: whether jit would reuse a
     function compiled for one on the other."""
-    return await run_in_threadpool(_compare, services, workspace, a, b)
+    return await run_in_threadpool(service.compare_answer, services, workspace, a, b)
 
 
 @router.get("/api/modules/{module_id}/find", response_model=list[TreeNode], responses=_NOT_HERE)
@@ -365,17 +241,10 @@ async def find_path(
 ) -> list[dict]:
     """The nodes from the root to ``path`` (each without its children), so a page can open
     the path without paging; 422 naming the first key that is not there."""
-    return await run_in_threadpool(_find, services, record, path)
+    return await run_in_threadpool(service.find_chain, services, record, path)
 
 
 # The module page's fragments (htmx) ---------------------------------------------------------
-
-FLATTEN_ROWS = 200
-"""Leaves listed per page of the flatten table."""
-PAGE_TREE_NODES = 300
-"""Nodes rendered per side of a partition on the page."""
-BAR_LEAVES = 40
-"""Leaves shown as bars in a comparison (the table lists them all)."""
 
 
 def _page_record(request: Request, module_id: str) -> ModuleRecord:
@@ -400,20 +269,6 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
-def _flatten_context(services: Services, record: ModuleRecord, offset: int) -> dict:
-    model = services.store.load(record)
-    answer = pytree_ops.flatten(model, offset, FLATTEN_ROWS)
-    return {
-        "module": record,
-        "flat": answer,
-        "offset": offset,
-        "rows": FLATTEN_ROWS,
-        "counts": pytree_ops.counts(model),
-        "treedef": pytree_ops.short_treedef(model),
-        "round_trip": pytree_ops.round_trip(model),
-    }
-
-
 @router.get("/m/{module_id}/flatten", response_class=HTMLResponse, include_in_schema=False)
 async def flatten_fragment(
     request: Request, module_id: str, offset: int = Query(0, ge=0, le=10_000_000)
@@ -421,24 +276,9 @@ async def flatten_fragment(
     """The leaves in tree_leaves order (a page of them), the treedef and the round trip."""
     record = _page_record(request, module_id)
     services: Services = request.app.state.services
-    context = await run_in_threadpool(_flatten_context, services, record, offset)
+    context = await run_in_threadpool(service.flatten_context, services, record, offset)
     name = "ops_flatten_rows.html" if offset else "ops_flatten.html"
     return _fragment(request, name, context)
-
-
-def _partition_context(services: Services, record: ModuleRecord, name: str) -> dict:
-    with services.compute.slot():
-        model = services.store.load(record)
-        sides = pytree_ops.partition(model, name, max_nodes=PAGE_TREE_NODES)
-        combined = pytree_ops.combines_back(model, name)
-    return {
-        "module": record,
-        "filter": name,
-        "filter_code": pytree_ops.FILTERS[name],
-        "sides": sides,
-        "code": pytree_ops.partition_code(name),
-        "combined": combined,
-    }
 
 
 @router.post("/m/{module_id}/partition", response_class=HTMLResponse, include_in_schema=False)
@@ -449,54 +289,10 @@ async def partition_fragment(request: Request, module_id: str) -> Response:
     fields = await _form(request)
     try:
         name = pytree_ops.check_filter(fields.get("filter", ""), field="filter")
-        context = await run_in_threadpool(_partition_context, services, record, name)
+        context = await run_in_threadpool(service.partition_context, services, record, name)
     except PlaygroundError as error:
         return _refusal(request, error, "This partition cannot be made.")
     return _fragment(request, "ops_partition.html", context)
-
-
-def _bars(result: dict, title: str) -> dict | None:
-    leaves = result["leaves"][:BAR_LEAVES]
-    if not leaves:
-        return None
-    return bar_figure(
-        [leaf["path"] for leaf in leaves],
-        [leaf["max_abs"] for leaf in leaves],
-        title,
-        value_title="max |a − b|",
-    )
-
-
-def _map_context(services: Services, record: ModuleRecord, expression: str, name: str) -> dict:
-    new_record, new_model, mapped, notices = map_module(services, record, expression, name)
-    original = services.store.load(record)
-    result = pytree_ops.compare(original, new_model)
-    return {
-        "module": record,
-        "new": new_record,
-        "mapped": mapped,
-        "notices": notices,
-        "filter": name,
-        "compare": result,
-        "figure": _bars(result, "How much each leaf changed"),
-        "before_stats": _leaf_stats(original),
-        "after_stats": _leaf_stats(new_model),
-    }
-
-
-def _leaf_stats(model: Any, limit: int = BAR_LEAVES) -> dict[str, dict]:
-    """Mean and std of the first ``limit`` array leaves, by path."""
-    out = {}
-    for keys, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
-        if len(out) >= limit:
-            break
-        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-            values = np.asarray(leaf, dtype=np.float64)
-            out[jax.tree_util.keystr(keys)] = {
-                "mean": float(values.mean()) if values.size else None,
-                "std": float(values.std()) if values.size else None,
-            }
-    return out
 
 
 @router.post("/m/{module_id}/tree-map", response_class=HTMLResponse, include_in_schema=False)
@@ -510,62 +306,11 @@ async def tree_map_fragment(request: Request, module_id: str) -> Response:
             fields.get("filter", ""), pytree_ops.MAP_FILTERS, field="filter"
         )
         context = await run_in_threadpool(
-            _map_context, services, record, fields.get("expression", "")[:10_000], name
+            service.map_context, services, record, fields.get("expression", "")[:10_000], name
         )
     except PlaygroundError as error:
         return _refusal(request, error, "This tree_map cannot be done.")
     return _fragment(request, "ops_map_result.html", context, {"HX-Trigger": "modules-changed"})
-
-
-def _effect_figure(values: Any, title: str) -> dict:
-    """A compact figure for half a column: a heatmap (2-D), bars (1-D) or the number."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 2:
-        rows, cols = values.shape
-        return heatmap_figure(
-            values, list(range(cols)), list(range(rows)), title, x_title="column", y_title="row"
-        )
-    if values.ndim == 1:
-        return bar_figure(list(range(values.size)), values.tolist(), title)
-    if values.ndim == 0:
-        return scalar_figure(float(values), title)
-    return array_figure(values, title)
-
-
-def _effects_context(services, before_record, before, after_record, after, path, words, code):
-    effects = pytree_ops.before_after(before_record.spec(), before, after, path)
-    figures = None
-    if effects is not None:
-        figures = {
-            "out_before": _effect_figure(effects["before"]["out"], "Output before"),
-            "out_after": _effect_figure(effects["after"]["out"], "Output after"),
-        }
-        if effects["before"]["grad"] is not None and effects["after"]["grad"] is not None:
-            figures["grad_before"] = _effect_figure(
-                effects["before"]["grad"], f"Gradient at {path} before"
-            )
-            figures["grad_after"] = _effect_figure(
-                effects["after"]["grad"], f"Gradient at {path} after"
-            )
-    return {
-        "module": after_record,
-        "words": words,
-        "code": code,
-        "path": path,
-        "effects": effects,
-        "figures": figures,
-        "undo_available": len(services.store.history(after_record)),
-        "history": services.store.history(after_record)[:5],
-    }
-
-
-def _edit_context(services: Services, record: ModuleRecord, body: EditIn) -> dict:
-    before = services.store.load(record)
-    new_record, new_model, edited = edit_module(services, record, body)
-    with services.compute.slot():
-        return _effects_context(
-            services, record, before, new_record, new_model, body.path, edited.note, edited.code
-        )
 
 
 def _edit_body(fields: dict[str, str]) -> EditIn:
@@ -598,7 +343,7 @@ async def edit_fragment(request: Request, module_id: str) -> Response:
     fields = await _form(request)
     try:
         body = _edit_body(fields)
-        context = await run_in_threadpool(_edit_context, services, record, body)
+        context = await run_in_threadpool(service.edit_context, services, record, body)
     except ValidationError as error:
         message = "; ".join(item["msg"] for item in error.errors(include_url=False))
         return _refusal(request, PlaygroundError(422, message), "This edit cannot be made.")
@@ -607,44 +352,21 @@ async def edit_fragment(request: Request, module_id: str) -> Response:
     return _fragment(request, "ops_edit_result.html", context, {"HX-Trigger": "module-edited"})
 
 
-def _undo_context(services: Services, record: ModuleRecord) -> dict:
-    before = services.store.load(record)
-    new_record, note = services.store.undo(record)
-    after = services.store.load(new_record)
-    changed = [leaf for leaf in pytree_ops.compare(before, after)["leaves"] if leaf["max_abs"]]
-    path = changed[0]["path"] if changed else ""
-    with services.compute.slot():
-        return _effects_context(
-            services, record, before, new_record, after, path, f"undid: {note.note}", None
-        )
-
-
 @router.post("/m/{module_id}/undo", response_class=HTMLResponse, include_in_schema=False)
 async def undo_fragment(request: Request, module_id: str) -> Response:
     """Undo the last edit: back to the parameters before it."""
     record = _page_record(request, module_id)
     services: Services = request.app.state.services
     try:
-        context = await run_in_threadpool(_undo_context, services, record)
+        context = await run_in_threadpool(service.undo_context, services, record)
     except PlaygroundError as error:
         return _refusal(request, error, "Nothing to undo.")
     return _fragment(request, "ops_edit_result.html", context, {"HX-Trigger": "module-edited"})
 
 
-def _compare_context(services: Services, workspace: str, record: ModuleRecord, b: str) -> dict:
-    other, label = compare_target(services, workspace, record, b)
-    result = pytree_ops.compare(services.store.load(record), other)
-    return {
-        "module": record,
-        "other_label": label,
-        "result": result,
-        "figure": _bars(result, "The largest difference per leaf"),
-    }
-
-
 @router.get("/m/{module_id}/compare", response_class=HTMLResponse, include_in_schema=False)
 async def compare_fragment(
-    request: Request, module_id: str, b: str = Query("", max_length=MAX_COMPARE_TEXT + 4)
+    request: Request, module_id: str, b: str = Query("", max_length=service.MAX_COMPARE_TEXT + 4)
 ) -> Response:
     """This module against another one (or a run's result): bars per leaf, or the diff."""
     record = _page_record(request, module_id)
@@ -653,7 +375,7 @@ async def compare_fragment(
         if not b:
             raise PlaygroundError(422, "Choose what to compare with.", field="b")
         context = await run_in_threadpool(
-            _compare_context, services, request.state.workspace, record, b
+            service.compare_context, services, request.state.workspace, record, b
         )
     except PlaygroundError as error:
         return _refusal(request, error, "These trees cannot be compared.")
