@@ -27,32 +27,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from app.errors import PlaygroundError
-from app.services import RecordDep, Services, ServicesDep, WorkspaceDep
+from app.services import RecordDep, ServicesDep, WorkspaceDep
 from app.sse import event_stream, sse_event
-from app.store import ModuleRecord
 from app.templating import templates
 from app.training import datasets
-from app.training.local import slot_sizes
+from app.training.forms import dynamics_request_from_form, train_request_from_form
+from app.training.panels import (
+    dynamics_panel_context,
+    find_job,
+    is_network,
+    module_job,
+    no_job,
+    train_panel_context,
+)
 from app.training.progress import FRAME_SECONDS, frame, progress_context
 from app.training.service import (
-    DEFAULTS,
     DynamicsRequest,
     TrainRequest,
     compute_dynamics,
-    default_dataset,
-    network_state,
     reset_module,
     start_training,
     upload_csv,
 )
-from library.orchestrators import SequentialOrchestrator
 
 router = APIRouter(tags=["training"])
 
@@ -103,17 +106,6 @@ def module_jobs(record: RecordDep, services: ServicesDep, workspace: WorkspaceDe
     return services.jobs.list(workspace, record.id)
 
 
-def _no_job(job_id: str) -> PlaygroundError:
-    return PlaygroundError(404, f"No training job {job_id!r} in your workspace.")
-
-
-def _job_or_404(services: Services, workspace: str, job_id: str, with_view=False) -> dict:
-    found = services.jobs.describe(workspace, job_id, with_view)
-    if found is None:
-        raise _no_job(job_id)
-    return found
-
-
 @router.get("/api/jobs/{job_id}", response_model=JobOut)
 def job_status(
     job_id: JobPath,
@@ -122,7 +114,7 @@ def job_status(
     view: Annotated[bool, Query(description="Include the boundary/fit plot's numbers.")] = False,
 ) -> dict:
     """A job's status, progress and metrics."""
-    return _job_or_404(services, workspace, job_id, view)
+    return find_job(services, workspace, job_id, view)
 
 
 @router.post("/api/jobs/{job_id}/stop", response_model=JobOut)
@@ -130,7 +122,7 @@ def stop_job(job_id: JobPath, services: ServicesDep, workspace: WorkspaceDep) ->
     """Ask a job to stop; it stops before its next step and keeps what it learnt."""
     found = services.jobs.stop(workspace, job_id)
     if found is None:
-        raise _no_job(job_id)
+        raise no_job(job_id)
     return found
 
 
@@ -180,7 +172,7 @@ async def job_events(
     job ends. The stream closes after ``event_stream_seconds`` (the browser reconnects); a
     workspace holds at most ``max_event_streams_per_workspace`` streams at once (429 beyond)."""
     jobs = services.jobs
-    first = _job_or_404(services, workspace, job_id)
+    first = find_job(services, workspace, job_id)
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)
 
@@ -251,10 +243,6 @@ def module_dynamics(
 # --- the panels (HTML for htmx) ------------------------------------------------------------------
 
 
-def _is_network(services: Services, record: ModuleRecord) -> bool:
-    return isinstance(services.store.load(record), SequentialOrchestrator)
-
-
 def _render(request: Request, name: str, context: dict, status_code: int = 200) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
@@ -263,66 +251,8 @@ def _render(request: Request, name: str, context: dict, status_code: int = 200) 
 def train_panel(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
-    network = _is_network(services, record)
-    entry = record.spec()
-    jobs = services.jobs.list(workspace, record.id)
-    latest = jobs[0] if jobs else None
-    if latest is not None:
-        latest = _job_or_404(services, workspace, latest["job"], with_view=True)
-    return _render(
-        request,
-        "partials/train_form.html",
-        {
-            "module": record,
-            "network": network,
-            "defaults": DEFAULTS["local" if network else "gradient"],
-            "datasets": datasets.catalog(),
-            "uploads": services.storage.list_csv(workspace),
-            "default_dataset": default_dataset(entry, network).name,
-            "latest": progress_context(latest) if latest else None,
-        },
-    )
-
-
-def _optional(value: Any) -> Any:
-    return None if value is None or (isinstance(value, str) and not value.strip()) else value
-
-
-def train_request_from_form(form: Any, network: bool) -> TrainRequest:
-    """The train form's fields as a :class:`TrainRequest` (validated the same way)."""
-    name = form.get("dataset") or None
-    dataset: dict[str, Any] | None
-    if name and name.startswith("csv:"):
-        dataset = {
-            "csv_id": name.removeprefix("csv:"),
-            "test_fraction": _optional(form.get("test_fraction")) or 0.2,
-            "seed": _optional(form.get("data_seed")) or 0,
-            "task": form.get("task") or "auto",
-        }
-    elif name:
-        dataset = {
-            "name": name,
-            "noise": _optional(form.get("noise")),
-            "num_examples": _optional(form.get("num_examples")),
-            "test_fraction": _optional(form.get("test_fraction")) or 0.2,
-            "seed": _optional(form.get("data_seed")) or 0,
-        }
-    else:
-        dataset = None
-    body: dict[str, Any] = {
-        "dataset": dataset,
-        "optimizer": form.get("optimizer") or "adam",
-        "learning_rate": _optional(form.get("learning_rate")),
-        "batch_size": _optional(form.get("batch_size")),
-        "seed": _optional(form.get("seed")) or 0,
-        "watch_seconds": _optional(form.get("watch_seconds")) or 0,
-    }
-    if network:
-        body["epochs"] = _optional(form.get("epochs"))
-    else:
-        body["steps"] = _optional(form.get("steps"))
-        body["loss"] = form.get("loss") or "auto"
-    return TrainRequest.model_validate(body)
+    context = train_panel_context(services, workspace, record)
+    return _render(request, "partials/train_form.html", context)
 
 
 @router.post("/m/{module_id}/train", include_in_schema=False)
@@ -330,64 +260,23 @@ async def train_from_form(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
     form = await request.form()
-    network = await asyncio.to_thread(_is_network, services, record)
-    try:
-        body = train_request_from_form(form, network)
-    except ValidationError as error:
-        raise PlaygroundError(422, _form_errors(error)) from None
+    network = await asyncio.to_thread(is_network, services, record)
+    body = train_request_from_form(form, network)
     single = form.get("action") == "step"  # Step: start paused, then train one batch
     if single:
         body = body.model_copy(update={"paused": True})
     job = await asyncio.to_thread(start_training, services, workspace, record, body)
     if single:
         await asyncio.to_thread(services.jobs.step, workspace, job["job"])
-    job = _job_or_404(services, workspace, job["job"], with_view=True)
+    job = find_job(services, workspace, job["job"], with_view=True)
     return _render(request, "partials/train_job.html", progress_context(job), 200)
-
-
-FORM_LABELS = {
-    "learning_rate": "Learning rate",
-    "batch_size": "Batch size",
-    "steps": "Steps",
-    "epochs": "Epochs",
-    "seed": "Seed",
-    "watch_seconds": "Watch over (s)",
-    "loss": "Loss",
-    "optimizer": "Optimizer",
-    "dataset.noise": "Noise",
-    "dataset.num_examples": "Examples",
-    "dataset.test_fraction": "Test fraction",
-    "dataset.seed": "Data seed",
-    "noise": "Noise",
-    "num_examples": "Examples",
-    "test_fraction": "Test fraction",
-}
-"""The train form's labels, so a learner reads the field as the form names it."""
-
-
-def _form_errors(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item.get("loc", ()) if not isinstance(p, int))
-        label = FORM_LABELS.get(where) or FORM_LABELS.get(where.split(".")[-1])
-        named = f"{label} ({where})" if label else where
-        parts.append(f"{named}: {item.get('msg')}")
-    return "; ".join(parts)
-
-
-def _module_job(services: Services, record: ModuleRecord, job_id: str) -> dict:
-    """The job ``job_id`` of the module of ``record`` (with its view); 404 for any other."""
-    job = _job_or_404(services, record.workspace, job_id, with_view=True)
-    if job.get("module") != record.id:
-        raise _no_job(job_id)
-    return job
 
 
 @router.get("/m/{module_id}/jobs/{job_id}/progress", include_in_schema=False)
 def job_progress(
     request: Request, record: RecordDep, job_id: JobPath, services: ServicesDep
 ) -> HTMLResponse:
-    job = _module_job(services, record, job_id)
+    job = module_job(services, record, job_id)
     return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
 
 
@@ -414,20 +303,10 @@ def upload_from_page(
 
 @router.get("/m/{module_id}/dynamics-panel", include_in_schema=False)
 def dynamics_panel(request: Request, record: RecordDep, services: ServicesDep) -> HTMLResponse:
-    if not _is_network(services, record):
+    context = dynamics_panel_context(services, record)
+    if context is None:
         return HTMLResponse("")
-    _, state = network_state(services, record)
-    sizes = slot_sizes(state)
-    return _render(
-        request,
-        "partials/dynamics_form.html",
-        {
-            "module": record,
-            "sizes": sizes,
-            "datasets": [d for d in datasets.catalog() if d["task"] == "classification"],
-            "default_dataset": "prototypes" if sizes[:1] == [100] else "circle",
-        },
-    )
+    return _render(request, "partials/dynamics_form.html", context)
 
 
 @router.post("/m/{module_id}/dynamics", include_in_schema=False)
@@ -435,30 +314,7 @@ async def dynamics_from_form(
     request: Request, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> HTMLResponse:
     form = await request.form()
-    source = form.get("source") or "dataset"
-    body: dict[str, Any] = {
-        "steps": _optional(form.get("steps")) or 20,
-        "phase": form.get("phase") or "inference",
-        "example": _optional(form.get("example")) or 0,
-    }
-    if source == "dataset":
-        body["input"] = {
-            "dataset": {
-                "name": form.get("dataset") or "prototypes",
-                "seed": _optional(form.get("data_seed")) or 0,
-            },
-            "batch": _optional(form.get("batch")) or 8,
-        }
-    else:
-        spec: dict[str, Any] = {"init": form.get("init") or "normal"}
-        for key in ("shape", "seed", "start", "stop", "values"):
-            if _optional(form.get(key)) is not None:
-                spec[key] = form.get(key)
-        body["input"] = spec
-    try:
-        parsed = DynamicsRequest.model_validate(body)
-    except ValidationError as error:
-        raise PlaygroundError(422, _form_errors(error)) from None
+    parsed = dynamics_request_from_form(form)
     result = await asyncio.to_thread(compute_dynamics, services, workspace, record, parsed)
     return _render(request, "partials/dynamics_result.html", {"result": result})
 
@@ -484,18 +340,18 @@ def play_from_page(
 ) -> HTMLResponse:
     """A control of the progress fragment; answers the fragment in its new state (a job that
     ended meanwhile just shows that it ended)."""
-    _module_job(services, record, job_id)  # the job of this module, or a 404
+    module_job(services, record, job_id)  # the job of this module, or a 404
     jobs = services.jobs
     try:
         if action == "stop":
             if jobs.stop(workspace, job_id) is None:
-                raise _no_job(job_id)
+                raise no_job(job_id)
         else:
             getattr(jobs, action)(workspace, job_id)
     except PlaygroundError as error:
         if error.status_code != 409:
             raise
-    job = _module_job(services, record, job_id)
+    job = module_job(services, record, job_id)
     context = progress_context(job, polled=True)
     # the keyboard focus stays on the controls (the button pressed, or the one that took its
     # place); once the job ended, on Reset
@@ -522,7 +378,7 @@ async def job_frames(
     ``FRAME_SECONDS``, only when something changed); ``end`` once it ended. Bounded like the
     job's events: ``event_stream_seconds`` long, ``max_event_streams_per_workspace`` at once."""
     jobs = services.jobs
-    _job_or_404(services, workspace, job_id)
+    find_job(services, workspace, job_id)
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)
 

@@ -2,6 +2,9 @@
 
 - ``service``: from a request to a job or a dynamics answer (the request models, the
   defaults, which training a module gets); what the router calls;
+- ``forms``: the module page's train and dynamics forms as those requests (errors named as
+  the form labels its fields); ``panels``: what those panels show, and the job a panel's
+  fragment is about;
 - ``datasets``: the library's seeded sets, the prototype task and uploaded CSV files;
 - ``losses``: losses, predictions and accuracy for gradient training;
 - ``gradient``: gradient training of any catalog module (Optax, jitted steps);
