@@ -9,6 +9,8 @@
  * Participant (section.room-banner): an EventSource on /api/rooms/{code}/events; when the
  * room moves, the page follows if "Follow the presenter" is ticked, else it offers a
  * "Catch up" link. The choice is remembered per room.
+ *
+ * Presenter: "Compile again from scratch" POSTs /api/rooms/{room}/reset-compiled with the key.
  */
 (function () {
   "use strict";
@@ -34,6 +36,28 @@
     box.hidden = false;
   }
 
+  /* POST /api/rooms/{room}/{action} with the presenter key; words for a refusal or failure. */
+  function presenterPost(room, key, action, body, done, refusedText, failedText) {
+    var headers = { "X-Presenter-Key": key || "" };
+    if (body !== null) headers["Content-Type"] = "application/json";
+    fetch("/api/rooms/" + encodeURIComponent(room) + "/" + action, {
+      method: "POST",
+      headers: headers,
+      body: body === null ? undefined : JSON.stringify(body),
+    }).then(function (response) {
+      if (response.ok) {
+        done();
+      } else if (response.status === 403) {
+        showError("This browser does not have the room's presenter key, so " + refusedText +
+          ". Open the presenter link you got when you started the room.");
+      } else {
+        showError(failedText);
+      }
+    }, function () {
+      showError("The server could not be reached. Try again.");
+    });
+  }
+
   function setUpPresenter(main) {
     var room = main.getAttribute("data-room");
     var key = room ? presenterKey(room) : null;
@@ -43,23 +67,19 @@
         link.addEventListener("click", function (event) {
           event.preventDefault();
           var step = Number(link.getAttribute("data-step-to"));
-          fetch("/api/rooms/" + encodeURIComponent(room) + "/step", {
-            method: "POST",
-            headers: { "Content-Type": "application/json", "X-Presenter-Key": key || "" },
-            body: JSON.stringify({ step: step }),
-          }).then(function (response) {
-            if (response.ok) {
-              window.location.assign(link.getAttribute("href") + "?room=" + encodeURIComponent(room));
-            } else if (response.status === 403) {
-              showError("This browser does not have the room's presenter key, so the room did " +
-                "not move. Open the presenter link you got when you started the room.");
-            } else {
-              showError("The room could not be moved just now. Try again.");
-            }
-          }, function () {
-            showError("The server could not be reached. Try again.");
-          });
+          presenterPost(room, key, "step", { step: step }, function () {
+            window.location.assign(link.getAttribute("href") + "?room=" + encodeURIComponent(room));
+          }, "the room did not move", "The room could not be moved just now. Try again.");
         });
+      });
+    }
+    var reset = document.getElementById("room-reset-compiled");
+    if (room && reset) {
+      reset.addEventListener("click", function () {
+        presenterPost(room, key, "reset-compiled", null, function () {
+          document.getElementById("room-reset-done").textContent =
+            "Done: the next run of each function in this room compiles again.";
+        }, "nothing was reset", "That did not work just now. Try again.");
       });
     }
     document.addEventListener("keydown", function (event) {

@@ -34,6 +34,7 @@ from test_quotas import (  # noqa: F401 - content addressing and exact limits on
 from test_rooms import (  # noqa: F401
     people,
     test_a_room_is_created_with_a_code_links_and_a_key_stored_only_as_a_hash,
+    test_a_room_shares_what_it_compiled_and_the_presenter_resets_it,
     test_a_room_survives_a_restart,
     test_only_the_presenters_key_moves_the_room,
     test_participants_join_reach_and_run_and_the_counts_say_so,

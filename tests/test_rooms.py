@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from helpers import LiveServer
@@ -354,3 +355,62 @@ def test_a_workspace_holds_a_bounded_number_of_event_streams(settings):
                     break
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+PER_EXAMPLE = {"transforms": ["grad", "vmap"], "input": {"shape": [5, 2], "init": "normal"}}
+LINEAR = {"kind": "eqx.nn.Linear", "params": {"in_features": 2, "out_features": 3}}
+
+
+def run_linear(client) -> dict:
+    built = client.post("/api/modules", json=LINEAR)
+    assert built.status_code == 201, built.text
+    response = client.post(f"/api/modules/{built.json()['id']}/run", json=PER_EXAMPLE)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_room_shares_what_it_compiled_and_the_presenter_resets_it(people):
+    presenter, ada, bob = people
+    room = create(presenter, "jit")
+    for client in (ada, bob):
+        assert client.post(f"/api/rooms/{room['code']}/join", json={}).status_code == 200
+
+    first = run_linear(ada)
+    assert first["compile_scope"] == "now" and first["compiled"] is True
+    # bob did not compile it, but someone in his room did: "you compiled it before" (the room)
+    second = run_linear(bob)
+    assert second["compile_scope"] == "workspace" and second["compiled"] is False
+    assert second["compiles"] == first["compiles"]
+
+    url = f"/api/rooms/{room['room']}/reset-compiled"
+    for client, headers in ((bob, {}), (bob, {"X-Presenter-Key": "wrong"}), (presenter, {})):
+        refused = client.post(url, headers=headers)
+        assert refused.status_code == 403 and "presenter" in refused.text
+    assert run_linear(bob)["compile_scope"] == "workspace"  # nothing was reset
+
+    reset = presenter.post(url, headers={"X-Presenter-Key": room["presenter_key"]})
+    assert reset.status_code == 200 and reset.json() == {"scope": f"room:{room['room']}"}
+    again = run_linear(bob)
+    assert again["compile_scope"] == "now" and again["compiled"] is True
+    assert again["compiles"] == first["compiles"] + 1 and again["timings"]["compile_ms"] > 0
+    assert run_linear(ada)["compile_scope"] == "workspace"
+    missing = presenter.post(
+        "/api/rooms/nosuchroom/reset-compiled", headers={"X-Presenter-Key": "x"}
+    )
+    assert missing.status_code == 404
+
+    # the numbers do not depend on who compiled, nor on the reset
+    for other in (second, again):
+        for name, values in first["values"].items():
+            np.testing.assert_allclose(np.asarray(other["values"][name]), np.asarray(values))
+
+
+def test_a_workspace_outside_the_room_keeps_its_own_scope(people):
+    presenter, ada, bob = people
+    room = create(presenter, "jit")
+    assert ada.post(f"/api/rooms/{room['code']}/join", json={}).status_code == 200
+    assert run_linear(ada)["compile_scope"] == "now"
+    assert run_linear(bob)["compile_scope"] == "server"  # bob did not join
+    assert "/api/rooms/{room_id}/reset-compiled" in presenter.app.openapi()["paths"]
+    page = presenter.get(f"/rooms/{room['room']}/present")
+    assert page.status_code == 200 and "Compile again from scratch" in page.text

@@ -17,7 +17,7 @@ from app.links import join_url
 from app.modules import build_module, model_roles
 from app.pages import find_layermaps, open_depth
 from app.rooms import qr_svg
-from app.runs.scopes import scope_of
+from app.runs.service import compile_scope
 from app.runs.view import result_rows
 from app.services import Services
 from app.store import ModuleRecord
@@ -52,8 +52,8 @@ def run_step(
     rooms)."""
     step = find_step(lesson, number)
     record = module_of_step(services.store, workspace, step, module_id)
-    # the workspace's view of compiling (a room's own scope: scope_of(workspace, room))
-    scope = scope_of(workspace)
+    # the room's view of compiling when the workspace is in one, else the workspace's
+    scope = compile_scope(services, workspace)
     outcome = run_preset(services, record, step, include, scope)
     services.rooms.record(workspace, lesson.id, number, ran=True, job=outcome.job)
     return record, step, outcome

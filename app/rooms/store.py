@@ -149,15 +149,20 @@ class RoomStore:
         with self.engine.connect() as connection:
             return connection.execute(select(rooms.c.step).where(rooms.c.id == room_id)).scalar()
 
-    def move(self, room: RoomRecord, key: str | None, step: int) -> RoomRecord:
-        """Move the room to ``step``; 403 unless ``key`` is the presenter's."""
+    def check_presenter(self, room: RoomRecord, key: str | None, what: str) -> None:
+        """403 unless ``key`` is the room's presenter key; ``what`` names what only the
+        presenter does ("moves the room")."""
         if not key_matches(key, room.key_hash):
             raise PlaygroundError(
                 403,
-                "Only the presenter moves the room: send the presenter key of this room in the "
+                f"Only the presenter {what}: send the presenter key of this room in the "
                 "X-Presenter-Key header.",
                 field="header.X-Presenter-Key",
             )
+
+    def move(self, room: RoomRecord, key: str | None, step: int) -> RoomRecord:
+        """Move the room to ``step``; 403 unless ``key`` is the presenter's."""
+        self.check_presenter(room, key, "moves the room")
         now = time.time()
         with self.engine.begin() as connection:
             connection.execute(
@@ -217,6 +222,27 @@ class RoomStore:
                 .limit(8)
             ).all()
         return [RoomRecord(*row) for row in rows]
+
+    def compile_room(self, workspace: str) -> str | None:
+        """The id of the live room whose compile scope the workspace's runs use: the room it
+        joined or created most recently (any lesson), else None."""
+        cutoff = time.time() - self.lifetime
+        with self.engine.connect() as connection:
+            joined = connection.execute(
+                select(rooms.c.id, room_participants.c.joined_at)
+                .join(room_participants, room_participants.c.room == rooms.c.id)
+                .where(room_participants.c.workspace == workspace, rooms.c.created_at >= cutoff)
+                .order_by(room_participants.c.joined_at.desc())
+                .limit(1)
+            ).first()
+            created = connection.execute(
+                select(rooms.c.id, rooms.c.created_at)
+                .where(rooms.c.workspace == workspace, rooms.c.created_at >= cutoff)
+                .order_by(rooms.c.created_at.desc())
+                .limit(1)
+            ).first()
+        found = [row for row in (joined, created) if row is not None]
+        return max(found, key=lambda row: row[1])[0] if found else None
 
     # Progress -------------------------------------------------------------------------------
     def record(

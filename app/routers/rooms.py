@@ -7,6 +7,9 @@ JSON API:
 - ``POST /api/rooms/{code}/join {"nickname"?}``: join the caller's workspace to the room.
 - ``POST /api/rooms/{room}/step {"step"}`` with ``X-Presenter-Key``: move the room (403
   without the right key).
+- ``POST /api/rooms/{room}/reset-compiled`` with ``X-Presenter-Key``: reset the room's
+  "compiled here" view (403 without the right key); the next run of each function in the
+  room compiles again.
 - ``GET /api/rooms/{code}``: ``{"lesson", "step", "participants", "reached", "ran"}``.
 - ``GET /api/rooms/{code}/events``: server-sent ``step`` events, each time the room moves
   (the stream polls the room's row, so a step set through any replica arrives within a
@@ -37,6 +40,7 @@ from app.errors import PlaygroundError
 from app.lessons.steps import find_lesson
 from app.links import join_url
 from app.rooms import RoomRecord
+from app.runs.service import reset_compiled
 from app.services import Services, ServicesDep, WorkspaceDep
 from app.sse import event_stream, sse_event
 from app.templating import templates
@@ -47,6 +51,13 @@ CodePath = Annotated[
     str, Path(max_length=32, description="The room's 6-character join code (or its id).")
 ]
 RoomPath = Annotated[str, Path(max_length=32, description="The room's id (from POST /api/rooms).")]
+PresenterKey = Annotated[
+    str | None, Header(max_length=200, description="The room's presenter key.")
+]
+PRESENTER_RESPONSES: dict = {
+    403: {"description": "Not the presenter's key."},
+    404: {"description": "No room."},
+}
 
 MAX_NICKNAME = 40
 EVENTS_POLL_SECONDS = 0.4
@@ -120,6 +131,14 @@ def room_or_404(services: Services, ident: str) -> RoomRecord:
             "ended (rooms last room_lifetime_hours).",
             field="code",
         )
+    return room
+
+
+def room_by_id(services: Services, room_id: str) -> RoomRecord:
+    """The room of a presenter's handle (its id, not its join code), else 404."""
+    room = services.rooms.get(room_id)
+    if room is None or room.id != room_id:
+        raise PlaygroundError(404, "No room with this id (the presenter's link has it).")
     return room
 
 
@@ -217,18 +236,16 @@ def join_room(
 @router.post(
     "/api/rooms/{room_id}/step",
     response_model=RoomOut,
-    responses={403: {"description": "Not the presenter's key."}, 404: {"description": "No room."}},
+    responses=PRESENTER_RESPONSES,
 )
 def move_room(
     room_id: RoomPath,
     body: StepIn,
     services: ServicesDep,
-    x_presenter_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_presenter_key: PresenterKey = None,
 ) -> dict:
     """Move the room to ``step`` (the presenter's key in ``X-Presenter-Key``)."""
-    room = services.rooms.get(room_id)
-    if room is None or room.id != room_id:
-        raise PlaygroundError(404, "No room with this id (the presenter's link has it).")
+    room = room_by_id(services, room_id)
     lesson = find_lesson(room.lesson)
     if body.step > len(lesson.steps):
         raise PlaygroundError(
@@ -238,6 +255,26 @@ def move_room(
         )
     room = services.rooms.move(room, x_presenter_key, body.step)
     return room_out(services, room)
+
+
+class CompiledResetOut(BaseModel):
+    scope: str = Field(description="The scope whose view was reset: room:<id>.")
+
+
+@router.post(
+    "/api/rooms/{room_id}/reset-compiled",
+    response_model=CompiledResetOut,
+    responses=PRESENTER_RESPONSES,
+)
+def reset_room_compiled(
+    room_id: RoomPath, services: ServicesDep, x_presenter_key: PresenterKey = None
+) -> dict:
+    """Reset the room's "compiled here" view (the presenter's key in ``X-Presenter-Key``):
+    the next run of each function by anyone in the room compiles again (compile_scope
+    "now"), so the jit demo's first click compiles in front of the room."""
+    room = room_by_id(services, room_id)
+    services.rooms.check_presenter(room, x_presenter_key, "resets what the room compiled")
+    return {"scope": reset_compiled(services, room.workspace, room.id)}
 
 
 @router.get(

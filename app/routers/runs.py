@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field
 from app.errors import PlaygroundError
 from app.runs.panel import render_form, render_run, render_sweep
 from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
-from app.runs.scopes import scope_of
-from app.runs.service import reset_compiled, run_stored
+from app.runs.service import compile_scope, reset_compiled, run_stored
 from app.runs.spec import RunRequest, SweepRequest
 from app.services import Services
 from app.store import ModuleRecord
@@ -111,7 +110,9 @@ class SweepOut(BaseModel):
 
 def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts):
     record = services.store.find(workspace, module_id)
-    outcome, spec, _ = run_stored(services, record, body, compile_scope=scope_of(workspace))
+    outcome, spec, _ = run_stored(
+        services, record, body, compile_scope=compile_scope(services, workspace)
+    )
     if isinstance(body, SweepRequest):
         return FastJSONResponse(sweep_payload(outcome, spec, parts))
     return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
@@ -168,7 +169,9 @@ class CompiledResetOut(BaseModel):
 @router.post("/api/runs/compiled/reset", response_model=CompiledResetOut)
 def reset_compiled_view(request: Request) -> dict:
     """Reset your workspace's "compiled here" view: the next run of each function compiles
-    again (compile_scope "now"), even if someone else compiled it meanwhile."""
+    again (compile_scope "now"), even if someone else compiled it meanwhile. A workspace in a
+    room runs in the room's scope, which only the presenter resets
+    (``POST /api/rooms/{room}/reset-compiled``)."""
     services: Services = request.app.state.services
     return {"scope": reset_compiled(services, request.state.workspace)}
 
@@ -209,7 +212,13 @@ async def run_form_fragment(request: Request, module_id: str) -> Response:
 def reset_compiled_fragment(request: Request, module_id: str) -> HTMLResponse:
     """The run panel's reset button: a line saying the next runs compile again."""
     _record(request, module_id)
-    reset_compiled(request.app.state.services, request.state.workspace)
+    services: Services = request.app.state.services
+    reset_compiled(services, request.state.workspace)
+    if services.rooms.compile_room(request.state.workspace) is not None:
+        return HTMLResponse(
+            '<p class="run-compiled-reset" role="status">You are in a room: what the room '
+            "compiled is shared, and only the presenter can make it compile again.</p>"
+        )
     return HTMLResponse(
         '<p class="run-compiled-reset" role="status">Done: the next run of each function '
         "compiles again for this workspace, as if it were the first.</p>"

@@ -25,8 +25,7 @@ from pydantic import ValidationError
 from app.errors import PlaygroundError, describe_validation_errors
 from app.modules import model_roles
 from app.runs.results import FIELDS, run_payload, sweep_payload
-from app.runs.scopes import scope_of
-from app.runs.service import run_stored
+from app.runs.service import compile_scope, run_stored
 from app.runs.spec import MAX_TRANSFORMS, TRANSFORMS, SweepRequest
 from app.runs.view import (
     INITS,
@@ -93,7 +92,7 @@ def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
     services = _services(request)
     body = form.request()
     outcome, spec, model = run_stored(
-        services, record, body, compile_scope=scope_of(record.workspace)
+        services, record, body, compile_scope=compile_scope(services, record.workspace)
     )
     payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
     model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)

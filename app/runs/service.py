@@ -44,6 +44,12 @@ def run_stored(
     return outcome, spec, model
 
 
+def compile_scope(services: Services, workspace: str) -> str:
+    """The compile scope of the workspace's runs: the room it joined or created most recently
+    (so "you compiled it before" covers everyone in the room), else the workspace itself."""
+    return scope_of(workspace, services.rooms.compile_room(workspace))
+
+
 def reset_compiled(services: Services, workspace: str, room: str | None = None) -> str:
     """Forget what the workspace (or room) compiled: its next run of each function compiles
     again for real. Answers the scope."""
