@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import PageProbe
 from htmx_settle import wait_for_htmx_settled
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -179,3 +180,19 @@ def test_without_the_key_the_presenter_view_says_the_room_did_not_move(browser, 
     assert other.url == url
     context.close()
     owner_context.close()
+
+
+def test_the_presenter_makes_the_room_compile_again_from_scratch(browser, live_server):
+    context, page, probe = open_page(browser, live_server, 1280, 720)
+    start_room(page, "jit compiles once")
+    run_step(page)  # compiled now, or earlier on this server by another test
+    run_step(page)
+    expect(page.locator("#lesson-result .run-status")).to_contain_text("reused")
+    page.get_by_role("button", name="Compile again from scratch").click()
+    page.get_by_text("the next run of each function in this room compiles again").wait_for()
+    run_step(page)
+    expect(page.locator("#lesson-result .run-status")).to_contain_text("compiled now")
+    no_sideways_scroll(page)
+    shot(page, "presenter_compile_again")
+    probe.assert_clean()
+    context.close()
