@@ -465,30 +465,11 @@ def describe_tree(
     entries; ``more_from`` is the first child not listed (``child_count``, or the stop, when
     all are).
     """
+    args = (path, max_nodes, children_offset, children_stop, fold, stats, focus)
     try:
-        return _describe(
-            tree,
-            _RangeTotals(tree, roles),
-            path,
-            max_nodes,
-            children_offset,
-            children_stop,
-            fold,
-            stats,
-            focus,
-        )
+        return _describe(tree, _RangeTotals(tree, roles), *args)
     except _Mismatch:
-        return _describe(
-            tree,
-            _Totals(tree, roles),
-            path,
-            max_nodes,
-            children_offset,
-            children_stop,
-            fold,
-            stats,
-            focus,
-        )
+        return _describe(tree, _Totals(tree, roles), *args)
 
 
 def _describe(tree, totals, path, max_nodes, children_offset, children_stop, fold, stats, focus):

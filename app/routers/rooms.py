@@ -306,13 +306,6 @@ async def room_events(
         title = found.title if found else ""
         return sse_event("step", {"step": step, "url": lesson.step_url(step), "title": title})
 
-    async def stream():
-        try:
-            async for event in events():
-                yield event
-        finally:
-            release()
-
     async def events():
         yield "retry: 1000\n\n"
         yield step_event(room.step)
@@ -336,7 +329,7 @@ async def room_events(
                 last_sent = now
                 yield ": keep-alive\n\n"
 
-    return event_stream(stream(), on_close=release)
+    return event_stream(events(), on_close=release)
 
 
 # Pages ------------------------------------------------------------------------------------

@@ -176,13 +176,6 @@ async def job_events(
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)
 
-    async def stream():
-        try:
-            async for event in events(lifetime):
-                yield event
-        finally:
-            release()
-
     async def events(lifetime: float):
         yield "retry: 2000\n\n"
         yield sse_event("progress", first)
@@ -209,7 +202,7 @@ async def job_events(
                 last_sent = now
                 yield ": keep-alive\n\n"
 
-    return event_stream(stream(), on_close=release)
+    return event_stream(events(lifetime), on_close=release)
 
 
 @router.get("/api/datasets")
@@ -382,13 +375,6 @@ async def job_frames(
     lifetime = services.settings.event_stream_seconds
     release = services.event_streams.acquire(workspace)
 
-    async def stream():
-        try:
-            async for event in frames(lifetime):
-                yield event
-        finally:
-            release()
-
     async def frames(lifetime: float):
         yield "retry: 2000\n\n"
         seen, started, last_sent = None, time.monotonic(), time.monotonic()
@@ -415,4 +401,4 @@ async def job_frames(
             if await request.is_disconnected():
                 return
 
-    return event_stream(stream(), on_close=release)
+    return event_stream(frames(lifetime), on_close=release)
