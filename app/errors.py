@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, HTTPException, Request
@@ -67,13 +68,26 @@ def headline(status: int) -> str:
     return HEADLINES.get(status, "This cannot be done.")
 
 
+def error_fragment(status: int, message: str) -> str:
+    """The HTML an htmx request gets for an error: a headline in plain words and the message,
+    fit for the place its answer goes (a panel's result area shows it as it is)."""
+    return (
+        f'<div class="error" role="alert"><strong>{headline(status)}</strong> '
+        f"{escape(message)}</div>"
+    )
+
+
+def raw_error_body(headers: list[tuple[bytes, bytes]], status: int, message: str):
+    """``(body, content type)`` of an error answered by middleware, before any router: the
+    fragment for htmx (``HX-Request: true``), the API's JSON otherwise."""
+    if (b"hx-request", b"true") in headers:
+        return error_fragment(status, message).encode(), b"text/html; charset=utf-8"
+    return json.dumps({"detail": message, "message": message}).encode(), b"application/json"
+
+
 def error_response(request: Request, status: int, message: str, detail=None, headers=None):
     if wants_html(request):
-        html = (
-            f'<div class="error" role="alert"><strong>{headline(status)}</strong> '
-            f"{escape(message)}</div>"
-        )
-        return HTMLResponse(html, status_code=status, headers=headers)
+        return HTMLResponse(error_fragment(status, message), status_code=status, headers=headers)
     return JSONResponse(
         {"detail": detail if detail is not None else message, "message": message},
         status_code=status,

@@ -23,11 +23,9 @@ Starlette's handler of unexpected errors, so what it adds is on every answer the
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PlaygroundError
+from app.errors import PlaygroundError, raw_error_body
 from app.settings import Settings
 
 CONTENT_SECURITY_POLICY = (
@@ -73,14 +71,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_json(send: Send, status: int, detail: str, headers=()) -> None:
-    body = json.dumps({"detail": detail, "message": detail}).encode()
+async def _send_error(scope: Scope, send: Send, status: int, detail: str, headers=()) -> None:
+    body, content_type = raw_error_body(scope.get("headers", []), status, detail)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 *SECURITY_HEADERS,
                 *headers,
@@ -159,20 +157,20 @@ class SecurityMiddleware:
         limit = self.max_body_bytes
         host = _header(scope, b"host")
         if host is None or not self.hosts.allows(host):
-            await _send_json(send, 400, host_refused_message(host))
+            await _send_error(scope, send, 400, host_refused_message(host))
             return
         if scope["method"] in UNSAFE_METHODS:
             if is_cross_site(scope, self.hosts):
-                await _send_json(send, 403, CROSS_SITE_MESSAGE)
+                await _send_error(scope, send, 403, CROSS_SITE_MESSAGE)
                 return
         declared = _header(scope, b"content-length")
         if declared is not None:
             declared = declared.strip()
             if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
-                await _send_json(send, 400, "The Content-Length header is not a number.")
+                await _send_error(scope, send, 400, "The Content-Length header is not a number.")
                 return
             if int(declared) > limit:
-                await _send_json(send, 413, body_too_large_message(limit, int(declared)))
+                await _send_error(scope, send, 413, body_too_large_message(limit, int(declared)))
                 return
         received = 0
 
@@ -201,4 +199,4 @@ class SecurityMiddleware:
         except BodyTooLarge as error:
             if response_started:
                 raise
-            await _send_json(send, 413, error.message)
+            await _send_error(scope, send, 413, error.message)

@@ -32,7 +32,7 @@ from collections import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.errors import PlaygroundError
+from app.errors import PlaygroundError, raw_error_body
 from app.security import SECURITY_HEADERS
 from app.settings import Settings, get_settings
 
@@ -169,13 +169,13 @@ class RequestLimit:
                 f"The server is handling {self.limit} requests, its limit "
                 "(max_concurrent_requests); try again in a moment."
             )
-            body = json.dumps({"detail": message, "message": message}).encode()
+            body, content_type = raw_error_body(scope.get("headers", []), 503, message)
             await send(
                 {
                     "type": "http.response.start",
                     "status": 503,
                     "headers": [
-                        (b"content-type", b"application/json"),
+                        (b"content-type", content_type),
                         (b"content-length", str(len(body)).encode()),
                         (b"retry-after", b"2"),
                     ],

@@ -45,7 +45,11 @@
  * element's `data-frames` counts the frames drawn.
  *
  * ERRORS: 4xx/5xx answers are swapped where they were asked for (htmx-config in base.html);
- * timeouts and network failures put a message in #alerts, so nothing spins forever.
+ * timeouts and network failures put a message in #alerts, so nothing spins forever. An element
+ * (or an ancestor) with `data-error-target="#id"` has them where its answer goes instead, in
+ * that element: an error answer that is not its target's whole fragment (a refusal before the
+ * panel's own code ran: too large, too many at once, gone), a time-out or a network failure.
+ * `Playground.showProblem(element, title, message, hint)` writes such a message there.
  */
 (function () {
   "use strict";
@@ -354,6 +358,62 @@
     alerts.appendChild(box);
   }
 
+  // Errors where the answer goes -------------------------------------------------------------
+
+  function errorTarget(elt) {
+    var holder = elt && elt.closest ? elt.closest("[data-error-target]") : null;
+    return holder ? document.querySelector(holder.getAttribute("data-error-target")) : null;
+  }
+
+  function problemBox(title, message, hint) {
+    var box = document.createElement("div");
+    box.className = "run-error";
+    box.setAttribute("role", "alert");
+    var strong = document.createElement("strong");
+    strong.textContent = title;
+    box.appendChild(strong);
+    box.appendChild(document.createTextNode(" " + message));
+    if (hint) {
+      var extra = document.createElement("p");
+      extra.className = "run-error-hint";
+      extra.textContent = hint;
+      box.appendChild(extra);
+    }
+    return box;
+  }
+
+  function showProblem(target, title, message, hint) {
+    if (!target) return;
+    target.replaceChildren(problemBox(title, message, hint));
+    target.focus({ preventScroll: true });
+    target.scrollIntoView({ block: "nearest" });
+  }
+
+  function onErrorAnswer(event) {
+    // An error answer for an element with data-error-target: unless it is the whole fragment
+    // its target asked for (which holds its own message), it goes in the error target.
+    var detail = event.detail;
+    var xhr = detail.xhr;
+    if (!xhr || xhr.status < 400) return;
+    var where = errorTarget(detail.requestConfig ? detail.requestConfig.elt : detail.elt);
+    if (!where) return;
+    var body = String(detail.serverResponse || "");
+    var own = detail.target && detail.target.id;
+    if (own && body.indexOf('id="' + own + '"') !== -1) return;
+    detail.shouldSwap = true;
+    detail.target = where;
+    detail.swapOverride = "innerHTML";
+    var type = (xhr.getResponseHeader("content-type") || "").toLowerCase();
+    if (type.indexOf("text/html") === -1) {
+      var box = problemBox(
+        xhr.status >= 500 ? "The server is busy or failed." : "This cannot be done.",
+        responseMessage(xhr) || "The server could not do it. Try again in a moment."
+      );
+      detail.serverResponse = box.outerHTML;
+    }
+    where.setAttribute("data-focus", where.id);
+  }
+
   function responseMessage(xhr) {
     var type = (xhr.getResponseHeader("content-type") || "").toLowerCase();
     if (type.indexOf("application/json") === -1) return null;
@@ -511,20 +571,28 @@
     }
   });
 
-  document.addEventListener("htmx:timeout", function () {
-    alertMessage(
-      "The server did not answer within 60 seconds, so the request was given up. " +
-        "It may be busy: try again in a moment."
-    );
+  document.addEventListener("htmx:beforeSwap", onErrorAnswer);
+
+  document.addEventListener("htmx:timeout", function (event) {
+    var title = "No answer in time.";
+    var message = "The server did not answer within 60 seconds, so the page stopped waiting.";
+    var hint = "It may be busy: try again in a moment.";
+    var where = errorTarget(event.detail.elt);
+    if (where) showProblem(where, title, message, hint);
+    else alertMessage(message + " " + hint);
   });
 
-  document.addEventListener("htmx:sendError", function () {
-    alertMessage("The server could not be reached. Check that it is running, then try again.");
+  document.addEventListener("htmx:sendError", function (event) {
+    var message = "The server could not be reached.";
+    var hint = "Check that it is running (and your network), then try again.";
+    var where = errorTarget(event.detail.elt);
+    if (where) showProblem(where, "No connection.", message, hint);
+    else alertMessage(message + " " + hint);
   });
 
   document.addEventListener("htmx:responseError", function (event) {
-    var xhr = event.detail.xhr;
-    var message = responseMessage(xhr);
+    if (errorTarget(event.detail.elt)) return; // shown where the answer goes
+    var message = responseMessage(event.detail.xhr);
     if (message) alertMessage(message); // plain words: no status code
   });
 
@@ -541,5 +609,11 @@
     drawPlots(document);
   });
 
-  window.Playground = { drawPlots: drawPlots, revealNode: revealNode, alert: alertMessage };
+  window.Playground = {
+    drawPlots: drawPlots,
+    revealNode: revealNode,
+    alert: alertMessage,
+    showProblem: showProblem,
+    errorTarget: errorTarget,
+  };
 })();

@@ -503,6 +503,46 @@ def test_run_panel_fragments(client, seed):
     assert sweep.status_code == 200 and 'class="plot"' in sweep.text
 
 
+def test_the_run_panel_says_why_a_run_has_no_result(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "refused", max_run_flops=10))
+    headers = {"HX-Request": "true"}
+    with TestClient(app) as client:
+        seed = build(client, in_dim=2, out_dim=3)
+        # the form's hidden run_id travels with every run (static/runs.js fills it)
+        refused = client.post(
+            f"/m/{seed}/run", data={"action": "preset-grad", "run_id": "a1-B2"}, headers=headers
+        )
+        assert refused.status_code == 200  # shown in the result area, not as a failure
+        html = refused.text
+        result = html[html.index('id="run-result"') :]
+        assert '<div class="run-error" role="alert" data-error-kind="refused">' in result
+        assert "This run cannot be done." in result and "max_run_flops" in result
+        assert 'name="run_id"' in html and 'id="run-progress"' in html and "Cancel" in html
+        sweep = client.post(f"/m/{seed}/sweep", data={"points": "11"}, headers=headers)
+        assert "This sweep cannot be done." in sweep.text and "max_run_flops" in sweep.text
+
+
+@pytest.mark.parametrize(
+    ("status", "field", "kind", "title"),
+    [
+        (409, None, "cancelled", "You cancelled this run."),
+        (503, None, "busy", "The server is busy."),
+        (429, None, "busy", "The server is busy."),
+        (404, None, "gone", "This module is no longer here."),
+        (422, "max_run_seconds", "limit", "This run was stopped at a limit."),
+        (422, "input.shape", "refused", "This run cannot be done."),
+    ],
+)
+def test_a_refusal_has_a_title_in_plain_words(status, field, kind, title):
+    from app.errors import PlaygroundError
+    from app.runs.panel import refusal
+
+    said = refusal(PlaygroundError(status, "Because.", field=field), "run")
+    assert said["error_kind"] == kind and said["error_title"] == title
+    assert said["error"] == "Because."
+    assert (said["error_hint"] is not None) == (kind in ("cancelled", "busy", "gone"))
+
+
 def test_the_module_is_an_argument_of_the_compiled_function(client, seed):
     answer = run(client, seed, transforms=["grad"], input={"shape": [5, 2]})
     # the weight, the bias and x are the jaxpr's inputs, not constants closed over

@@ -118,6 +118,17 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(mini):
     assert mini.post("/echo", content=b"x" * LIMIT).json() == {"bytes": LIMIT}
 
 
+def test_refusals_before_any_router_are_fragments_for_htmx(mini):
+    # the page puts them where the answer goes (static/playground.js): plain words, no JSON
+    for content in (b"x" * (LIMIT + 1), (b"y" * 600 for _ in range(1000))):
+        response = mini.post("/echo", content=content, headers={"HX-Request": "true"})
+        assert response.status_code == 413
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.text.startswith('<div class="error" role="alert"><strong>')
+        assert "That is too large." in response.text and f"limit is {LIMIT} bytes" in response.text
+        assert "{" not in response.text and "413" not in response.text
+
+
 def test_a_streamed_oversized_body_is_cut_off(mini):
     sent = 0
 

@@ -7,10 +7,12 @@ presets and the default form of :func:`run_panel_context`. The fragments:
 - ``partials/run_form.html``: the form alone, after a pipeline edit (``POST /m/{id}/run/form``);
 - ``partials/run_sweep_result.html``: a sweep (``POST /m/{id}/sweep``).
 
-A refused run answers the same fragment with the message in plain words where the result goes
-(``role="alert"``), never a stack trace. The JSON API answers such a run with a 422; the panel's
-fragment is a 200, since showing the message is what the page asked for (a 4xx would also be an
-error in the browser's console).
+A refused, stopped or cancelled run answers the same fragment with the message in plain words
+where the result goes (``role="alert"``, :func:`refusal`), never a stack trace. The JSON API
+answers such a run with a 4xx; the panel's fragment is a 200, since showing the message is what
+the page asked for (a 4xx would also be an error in the browser's console). Errors answered
+before this code runs (too large, too many at once) are swapped into the result area by
+``static/playground.js`` (``data-error-target``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,33 @@ def _fragment_status(status: int) -> int:
     return status if status in (404, 503) else 200
 
 
+LIMIT_SETTINGS = frozenset({"max_run_seconds", "worker_memory_mb"})
+"""The limits a computation is stopped at while it runs (the others refuse it before)."""
+
+
+def refusal(error: PlaygroundError, what: str) -> dict:
+    """What the result area says when a run or a sweep (``what``) has no result: a title in
+    plain words, the server's message and what to do next (``partials/run_error.html``)."""
+    status = error.status_code
+    if status == 409:
+        kind, title = "cancelled", f"You cancelled this {what}."
+        hint = (
+            "Run it again when you are ready, or make it cheaper first: a smaller input, "
+            "fewer layers or fewer transformations."
+        )
+    elif status in (429, 503):
+        kind, title = "busy", "The server is busy."
+        hint = f"Nothing is wrong with your {what}: try again in a few seconds."
+    elif status == 404:
+        kind, title = "gone", "This module is no longer here."
+        hint = "Open it again from your modules, or build it again."
+    elif error.field in LIMIT_SETTINGS:
+        kind, title, hint = "limit", f"This {what} was stopped at a limit.", None
+    else:
+        kind, title, hint = "refused", f"This {what} cannot be done.", None
+    return {"error": error.message, "error_title": title, "error_hint": hint, "error_kind": kind}
+
+
 def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
     """Run the form, or the preset its button names; the panel with the result or the error."""
     services = _services(request)
@@ -137,9 +166,9 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
     try:
         context.update(_run(request, record, form))
     except ValueError as error:
-        context["error"] = f"The form has a problem: {error}"
+        context.update(error=str(error), error_title="The form has a problem:", error_kind="form")
     except PlaygroundError as error:
-        context["error"] = error.message
+        context.update(refusal(error, "run"))
         status = _fragment_status(error.status_code)
     headers = {"Retry-After": "2"} if status == 503 else None
     return templates.TemplateResponse(
@@ -193,11 +222,13 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
         outcome, spec, _ = run_stored(services, record, body)
         context["sweep"] = sweep_payload(outcome, spec)
     except ValidationError as error:
-        context["error"] = "The sweep form has a problem: " + describe_validation_errors(
-            error.errors()
+        context.update(
+            error=describe_validation_errors(error.errors()),
+            error_title="The sweep form has a problem:",
+            error_kind="form",
         )
     except PlaygroundError as error:
-        context["error"] = error.message
+        context.update(refusal(error, "sweep"))
         status = _fragment_status(error.status_code)
     return templates.TemplateResponse(
         request, "partials/run_sweep_result.html", context, status_code=status
