@@ -24,6 +24,18 @@ class PlaygroundError(Exception):
         self.field = field
         self.headers = headers
 
+    def __reduce__(self):
+        # Rebuilt from its attributes, not its constructor's arguments (subclasses take other
+        # ones), so a refusal raised in a worker process is the same refusal in the web process.
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> PlaygroundError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 def _location(loc) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]

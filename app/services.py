@@ -4,7 +4,7 @@
 :data:`app.database.metadata` created), the module store, the compute slots, the rooms, the
 event-stream slots, the run engine (with JAX's persistent compilation cache configured), the
 training storage, the job manager and the warm-up of the first page's presets;
-:meth:`Services.close` stops the warm-up and the jobs and closes the database. The app
+:meth:`Services.close` stops the warm-up, the jobs and the workers and closes the database. The app
 factory calls both from its lifespan (``app.main``). Routers receive each shared thing through
 the typed dependencies below (``StoreDep``, ``RunsDep``, ...).
 """
@@ -21,12 +21,13 @@ from app.compute import ComputeSlots
 from app.database import create_database_engine
 from app.rooms import RoomStore
 from app.runs.engine import RunEngine
-from app.runs.warmup import Warmup, configure_compilation_cache
+from app.runs.warmup import Warmup, configure_compilation_cache, prepare_worker
 from app.serving import KeyedSlots
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore
 from app.training.jobs import JobManager
 from app.training.storage import TrainingStorage
+from app.workers import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Services:
     storage: TrainingStorage
     """Uploaded CSV datasets and the records of training jobs."""
     jobs: JobManager
+    workers: WorkerPool
+    """The worker processes every trace, compile, run and training step happens in."""
     warmup: Warmup | None
     """The first page's presets compiling in the background (``warm_start``), else None."""
 
@@ -62,6 +65,15 @@ class Services:
         storage = TrainingStorage(engine)
         configure_compilation_cache(settings)  # before anything compiles
         runs = RunEngine(settings)
+        workers = WorkerPool(
+            settings.workers,
+            max_run_seconds=settings.max_run_seconds,
+            memory_mb=settings.worker_memory_mb,
+            wait_seconds=settings.compute_wait_seconds,
+            inline_slots=settings.max_concurrent_computations,
+            setup=prepare_worker,
+            setup_args=(settings,),
+        ).start()
         return cls(
             settings=settings,
             engine=engine,
@@ -78,6 +90,7 @@ class Services:
             runs=runs,
             storage=storage,
             jobs=JobManager(store, storage, settings),
+            workers=workers,
             warmup=Warmup(runs).start() if settings.warm_start else None,
         )
 
@@ -87,6 +100,7 @@ class Services:
         if self.warmup is not None:
             self.warmup.stop()
         self.jobs.shutdown()
+        self.workers.close()
         self.engine.dispose()
 
 
@@ -120,6 +134,7 @@ StoreDep = Annotated[ModuleStore, Depends(_part("store"))]
 ComputeDep = Annotated[ComputeSlots, Depends(_part("compute"))]
 RunsDep = Annotated[RunEngine, Depends(_part("runs"))]
 JobsDep = Annotated[JobManager, Depends(_part("jobs"))]
+WorkersDep = Annotated[WorkerPool, Depends(_part("workers"))]
 TrainingStorageDep = Annotated[TrainingStorage, Depends(_part("storage"))]
 WorkspaceDep = Annotated[str, Depends(get_workspace)]
 

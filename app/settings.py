@@ -100,12 +100,27 @@ class Settings(BaseSettings):
     worker_memory_mb: int = Field(
         2_000,
         description="Memory in MB (10^6 bytes) one computation may use: arguments, result and "
-        "temporaries by the compiler's memory analysis, checked after compiling, before running.",
+        "temporaries by the compiler's memory analysis, checked after compiling, before running; "
+        "and a worker's resident memory, past which it is killed and replaced.",
     )
     max_train_flops: float = Field(
         2e11,
         description="Estimated flops of one training job as a whole: its steps times one "
         "step's flops, plus its evaluations.",
+    )
+    workers: int = Field(
+        3,
+        ge=0,
+        le=64,
+        description="Worker processes that trace, compile, run and train (the last is kept for "
+        "light work when there are two or more). 0 runs everything inline in the web process, "
+        "for tests only: no time limit, no memory limit, no killing.",
+    )
+    max_run_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds one computation (trace, compile and run) may take in its worker; "
+        "past them the worker is killed and replaced.",
     )
     max_concurrent_computations: int = Field(2, description="Computations at once, server-wide.")
     compute_wait_seconds: float = Field(

@@ -44,6 +44,11 @@ os.environ["PLAYGROUND_ALLOWED_HOSTS"] = TEST_HOSTS
 # on where it tests them.
 os.environ["PLAYGROUND_WARM_START"] = "false"
 os.environ["PLAYGROUND_PERSISTENT_COMPILE_CACHE"] = "false"
+# Computations run inline (PLAYGROUND_WORKERS=0: in the app's own threads, their arguments and
+# results still pickled as they would be for a worker): starting worker processes for each of
+# the suite's apps would cost seconds each. tests/test_workers.py and the tests that need real
+# workers set ``workers`` themselves.
+os.environ["PLAYGROUND_WORKERS"] = "0"
 
 
 @pytest.fixture

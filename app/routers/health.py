@@ -6,16 +6,21 @@ import jax
 from fastapi import APIRouter
 
 from app.devices import device_label, devices
+from app.services import WorkersDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/api/health")
-def health() -> dict:
-    """``{"status": "ok", "backend": ..., "devices": [...]}``."""
+async def health(workers: WorkersDep) -> dict:
+    """``{"status": "ok", "backend": ..., "devices": [...], "workers": {...}}``.
+
+    Answered on the event loop, never in the thread pool that requests waiting for a worker
+    may fill."""
     return {
         "status": "ok",
         "backend": jax.default_backend(),
         "devices": devices(),
         "device": device_label(),
+        "workers": workers.status(),
     }

@@ -45,6 +45,13 @@ def configure_compilation_cache(settings: Settings) -> Path | None:
     return path
 
 
+def prepare_worker(settings: Settings) -> None:
+    """A worker process's set-up, before its first task: JAX's persistent compilation cache
+    configured and its backend started (so no task pays for them within its time limit)."""
+    configure_compilation_cache(settings)
+    jax.devices()
+
+
 class Warmup:
     """The first page's presets compiled in a background thread; ``stop`` skips the rest."""
 

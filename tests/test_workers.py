@@ -1,0 +1,197 @@
+"""The worker pool with real worker processes: results, errors, time and memory limits,
+cancelling, a worker killed from outside, lanes and the inline mode the suite's apps use."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+
+import pytest
+import worker_tasks as tasks
+
+from app.errors import PlaygroundError
+from app.workers import (
+    RunCancelled,
+    RunLimitExceeded,
+    WorkerLost,
+    WorkerPool,
+    WorkersBusy,
+    resident_bytes,
+)
+
+LIMIT_SECONDS = 1.5
+MEMORY_MB = 400
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = WorkerPool(
+        2,
+        max_run_seconds=LIMIT_SECONDS,
+        memory_mb=MEMORY_MB,
+        wait_seconds=20,
+        setup=tasks.prepare,
+    )
+    pool.start()
+    yield pool
+    pool.close()
+
+
+def wait_for(predicate, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_task_runs_in_another_process_and_its_result_comes_back(pool):
+    assert pool.call(tasks.add, 2, 3) == 5
+    assert pool.call(tasks.pid) != os.getpid()
+    assert pool.call(tasks.jax_sum, 10) == 45.0
+
+
+def test_errors_raised_in_a_worker_are_raised_in_the_caller(pool):
+    with pytest.raises(PlaygroundError) as refused:
+        pool.call(tasks.refuse)
+    assert (refused.value.status_code, refused.value.field) == (422, "x")
+    with pytest.raises(ValueError, match="a plain failure"):
+        pool.call(tasks.fail)
+    assert pool.call(tasks.add, 1, 1) == 2
+
+
+def test_workers_are_reused_and_keep_their_state(pool):
+    first = pool.call(tasks.count_calls, lane="heavy")
+    assert pool.call(tasks.count_calls, lane="heavy") == first + 1
+
+
+def test_past_the_time_limit_the_worker_is_killed_and_the_stage_named(pool):
+    before = pool.killed
+    with pytest.raises(RunLimitExceeded) as limit:
+        pool.call(tasks.sleep_in, "compiling", 30)
+    error = limit.value
+    assert (error.status_code, error.setting, error.value, error.stage) == (
+        422,
+        "max_run_seconds",
+        LIMIT_SECONDS,
+        "compiling",
+    )
+    assert "PLAYGROUND_MAX_RUN_SECONDS" in error.message and "1.5 s" in error.message
+    assert pool.killed == before + 1
+    assert pool.call(tasks.add, 2, 2) == 4  # a new worker took its place
+
+
+def test_a_task_may_have_its_own_time_limit(pool):
+    with pytest.raises(RunLimitExceeded) as limit:
+        pool.call(tasks.sleep_in, "training", 30, timeout=0.5)
+    assert (limit.value.value, limit.value.stage) == (0.5, "training")
+    assert pool.call(tasks.sleep_in, "running", 0.1, timeout=5) == 0.1
+
+
+def test_past_the_memory_limit_the_worker_is_killed_and_memory_comes_back(pool):
+    pool.call(tasks.add, 0, 0)
+    wait_for(lambda: all(pool.pids()))
+    before = pool.resident_bytes()
+    with pytest.raises(RunLimitExceeded) as limit:
+        pool.call(tasks.allocate, 2 * MEMORY_MB, lane="heavy")
+    assert (limit.value.setting, limit.value.value, limit.value.stage) == (
+        "worker_memory_mb",
+        MEMORY_MB,
+        "running",
+    )
+    assert pool.call(tasks.add, 1, 2, lane="heavy") == 3
+    wait_for(lambda: all(pool.pids()))
+    assert pool.resident_bytes() < before + 200_000_000
+
+
+def test_a_worker_killed_from_outside_answers_503_with_retry_after(pool):
+    handle = pool.handle()
+    outcome = {}
+
+    def run():
+        try:
+            pool.call(tasks.sleep_in, "running", 30, handle=handle, lane="heavy")
+        except Exception as error:  # noqa: BLE001 - the test looks at it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: handle.stage == "running")
+    os.kill(handle._slot.pid_value.value, signal.SIGKILL)
+    thread.join(10)
+    error = outcome["error"]
+    assert isinstance(error, WorkerLost)
+    assert error.status_code == 503 and error.headers["Retry-After"]
+    assert pool.call(tasks.add, 5, 5, lane="heavy") == 10
+
+
+def test_cancel_stops_a_running_task_and_its_worker(pool):
+    handle = pool.handle()
+    threading.Timer(0.5, handle.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(RunCancelled) as cancelled:
+        pool.call(tasks.sleep_in, "compiling", 30, handle=handle)
+    assert time.monotonic() - started < 5
+    assert cancelled.value.stage == "compiling" and cancelled.value.status_code == 409
+    assert handle.stage == "done"
+    assert pool.call(tasks.add, 1, 1) == 2
+
+
+def test_a_task_cancelled_while_waiting_never_starts():
+    pool = WorkerPool(0, max_run_seconds=5, memory_mb=100, wait_seconds=10, inline_slots=1)
+    busy = pool.submit(tasks.sleep_in, "running", 0.5)
+    handle = pool.handle()
+    waiting = pool.submit(tasks.add, 1, 1, handle=handle)
+    wait_for(lambda: pool.status()["waiting"] == 1)
+    assert handle.stage == "waiting"
+    handle.cancel()
+    with pytest.raises(RunCancelled):
+        waiting.result(5)
+    assert busy.result(5) == 0.5
+    pool.close()
+
+
+def test_light_work_is_not_queued_behind_heavy_work(pool):
+    heavy = [pool.submit(tasks.sleep_in, "compiling", 1.0, lane="heavy") for _ in range(2)]
+    wait_for(lambda: pool.status()["busy"] >= 1)
+    started = time.monotonic()
+    assert pool.call(tasks.add, 3, 4) == 7
+    light_seconds = time.monotonic() - started
+    assert [future.result(10) for future in heavy] == [1.0, 1.0]
+    # the second heavy task waited for the first (one heavy worker of two); the light one did not
+    assert light_seconds < 0.9
+
+
+def test_a_full_pool_answers_503_after_the_wait():
+    pool = WorkerPool(0, max_run_seconds=5, memory_mb=100, wait_seconds=0.2, inline_slots=1)
+    busy = pool.submit(tasks.sleep_in, "running", 1.0)
+    wait_for(lambda: pool.status()["busy"] == 1)
+    with pytest.raises(WorkersBusy) as full:
+        pool.call(tasks.add, 1, 1)
+    assert full.value.status_code == 503 and "PLAYGROUND_WORKERS" in full.value.message
+    assert busy.result(5) == 1.0
+    pool.close()
+
+
+def test_inline_tasks_still_cross_pickle():
+    pool = WorkerPool(0, max_run_seconds=5, memory_mb=100, wait_seconds=1)
+    assert pool.call(tasks.add, 2, 2) == 4
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pool.call(lambda: 1)
+    pool.close()
+
+
+def test_stage_is_seen_while_the_task_runs(pool):
+    handle = pool.handle()
+    future = pool.submit(tasks.sleep_in, "tracing", 0.6, handle=handle)
+    wait_for(lambda: handle.stage == "tracing")
+    assert 0 <= handle.elapsed < 5
+    assert future.result(10) == 0.6
+    assert handle.stage == "done"
+
+
+def test_resident_bytes_of_a_missing_process_is_zero():
+    assert resident_bytes(2**22 + 12345) == 0
+    assert resident_bytes(os.getpid()) > 0
