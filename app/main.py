@@ -29,7 +29,7 @@ from app.routers import (
 from app.routers import lessons as lessons_router
 from app.security import SecurityMiddleware
 from app.services import Services
-from app.serving import RequestLimit
+from app.serving import ClientAddress, RequestLimit
 from app.settings import Settings
 from app.workspaces import WorkspaceMiddleware
 
@@ -40,7 +40,8 @@ PLOTLY_JS_DIR = Path(plotly.__file__).parent / "package_data"
 class PlaygroundApp(FastAPI):
     """FastAPI with the security middleware outside Starlette's own error layer, so that its
     headers are on every answer, the 500 of an unexpected error and the 503 of too many
-    requests at once (``RequestLimit``) included."""
+    requests at once (``RequestLimit``) included; ``ClientAddress`` notes each request's client
+    address for the per-client limits."""
 
     def __init__(self, settings: Settings, **kwargs):
         self.settings = settings
@@ -48,7 +49,7 @@ class PlaygroundApp(FastAPI):
 
     def build_middleware_stack(self):
         limited = RequestLimit(
-            super().build_middleware_stack(), self.settings.max_concurrent_requests
+            ClientAddress(super().build_middleware_stack()), self.settings.max_concurrent_requests
         )
         return SecurityMiddleware(limited, self.settings)
 

@@ -79,12 +79,14 @@ class Services:
             engine=engine,
             store=store,
             compute=ComputeSlots(
-                settings.max_concurrent_computations, settings.compute_wait_seconds
+                settings.max_concurrent_computations,
+                settings.compute_wait_seconds,
+                per_client=settings.max_computations_per_client,
             ),
             rooms=RoomStore(engine, settings),
             event_streams=KeyedSlots(
                 settings.max_event_streams_per_workspace,
-                "event streams (training progress, rooms)",
+                "event streams (training progress, rooms) open",
                 "max_event_streams_per_workspace",
             ),
             runs=runs,

@@ -16,7 +16,11 @@ sending one header line every few seconds). This module replaces that policy:
   (``keep_alive_seconds``) for idle connections between requests.
 * :class:`RequestLimit` answers 503 (through the security layer, so with its headers) when
   ``max_concurrent_requests`` requests are already being handled: requests, not connections.
-* :class:`KeyedSlots` caps what one key (a workspace) holds at once: its job event streams.
+* :class:`KeyedSlots` caps what one key holds at once: a workspace its event streams, a client
+  address its computations.
+* :class:`ClientAddress` notes each request's client address (:func:`current_client`), which
+  the per-client limits count by: a client that drops its cookie gets a new workspace on every
+  request, so limits per workspace alone would bound nothing.
 
 ``server_options`` is the one place a uvicorn server of the playground is configured: ``python
 -m app``, the tests' live server and the benchmarks use it.
@@ -28,6 +32,7 @@ import asyncio
 import json
 import threading
 from collections import Counter
+from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -191,13 +196,23 @@ class RequestLimit:
 
 
 class KeyedSlots:
-    """At most ``limit`` holders per key at once (``hold`` answers 429 beyond, naming
-    ``setting``)."""
+    """At most ``limit`` holders per key at once (0: no limit); ``acquire`` answers 429 beyond,
+    naming ``setting`` and its value. A key is a workspace (its event streams) or a client
+    address (its computations, :class:`app.compute.ComputeSlots`)."""
 
-    def __init__(self, limit: int, what: str, setting: str):
+    def __init__(
+        self,
+        limit: int,
+        what: str,
+        setting: str,
+        holder: str = "Your workspace",
+        advice: str = "close one (another tab) and try again.",
+    ):
         self.limit = limit
         self.what = what
         self.setting = setting
+        self.holder = holder
+        self.advice = advice
         self._held: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -209,11 +224,12 @@ class KeyedSlots:
         """Take one of ``key``'s slots (429 when none is free); call the answer to give it back
         (calling it again does nothing)."""
         with self._lock:
-            if self._held[key] >= self.limit:
+            if self.limit and self._held[key] >= self.limit:
                 raise PlaygroundError(
                     429,
-                    f"Your workspace already has {self.limit} {self.what} open, the limit "
-                    f"({self.setting}); close one (another tab) and try again.",
+                    f"{self.holder} already has {self.limit} {self.what}, the limit "
+                    f"({self.setting}={self.limit}, PLAYGROUND_{self.setting.upper()}); "
+                    f"{self.advice}",
                     headers={"Retry-After": "5"},
                 )
             self._held[key] += 1
@@ -230,3 +246,36 @@ class KeyedSlots:
                     del self._held[key]
 
         return release
+
+
+_CLIENT: ContextVar[str | None] = ContextVar("playground_client", default=None)
+YOUR_ADDRESS = "Your address (this computer, or the network it shares with others)"
+"""How a refusal per client address names who is refused."""
+
+
+def current_client() -> str | None:
+    """The address of the client whose request is being handled (None outside a request: a
+    training job's thread, the warm-up). The thread pool's calls see their request's."""
+    return _CLIENT.get()
+
+
+class ClientAddress:
+    """Notes each request's client address for the per-client limits (:func:`current_client`).
+
+    The address is the ASGI scope's ``client``: the connection's peer, or, when uvicorn trusts
+    the connecting proxy (its own setting ``FORWARDED_ALLOW_IPS``, default ``127.0.0.1``), the
+    client the proxy names in ``X-Forwarded-For``. Nothing else is trusted."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        token = _CLIENT.set(client[0] if client else "unknown")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _CLIENT.reset(token)

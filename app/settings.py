@@ -127,6 +127,18 @@ class Settings(BaseSettings):
         5.0, description="How long a request waits for a compute slot before a 503."
     )
     max_jobs_per_workspace: int = Field(2, description="Training jobs running per workspace.")
+    max_computations_per_client: int = Field(
+        2,
+        description="Computations (runs, sweeps, tree operations that compute, builds) at once "
+        "from one client address, whatever its workspaces; one more gets 429 at once (0: no "
+        "limit). A room behind one NAT shares one address: raise it (see docs/serving.md).",
+    )
+    max_jobs_per_client: int = Field(
+        4,
+        description="Training jobs queued, running or paused from one client address, whatever "
+        "its workspaces; one more gets 429 (0: no limit). A room behind one NAT shares one "
+        "address: raise it (see docs/serving.md).",
+    )
     max_paused_seconds: float = Field(
         1800.0, description="A paused training job is stopped (its parameters saved) after this."
     )

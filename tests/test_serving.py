@@ -244,7 +244,7 @@ def test_too_many_requests_at_once_get_a_503_with_the_headers(tmp_path):
 
 
 def test_keyed_slots_hold_at_most_the_limit_per_key():
-    slots = KeyedSlots(2, "job event streams", "max_event_streams_per_workspace")
+    slots = KeyedSlots(2, "job event streams open", "max_event_streams_per_workspace")
     first, second = slots.acquire("a"), slots.acquire("a")
     with pytest.raises(Exception) as refused:
         slots.acquire("a")

@@ -2,7 +2,8 @@
 
 A :class:`JobManager` runs jobs on a small pool of worker threads of its own (sized from
 ``max_concurrent_computations``), so a job never holds a request's compute slot. A workspace may
-have ``max_jobs_per_workspace`` jobs queued, running or paused; one more is a 429. Stop is a
+have ``max_jobs_per_workspace`` jobs queued, running or paused, and a client address
+``max_jobs_per_client`` whatever its workspaces; one more is a 429. Stop is a
 flag the training loop reads before every step. When a job ends, done or stopped, its trained
 parameters replace the module's (``store.set_leaves``: persisted, revision bumped), and the job
 keeps a diff of how far every leaf moved. Each job's record is written to the database at start
@@ -33,6 +34,7 @@ import jax
 import numpy as np
 
 from app.errors import PlaygroundError
+from app.serving import YOUR_ADDRESS
 from app.store import ModuleRecord, ModuleStore, new_id
 from app.training.storage import TrainingStorage
 from library import trainable_filter
@@ -109,9 +111,12 @@ class Job:
         plan: Any,
         settings: dict[str, Any],
         dataset: dict[str, Any],
+        client: str | None = None,
     ):
         self.id = new_id(9)
         self.workspace = workspace
+        self.client = client
+        """The address of the client that submitted it (for ``max_jobs_per_client``)."""
         self.module_id = module_id
         self.module_kind = module_kind
         self.plan = plan
@@ -259,8 +264,10 @@ class JobManager:
     def active_count(self, workspace: str) -> int:
         return sum(1 for j in self._jobs.values() if j.workspace == workspace and not j.finished)
 
-    def check_capacity(self, workspace: str) -> None:
-        """429 when ``workspace`` already has ``max_jobs_per_workspace`` jobs queued or running."""
+    def check_capacity(self, workspace: str, client: str | None = None) -> None:
+        """429 when ``workspace`` already has ``max_jobs_per_workspace`` jobs queued, running or
+        paused, or the client address ``client`` has ``max_jobs_per_client`` (whatever its
+        workspaces: a client that drops its cookie has a new one on every request)."""
         limit = self.settings.max_jobs_per_workspace
         if self.active_count(workspace) >= limit:
             raise PlaygroundError(
@@ -269,12 +276,31 @@ class JobManager:
                 f"max_jobs_per_workspace={limit}). Stop one or wait for it to finish.",
                 headers={"Retry-After": "5"},
             )
+        limit = self.settings.max_jobs_per_client
+        if client is None or not limit:
+            return
+        active = sum(1 for j in self._jobs.values() if j.client == client and not j.finished)
+        if active >= limit:
+            raise PlaygroundError(
+                429,
+                f"{YOUR_ADDRESS} already has {limit} training jobs queued or running (limit "
+                f"max_jobs_per_client={limit}, PLAYGROUND_MAX_JOBS_PER_CLIENT). Stop one or "
+                "wait for it to finish.",
+                headers={"Retry-After": "5"},
+            )
 
     def submit(
-        self, record: ModuleRecord, plan: Any, settings: dict, dataset: dict, paused: bool = False
+        self,
+        record: ModuleRecord,
+        plan: Any,
+        settings: dict,
+        dataset: dict,
+        paused: bool = False,
+        client: str | None = None,
     ) -> Job:
         """Queue a job for ``record`` (``paused``: it stops before its first step, for Step);
-        429 when its workspace already runs the most it may."""
+        429 when its workspace, or its client address ``client``, already runs the most it
+        may."""
         self.expire_paused()
         job = Job(
             workspace=record.workspace,
@@ -283,11 +309,12 @@ class JobManager:
             plan=plan,
             settings=settings,
             dataset=dataset,
+            client=client,
         )
         job.initial_revision = record.revision
         job._pause = paused
         with self._lock:
-            self.check_capacity(record.workspace)
+            self.check_capacity(record.workspace, client)
             self._jobs[job.id] = job
             self._evict()
         self._save(job)

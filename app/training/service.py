@@ -21,6 +21,7 @@ from app.runs.inputs import prepare_input
 from app.runs.limits import check_trace_size
 from app.runs.spec import InputSpec
 from app.services import Services
+from app.serving import current_client
 from app.store import ModuleRecord, new_id
 from app.training import dynamics
 from app.training.datasets import (
@@ -336,9 +337,10 @@ def start_training(
 ) -> dict:
     """Plan and queue a job; its public record."""
     jobs = services.jobs
-    jobs.check_capacity(workspace)  # before generating any data
+    client = current_client()
+    jobs.check_capacity(workspace, client)  # before generating any data
     plan, resolved, dataset = plan_training(services, workspace, record, request)
-    job = jobs.submit(record, plan, resolved, dataset, paused=request.paused)
+    job = jobs.submit(record, plan, resolved, dataset, paused=request.paused, client=client)
     return job.public()
 
 
