@@ -115,6 +115,13 @@
     if (run.ended || run.progress._run !== run) return;
     run.progress.hidden = false;
     run.progress.scrollIntoView({ block: "start", behavior: "smooth" }); // the result goes here
+    // The button that started it is disabled while it runs, which drops the keyboard focus:
+    // give it to Cancel, the one thing to do now (the result takes it when it comes).
+    var active = document.activeElement;
+    if (!active || active === document.body || active.disabled) {
+      var cancel = run.progress.querySelector("[data-run-cancel]");
+      if (cancel) cancel.focus({ preventScroll: true });
+    }
   }
 
   function finish(run) {

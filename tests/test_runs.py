@@ -527,7 +527,7 @@ def test_the_run_panel_says_why_a_run_has_no_result(tmp_path):
     [
         (409, None, "cancelled", "You cancelled this run."),
         (503, None, "busy", "The server is busy."),
-        (429, None, "busy", "The server is busy."),
+        (429, None, "too-many", "Too many at once."),
         (404, None, "gone", "This module is no longer here."),
         (422, "max_run_seconds", "limit", "This run was stopped at a limit."),
         (422, "input.shape", "refused", "This run cannot be done."),
@@ -540,7 +540,7 @@ def test_a_refusal_has_a_title_in_plain_words(status, field, kind, title):
     said = refusal(PlaygroundError(status, "Because.", field=field), "run")
     assert said["error_kind"] == kind and said["error_title"] == title
     assert said["error"] == "Because."
-    assert (said["error_hint"] is not None) == (kind in ("cancelled", "busy", "gone"))
+    assert (said["error_hint"] is not None) == (kind in ("cancelled", "busy", "too-many", "gone"))
 
 
 def test_the_module_is_an_argument_of_the_compiled_function(client, seed):

@@ -128,7 +128,10 @@ def refusal(error: PlaygroundError, what: str) -> dict:
             "Run it again when you are ready, or make it cheaper first: a smaller input, "
             "fewer layers or fewer transformations."
         )
-    elif status in (429, 503):
+    elif status == 429:
+        kind, title = "too-many", "Too many at once."
+        hint = f"Wait for your other runs to end (or cancel one), then try this {what} again."
+    elif status == 503:
         kind, title = "busy", "The server is busy."
         hint = f"Nothing is wrong with your {what}: try again in a few seconds."
     elif status == 404:
