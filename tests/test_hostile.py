@@ -5,7 +5,10 @@ The corpus covers escapes through dunder attributes, builtins and imports, Unico
 lambdas and comprehensions, constant bombs (``9**9**9``: never folded in Python, refused by the
 size check on constant parts), deep nesting, giant shapes and lengths, NaN and infinities,
 overflowing seeds, path traversal in leaf paths, wrong JSON types, malformed and oversized
-bodies, and huge numbers of rows.
+bodies, and huge numbers of rows; then bombs with small limits: compile-time bombs (deep
+stacks, long expression chains under transforms, a deep model's training step) and memory bombs
+(large intermediates from small inputs), each answered by a 422 that names its limit, with
+/api/health and the seed's run answering right after each.
 """
 
 from __future__ import annotations
@@ -605,3 +608,135 @@ def test_compile_and_memory_bombs_are_refused(server, name, module, body, settin
     assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"
     again = server.post(f"/api/modules/{server.module_id}/run", json=SEED_RUN)
     assert again.status_code == 200
+
+
+# --- more bombs, with small limits: deep stacks and long chains under transforms (compile
+# time), large intermediates from small inputs (memory); each answered within its limit, by a
+# 4xx that names it, and the server healthy after -------------------------------------------
+
+BOMB_MEMORY_MB = 300
+
+
+def mlp(depth: int, size: int = 8) -> dict:
+    params = {"in_size": size, "out_size": size, "width_size": size, "depth": depth}
+    return {"kind": "eqx.nn.MLP", "params": params}
+
+
+def gelu_chain(inner: str, depth: int = 30) -> str:
+    return "gelu(" * depth + inner + ")" * depth
+
+
+DEEP_STACK = {
+    "kind": "stack",
+    "params": {
+        "rows": [{"kind": "eqx.nn.MLP", "params": mlp(200)["params"], "activation": "tanh"}] * 8
+    },
+}
+FORWARD = {"function": "forward", "transforms": [], "input": {"shape": [8]}}
+IDENTITY = custom(call="x", fields=[])
+
+BOMBS = [
+    # compile time: what tracing and compiling would cost, refused before tracing
+    ("deep-stack", DEEP_STACK, "run", FORWARD, "max_traced_leaves"),  # 8 x 402 leaves
+    ("deep-mlp-forward", mlp(2000), "run", FORWARD, "max_traced_leaves"),  # 4,002 leaves
+    ("deep-mlp-training", mlp(1000, 2), "train", train(steps=10), "max_traced_leaves"),
+    (
+        "chain-under-vmap-and-jacfwd",
+        LINEAR,
+        "run",
+        run(
+            loss="mean(" + gelu_chain("out", 20) + ")",
+            transforms=["vmap", "jacfwd", "jacfwd", "jacfwd"],
+            input={"shape": [3, 2]},
+        ),
+        "max_traced_leaves",
+    ),
+    (
+        "module-chain-under-four-jacfwd",
+        custom(call=gelu_chain("x @ weight"), fields=[field(shape=(2, 2))]),
+        "run",
+        {
+            "function": "forward",
+            "wrt": "input",
+            "transforms": ["jacfwd"] * 4,
+            "input": {"shape": [2]},
+        },
+        "max_traced_leaves",
+    ),
+    # memory: small inputs, large intermediates
+    (
+        "one-hot-under-vmap",  # 10 x 10,000 numbers in, 4 GB of temporaries
+        IDENTITY,
+        "run",
+        run(loss="sum(one_hot(x, 10000))", transforms=["vmap"], input={"shape": [10, 10_000]}),
+        "worker_memory_mb",
+    ),
+    (
+        "sort-of-outer",  # 10,000 numbers in, 400 MB to sort
+        IDENTITY,
+        "run",
+        run(loss="max(sort(outer(x, x)))", transforms=[], input={"shape": [10_000]}),
+        "worker_memory_mb",
+    ),
+    (
+        "outer-as-result",  # 100,000 numbers in, 10^10 out
+        custom(call="outer(x, x)", fields=[]),
+        "run",
+        {"function": "forward", "transforms": [], "input": {"shape": [100_000]}},
+        "max_array_elements",
+    ),
+    (
+        "cumsum-of-outer",
+        IDENTITY,
+        "run",
+        run(loss="max(cumsum(outer(x, x)))", transforms=[], input={"shape": [100_000]}),
+        "max_run_flops",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def bombed(tmp_path_factory):
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("bombs") / "data", worker_memory_mb=BOMB_MEMORY_MB
+    )
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        created = client.post("/api/modules", json=LINEAR)
+        assert created.status_code == 201, created.text
+        client.module_id = created.json()["id"]
+        assert client.post(f"/api/modules/{client.module_id}/run", json=SEED_RUN).status_code == 200
+        yield client
+
+
+def assert_healthy(client: TestClient) -> None:
+    """/api/health answers at once, and the seed's run is still right."""
+    start = time.perf_counter()
+    health = client.get("/api/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert time.perf_counter() - start < SECONDS_PER_CASE
+    response = client.post(f"/api/modules/{client.module_id}/run", json=SEED_RUN)
+    assert response.status_code == 200, response.text
+    # d mean(x @ W + b) / dW on ones of shape (5, 2): 1/3 everywhere (3 outputs)
+    assert response.json()["values"][".weight"] == [[pytest.approx(1 / 3)] * 3] * 2
+
+
+@pytest.mark.parametrize(
+    ("module", "action", "body", "setting"),
+    [pytest.param(m, a, b, s, id=name) for name, m, a, b, s in BOMBS],
+)
+def test_bombs_are_answered_within_their_limits(bombed, module, action, body, setting):
+    created = bombed.post("/api/modules", json=module)
+    assert created.status_code == 201, created.text
+    compiles = bombed.app.state.services.runs.compiles
+    start = time.perf_counter()
+    response = bombed.post(f"/api/modules/{created.json()['id']}/{action}", json=body)
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 422, response.text[:500]
+    message = response.json()["message"]
+    assert setting in message and f"PLAYGROUND_{setting.upper()}" in message, message
+    if setting == "max_traced_leaves":  # refused from the estimate: nothing was compiled
+        assert bombed.app.state.services.runs.compiles == compiles
+    if setting == "worker_memory_mb":
+        assert f"{BOMB_MEMORY_MB:,} MB" in message, message
+    assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"  # a hang guard
+    assert_healthy(bombed)
