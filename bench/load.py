@@ -12,9 +12,23 @@ compiles, the next are warm), run per-example gradients, train a little and watc
 share the module, open the shared link and fork it. Every user stops after ``--max-requests``
 requests or when the time is up, whichever comes first.
 
+Each simulated user is a different client: it connects from its own loopback address
+(127.0.0.2, 127.0.0.3, ...), so the server's limits per client address apply per user, as for
+people at their own computers.
+
+``--hostile K``: K of the N users are hostile. They drop their cookie before every attack (a new
+workspace each time) and send heavy requests in a loop, ``--hostile-loops`` at once each (the
+default 2 is what ``max_computations_per_client`` allows): deep models, compile bombs (within
+the estimates and beyond them), memory bombs, and the longest training the limits allow. The
+others do the workshop flow; their errors and warm runs are reported apart, with the hostile
+requests' outcomes by attack and status.
+
+    .venv/bin/python bench/load.py --users 50 --hostile 5 --seconds 300
+
 It prints the throughput, p50/p95/max latency and errors per request type (``run (warm)`` is a
-run that compiled nothing), and the server's resident memory (VmRSS of /proc/<pid>/status, with
-its children) sampled over time. ``--json FILE`` also writes everything as JSON.
+run that compiled nothing), and the server's resident memory (VmRSS from /proc: the web process
+and every process under it, the workers) sampled over time. ``--json FILE`` also writes
+everything as JSON.
 """
 
 from __future__ import annotations
@@ -92,23 +106,42 @@ def check_loopback(url: str) -> None:
     sys.exit(f"refusing to load {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and its children, in KiB (from /proc/<pid>/status)."""
-    total = 0
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(child) for child in children]
-    except OSError:
-        pass
-    for one in pids:
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (children, their children, ...), from /proc/*/stat."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            for line in Path(f"/proc/{one}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
-    return total
+        # the command name is in brackets and may hold spaces: the fields after it are plain
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(fields[1])].append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def vmrss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_kib(pid: int) -> tuple[int, int, int]:
+    """Resident memory in KiB of the server ``pid`` and of all the processes under it (its
+    workers), and how many those are."""
+    others = descendants(pid)
+    return vmrss_kib(pid), sum(vmrss_kib(child) for child in others), len(others)
 
 
 class Stats:
@@ -126,6 +159,19 @@ class Stats:
         self.count += 1
 
 
+def user_address(index: int) -> str:
+    """User ``index``'s own loopback address: 127.0.0.2, 127.0.0.3, ..."""
+    if not 0 <= index < 250:
+        sys.exit("at most 250 users: each has its own address of 127.0.0.2-127.0.0.251")
+    return f"127.0.0.{index + 2}"
+
+
+def client_at(base: str, address: str, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client whose connections come from ``address`` (a client of its own)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=base, timeout=timeout, transport=transport)
+
+
 class User:
     def __init__(self, index: int, base: str, stats: Stats, deadline: float, args) -> None:
         self.index = index
@@ -134,7 +180,7 @@ class User:
         self.args = args
         self.requests = 0
         self.random = random.Random(index)
-        self.client = httpx.AsyncClient(base_url=base, timeout=args.timeout)
+        self.client = client_at(base, user_address(index), args.timeout)
 
     @property
     def done(self) -> bool:
@@ -229,10 +275,130 @@ class User:
             await self.client.aclose()
 
 
+def deep_mlp(depth: int, size: int = 8) -> dict:
+    params = {"in_size": size, "out_size": size, "width_size": size, "depth": depth}
+    return {"kind": "eqx.nn.MLP", "params": {**params, "seed": 0}}
+
+
+def custom(call: str, fields: list | None = None) -> dict:
+    params = {"name": "Mine", "seed": 0, "fields": fields or [], "call": call}
+    return {"kind": "custom", "params": params}
+
+
+GELU_30 = "gelu(" * 30 + "{}" + ")" * 30
+ONE_INPUT = {"function": "loss", "loss": "mean(out)", "wrt": "params", "transforms": ["grad"]}
+ATTACKS: dict[str, tuple[dict, str, dict]] = {
+    # name: (module, action, body)
+    "deep model grad (MLP depth 5000)": (
+        deep_mlp(5000),
+        "run",
+        {**ONE_INPUT, "input": {"shape": [8]}},
+    ),
+    "long compile (MLP depth 240, grad)": (  # within the estimate: compiles for many seconds
+        deep_mlp(240),
+        "run",
+        {**ONE_INPUT, "input": {"shape": [8]}},
+    ),
+    "compile bomb (gelu x30 loss, 4 jacfwd)": (
+        LINEAR,
+        "run",
+        {
+            **ONE_INPUT,
+            "loss": "mean(" + GELU_30.format("out") + ")",
+            "transforms": ["jacfwd"] * 4,
+            "input": {"shape": [2]},
+        },
+    ),
+    "compile bomb (gelu x30 module, 3 jacfwd)": (  # within the estimate: minutes to compile
+        custom(
+            GELU_30.format("x @ weight"),
+            [{"name": "weight", "role": "param", "shape": [2, 2], "init": "normal"}],
+        ),
+        "run",
+        {
+            "function": "forward",
+            "wrt": "input",
+            "transforms": ["jacfwd"] * 3,
+            "input": {"shape": [2]},
+        },
+    ),
+    "memory bomb (one_hot, 4 GB)": (
+        custom("x"),
+        "run",
+        {
+            **ONE_INPUT,
+            "loss": "sum(one_hot(x, 10000))",
+            "transforms": [],
+            "input": {"shape": [100_000]},
+        },
+    ),
+    "memory bomb (sort of outer, 1.6 GB)": (  # within the memory analysis' limit
+        custom("x"),
+        "run",
+        {
+            **ONE_INPUT,
+            "loss": "max(sort(outer(x, x)))",
+            "transforms": [],
+            "input": {"shape": [20_000]},
+        },
+    ),
+    "longest training (20,000 steps)": (
+        mlp(0),
+        "train",
+        {**TRAIN, "steps": 20_000, "dataset": {"name": "circle", "num_examples": 2000}},
+    ),
+}
+
+
+class Hostile:
+    """A hostile user: from its own address, ``loops`` attack loops at once, each attack in a
+    new workspace (the cookie dropped), no think time."""
+
+    def __init__(self, index: int, base: str, deadline: float, args) -> None:
+        self.index = index
+        self.deadline = deadline
+        self.random = random.Random(1000 + index)
+        self.clients = [
+            client_at(base, user_address(index), args.hostile_timeout)
+            for _ in range(args.hostile_loops)
+        ]
+        self.outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.latencies: dict[str, list[float]] = defaultdict(list)
+
+    async def attack(self, client: httpx.AsyncClient, name: str) -> None:
+        module, action, body = ATTACKS[name]
+        client.cookies.clear()  # a new workspace for every attack
+        try:
+            built = await client.post("/api/modules", json=module)
+            if built.status_code != 201:
+                self.outcomes[name][f"build {built.status_code}"] += 1
+                return
+            start = time.perf_counter()
+            url = f"/api/modules/{built.json()['id']}/{action}"
+            response = await client.post(url, json=body, params={"include": "none"})
+        except httpx.HTTPError as error:
+            self.outcomes[name][type(error).__name__] += 1
+            return
+        self.latencies[name].append((time.perf_counter() - start) * 1000)
+        self.outcomes[name][str(response.status_code)] += 1
+
+    async def loop(self, client: httpx.AsyncClient) -> None:
+        names = list(ATTACKS)
+        try:
+            while time.monotonic() < self.deadline:
+                await self.attack(client, self.random.choice(names))
+                await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self.loop(client) for client in self.clients))
+
+
 async def sample_memory(pid: int | None, samples: list, stop: asyncio.Event, every: float):
     start = time.monotonic()
     while pid is not None and not stop.is_set():
-        samples.append((round(time.monotonic() - start, 1), rss_kib(pid)))
+        samples.append((round(time.monotonic() - start, 1), *rss_kib(pid)))
         try:
             await asyncio.wait_for(stop.wait(), timeout=every)
         except TimeoutError:
@@ -250,17 +416,20 @@ def percentile(values: list[float], q: float) -> float:
 async def load(base: str, pid: int | None, args) -> dict:
     stats = Stats()
     deadline = time.monotonic() + args.seconds
-    users = [User(i, base, stats, deadline, args) for i in range(args.users)]
-    memory: list[tuple[float, int]] = []
+    # the hostile users are spread among the others (users 0, N/K, 2N/K, ...)
+    hostile_at = {round(i * args.users / args.hostile) for i in range(args.hostile)}
+    users = [User(i, base, stats, deadline, args) for i in range(args.users) if i not in hostile_at]
+    hostile = [Hostile(i, base, deadline, args) for i in sorted(hostile_at)]
+    memory: list[tuple[float, int, int, int]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_memory(pid, memory, stop, args.memory_every))
     start = time.monotonic()
-    await asyncio.gather(*(user.run() for user in users))
+    await asyncio.gather(*(user.run() for user in [*users, *hostile]))
     elapsed = time.monotonic() - start
     stop.set()
     await sampler
     if pid is not None:
-        memory.append((round(elapsed, 1), rss_kib(pid)))
+        memory.append((round(elapsed, 1), *rss_kib(pid)))
     rows = {}
     for name in sorted(set(stats.latencies) | set(stats.errors)):
         values = stats.latencies.get(name, [])
@@ -272,8 +441,26 @@ async def load(base: str, pid: int | None, args) -> dict:
             "max_ms": round(max(values), 1) if values else None,
             "mean_ms": round(statistics.fmean(values), 1) if values else None,
         }
+    outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    latencies: dict[str, list[float]] = defaultdict(list)
+    for one in hostile:
+        for name, counts in one.outcomes.items():
+            for status, count in counts.items():
+                outcomes[name][status] += count
+        for name, values in one.latencies.items():
+            latencies[name] += values
     return {
         "users": args.users,
+        "hostile": args.hostile,
+        "hostile_outcomes": {
+            name: {
+                "statuses": dict(sorted(outcomes[name].items())),
+                "p50_ms": round(percentile(latencies[name], 50), 1),
+                "max_ms": round(max(latencies[name]), 1) if latencies[name] else None,
+            }
+            for name in ATTACKS
+            if name in outcomes
+        },
         "seconds": round(elapsed, 1),
         "requests": stats.count,
         "throughput_rps": round(stats.count / elapsed, 1),
@@ -285,8 +472,10 @@ async def load(base: str, pid: int | None, args) -> dict:
 
 
 def report(result: dict) -> str:
+    others = result["users"] - result["hostile"]
     lines = [
-        f"{result['users']} users, {result['seconds']} s: {result['requests']} requests, "
+        f"{result['users']} users ({result['hostile']} hostile), {result['seconds']} s: "
+        f"the {others} others sent {result['requests']} requests, "
         f"{result['throughput_rps']} requests/s, {result['errors']} errors",
         "",
         f"{'request':<14}{'count':>7}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}",
@@ -298,19 +487,33 @@ def report(result: dict) -> str:
         )
     for name, examples in result["error_examples"].items():
         lines.append(f"errors of {name}: {examples}")
+    if result["hostile"]:
+        lines += ["", "hostile requests (each in a new workspace), outcomes by status:"]
+        for name, row in result["hostile_outcomes"].items():
+            statuses = ", ".join(f"{status}: {n}" for status, n in row["statuses"].items())
+            lines.append(f"  {name}: {statuses} (p50 {row['p50_ms']} ms, max {row['max_ms']} ms)")
     memory = result["memory_kib"]
     if memory:
         lines.append("")
-        lines.append("server memory (VmRSS, MiB) over time:")
+        lines.append("server memory (VmRSS, MiB) over time: total = web process + workers (n)")
         step = max(1, len(memory) // 12)
         picked = memory[::step] + ([memory[-1]] if (len(memory) - 1) % step else [])
-        lines.append("  " + ", ".join(f"{t:g}s {kib / 1024:.0f}" for t, kib in picked))
-        warm = [kib for t, kib in memory if t >= min(60.0, result["seconds"] / 5)]
+        for t, web, workers, count in picked:
+            lines.append(
+                f"  {t:>6g} s  {(web + workers) / 1024:>6.0f} = {web / 1024:.0f} + "
+                f"{workers / 1024:.0f} ({count})"
+            )
+        totals = [web + workers for _, web, workers, _ in memory]
+        warm = [
+            total
+            for (t, *_), total in zip(memory, totals, strict=True)
+            if t >= min(60.0, result["seconds"] / 5)
+        ]
         if len(warm) >= 2:
             growth = (warm[-1] - warm[0]) / 1024
             lines.append(
                 f"  after warm-up: {warm[0] / 1024:.0f} MiB -> {warm[-1] / 1024:.0f} MiB "
-                f"({growth:+.0f} MiB), peak {max(kib for _, kib in memory) / 1024:.0f} MiB"
+                f"({growth:+.0f} MiB), peak {max(totals) / 1024:.0f} MiB"
             )
     return "\n".join(lines)
 
@@ -351,11 +554,20 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--memory-every", type=float, default=5.0, help="seconds")
+    parser.add_argument("--hostile", type=int, default=0, help="hostile users among --users")
+    parser.add_argument(
+        "--hostile-loops", type=int, default=2, help="attacks at once per hostile user"
+    )
+    parser.add_argument(
+        "--hostile-timeout", type=float, default=90.0, help="per hostile request, seconds"
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.users < 1 or args.seconds <= 0 or args.max_requests < 1:
         parser.error("--users, --seconds and --max-requests must be positive")
+    if not 0 <= args.hostile < args.users or args.hostile_loops < 1:
+        parser.error("--hostile must be at least 0 and less than --users")
 
     process = None
     tmp = None
