@@ -2,9 +2,10 @@
 
 :meth:`Services.create` builds the database engine (every table of the one
 :data:`app.database.metadata` created), the module store, the compute slots, the rooms, the
-event-stream slots, the run engine (with JAX's persistent compilation cache configured), the
-training storage, the job manager and the warm-up of the first page's presets;
-:meth:`Services.close` stops the warm-up, the jobs and the workers and closes the database. The app
+event-stream slots, the worker pool (``app.workers``), the runs' web side (``app.runs.client``;
+JAX's persistent compilation cache configured), the training storage, the job manager and the
+warm-up of the first page's presets; :meth:`Services.close` stops the warm-up, the jobs and the
+workers and closes the database. The app
 factory calls both from its lifespan (``app.main``). Routers receive each shared thing through
 the typed dependencies below (``StoreDep``, ``RunsDep``, ...).
 """
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Engine
 from app.compute import ComputeSlots
 from app.database import create_database_engine
 from app.rooms import RoomStore
-from app.runs.engine import RunEngine
+from app.runs.client import RunClient
 from app.runs.warmup import Warmup, configure_compilation_cache, prepare_worker
 from app.serving import KeyedSlots
 from app.settings import Settings
@@ -41,8 +42,9 @@ class Services:
     compute: ComputeSlots
     rooms: RoomStore
     event_streams: KeyedSlots
-    runs: RunEngine
-    """Compiles and runs requests; its compile cache lives as long as the app."""
+    runs: RunClient
+    """Runs as the web process sees them: early refusals, the compile scopes, "what changed";
+    the work itself goes to a worker (``app.runs.worker``)."""
     storage: TrainingStorage
     """Uploaded CSV datasets and the records of training jobs."""
     jobs: JobManager
@@ -64,7 +66,6 @@ class Services:
         )
         storage = TrainingStorage(engine)
         configure_compilation_cache(settings)  # before anything compiles
-        runs = RunEngine(settings)
         workers = WorkerPool(
             settings.workers,
             max_run_seconds=settings.max_run_seconds,
@@ -74,6 +75,7 @@ class Services:
             setup=prepare_worker,
             setup_args=(settings,),
         ).start()
+        runs = RunClient(settings, store, workers)
         return cls(
             settings=settings,
             engine=engine,
@@ -103,6 +105,7 @@ class Services:
             self.warmup.stop()
         self.jobs.shutdown()
         self.workers.close()
+        self.runs.close()
         self.engine.dispose()
 
 
@@ -134,7 +137,7 @@ def get_workspace(request: Request) -> str:
 SettingsDep = Annotated[Settings, Depends(_part("settings"))]
 StoreDep = Annotated[ModuleStore, Depends(_part("store"))]
 ComputeDep = Annotated[ComputeSlots, Depends(_part("compute"))]
-RunsDep = Annotated[RunEngine, Depends(_part("runs"))]
+RunsDep = Annotated[RunClient, Depends(_part("runs"))]
 JobsDep = Annotated[JobManager, Depends(_part("jobs"))]
 WorkersDep = Annotated[WorkerPool, Depends(_part("workers"))]
 TrainingStorageDep = Annotated[TrainingStorage, Depends(_part("storage"))]

@@ -157,7 +157,7 @@ def measure(
     client.post_json(url, body)
 
     services = app.state.services
-    engine = services.runs
+    engine = services.runs.local_engine()  # the runs are inline here (no worker pool yet)
     record = services.store.get(_workspace(services, module_id), module_id)
     model = services.store.load(record)
     _, arrays = module_structure(model)

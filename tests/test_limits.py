@@ -200,7 +200,7 @@ def test_compute_per_run_is_estimated_before_it_runs(tmp_path):
         # the estimate needs the compiled program, so compile time (not a fixed bound) sets
         # how long this takes; what matters is that nothing over the budget is kept or run
         refused(response, 422, "max_run_flops")
-        assert limited.app.state.services.runs.cache.compiles == 0
+        assert limited.app.state.services.runs.compiles == 0
         small = {**run, "input": {"shape": [2, 2], "init": "ones"}}
         assert limited.post(f"/api/modules/{module}/run", json=small).status_code == 200
 
@@ -364,7 +364,9 @@ def test_the_compile_cache_is_bounded_in_bytes_as_well_as_entries(tmp_path):
     from app.runs.cache import CompileCache, Compiled
 
     def entry(size: int) -> Compiled:
-        return Compiled(None, None, 0.0, 0.0, "", False, "", False, None, None, size_bytes=size)
+        return Compiled(
+            0.0, 0.0, "", False, "", False, None, key=None, executable=None, size_bytes=size
+        )
 
     cache = CompileCache(10, max_bytes=1000)
     for key in "abc":
@@ -380,7 +382,7 @@ def test_the_compile_cache_is_bounded_in_bytes_as_well_as_entries(tmp_path):
         for shape in ([1, 2], [2, 2], [3, 2]):
             body = {**SEED_RUN, "input": {"shape": shape}}
             assert client.post(f"/api/modules/{module}/run", json=body).json()["compiled"]
-        cache = client.app.state.services.runs.cache
+        cache = client.app.state.services.runs.local_engine().cache
         (newest,) = cache._entries.values()
         assert cache.bytes == newest.size_bytes >= len(newest.hlo) + len(newest.jaxpr) > 0
         assert newest.key.input_shape == (3, 2)

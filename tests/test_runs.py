@@ -326,7 +326,7 @@ def test_the_cache_is_bounded(tmp_path):
             assert run(client, seed, input={"shape": shape})["compiled"] is True
         assert run(client, seed, input={"shape": [3, 2]})["compiled"] is False
         assert run(client, seed, input={"shape": [1, 2]})["compiled"] is True  # evicted
-        assert len(app.state.services.runs.cache) == 2
+        assert len(app.state.services.runs.local_engine().cache) == 2
 
 
 def test_two_identical_requests_at_once_compile_once(client, seed):

@@ -286,6 +286,12 @@ def module_class(name: str, signature: FieldSignature, expression: Expression) -
     )
 
 
+def class_from_text(name: str, signature: FieldSignature, call: str) -> type[eqx.Module]:
+    """The class of ``module_class`` from the text of its expression (in another process)."""
+    variables = ("x", *(field for field, _, _ in signature))
+    return module_class(name, signature, _parse_call(call, variables))
+
+
 def _make_module_class(
     name: str, signature: FieldSignature, expression: Expression
 ) -> type[eqx.Module]:
@@ -299,6 +305,8 @@ def _make_module_class(
         "__doc__": f"A module defined in the Pytree Playground: __call__(x) = "
         f"{expression.to_python()}.",
         "buffer_fields": buffers,
+        # how app.transfer sends the class to another process: made again from its recipe
+        "__transfer__": (class_from_text, (name, signature, expression.to_python())),
     }
     for field, role, static_type in signature:
         if role == "static":

@@ -146,11 +146,11 @@ def run_preset(
         with services.compute.slot():
             model = services.store.load(record)
             outcome = services.runs.run(
-                spec, model, step.run, scopes=run_scopes(record), compile_scope=compile_scope
+                spec, record, step.run, scopes=run_scopes(record), compile_scope=compile_scope
             )
             mean = None
             if step.batch_mean:
-                batch = services.runs.run(spec, model, batch_request(step.run), eager=False)
+                batch = services.runs.run(spec, record, batch_request(step.run), eager=False)
                 mean = batch_mean(outcome.result, batch.result)
         answer = run_payload(outcome, spec, services.settings, include)
         if mean is not None:

@@ -113,7 +113,7 @@ def compare_target(services: Services, workspace: str, a: ModuleRecord, b: str) 
                 field="query.b",
             ) from None
         with services.compute.slot():
-            outcome = services.runs.run(a.spec(), services.store.load(a), request)
+            outcome = services.runs.run(a.spec(), a, request, with_input=False)
         words = " ∘ ".join(reversed(request.transforms)) or "forward"
         return outcome.result, f"the result of run {words} on module {a.id}"
     record = services.store.find(workspace, b, field="query.b")

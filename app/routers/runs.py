@@ -110,8 +110,8 @@ class SweepOut(BaseModel):
 
 def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts):
     record = services.store.find(workspace, module_id)
-    outcome, spec, _ = run_stored(
-        services, record, body, compile_scope=compile_scope(services, workspace)
+    outcome, spec = run_stored(
+        services, record, body, compile_scope=compile_scope(services, workspace), with_input=False
     )
     if isinstance(body, SweepRequest):
         return FastJSONResponse(sweep_payload(outcome, spec, parts))

@@ -1,11 +1,17 @@
 """Runs: ``grad``, ``vmap``, ``jit``, ``jacfwd``, ``jacrev`` of a module, compiled once, run live.
 
-A request flows ``spec`` -> ``engine`` (``inputs``, ``structure``, ``keys``, ``limits``,
-``pipeline``, ``compiling``, ``cache``) -> ``results`` (JSON) or ``panel`` (HTML).
+A request flows ``spec`` -> ``client`` (web process) -> ``worker`` (a worker process) ->
+``engine`` (``inputs``, ``structure``, ``keys``, ``limits``, ``pipeline``, ``compiling``,
+``cache``) -> back to ``client`` -> ``results`` (JSON) or ``panel`` (HTML).
 
 - ``spec``: the request models of the runs API (``RunRequest``, ``SweepRequest``, the input);
-- ``engine``: ``RunEngine``, one per app: a request to a ``RunOutcome`` (``run`` and ``sweep``
-  share their ending);
+- ``client``: ``RunClient`` (``services.runs``), the web process's side: the refusals that
+  need no module, the lane and affinity of the task, then the compile scopes, "what changed"
+  and the count of compilations;
+- ``worker``: ``run_task``, the worker's side: the module (built in the worker, kept), the
+  engine of the worker process, the outcome pickled (``app.transfer``);
+- ``engine``: ``RunEngine``, one per worker process: a request to a ``RunOutcome`` (NumPy
+  results, the compiled entry's ``CompiledInfo``; ``run`` and ``sweep`` share their ending);
 - ``inputs``: ``prepare_input``, the input array checked against the limits (training's typed
   values use it too), and the cache of recent inputs;
 - ``structure``: a module's structure (typed leaf records, what is compiled in, what is an

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from app.cache import BoundedCache
@@ -18,11 +18,10 @@ RUN_TIMES_KEPT = 7
 
 
 @dataclass
-class Compiled:
-    """One compiled run, shared by every request with its key."""
+class CompiledInfo:
+    """What the answers show of a compiled run (``app.runs.results``), without its executable:
+    it pickles, so a worker sends it to the web process with each outcome."""
 
-    key: RunKey
-    executable: Any
     trace_ms: float
     compile_ms: float
     jaxpr: str
@@ -30,16 +29,24 @@ class Compiled:
     hlo: str
     hlo_truncated: bool
     cost: dict | None
-    out_info: Any
     memory: dict[str, int] | None = None
     """The compiled program's memory by XLA's analysis (temporaries, result, arguments)."""
     size_bytes: int = 0
     """What this entry holds in memory, estimated: its cost in the cache's byte budget."""
+    compiled_at: float = field(default_factory=time.time)
+
+
+@dataclass(kw_only=True)
+class Compiled(CompiledInfo):
+    """One compiled run, shared by every request with its key."""
+
+    key: RunKey
+    executable: Any
+    out_info: Any = None
     run_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
     lock: threading.Lock = field(default_factory=threading.Lock)
     memo: dict = field(default_factory=dict)
     """What answers derive from the key alone (the output's tree node), made once."""
-    compiled_at: float = field(default_factory=time.time)
     eager_times: deque = field(default_factory=lambda: deque(maxlen=RUN_TIMES_KEPT))
     """Recent per-call times of the same pipeline run op by op, without jit (eager)."""
 
@@ -48,6 +55,15 @@ class Compiled:
         if found is None:
             found = self.memo[name] = make()
         return found
+
+    def info(self) -> CompiledInfo:
+        """What the answers show of this entry (made once)."""
+        return self.remember(
+            "info",
+            lambda: CompiledInfo(
+                **{part.name: getattr(self, part.name) for part in fields(CompiledInfo)}
+            ),
+        )
 
     def record(self, seconds: float) -> None:
         with self.lock:

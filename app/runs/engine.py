@@ -1,5 +1,10 @@
 """The run engine: build the function, apply the transformations, compile once, run.
 
+The engine is the worker's side of a run (``app.runs.worker`` keeps one per worker process);
+the web process's side is ``app.runs.client``. What it gives back, a :class:`RunOutcome`,
+holds NumPy results and a :class:`~app.runs.cache.CompiledInfo` instead of the executable, so
+it pickles.
+
 A run is ``f = T_n(...T_1(base))`` where ``base`` is the forward pass ``spec.apply(model, x)``
 or a loss expression over ``out`` and ``x``, and ``T_i`` are ``grad``, ``value_and_grad``,
 ``vmap``, ``jit``, ``jacfwd``, ``jacrev`` in the order given (innermost first). Every transformed
@@ -17,7 +22,7 @@ over, so one executable serves every module of the same structure. Executables a
 (kind and canonical loss text), what is differentiated, the vmap axis, the input's shape and
 dtype, and the module's structure (its tree definition, static fields included, its non-array
 leaves such as activation functions, and the shape and dtype of each array leaf). A per-key
-lock makes two identical requests compile once. The parts:
+lock makes two identical requests compile once (within a worker). The parts:
 
 - ``structure``: a module's structure and its array leaves (:class:`StructureMemo`);
 - ``keys``: :class:`RunKey` and what changed between two keys;
@@ -25,7 +30,6 @@ lock makes two identical requests compile once. The parts:
 - ``inputs``: :func:`prepare_input` and the :class:`InputCache`;
 - ``pipeline``: :class:`PipelineBuilder`, the transformed function;
 - ``compiling``: trace, check the limits, lower, compile, execute;
-- ``scopes``: what a workspace or room is told about compiling (``compile_scope``);
 - ``eager``: the pipeline run op by op, without jit (``eager_ms``);
 - ``engine`` (here): :class:`RunEngine`, which ties them together per request.
 """
@@ -34,28 +38,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from app.cache import BoundedCache
 from app.expressions import Expression, ExpressionError, parse_expression
-from app.runs.cache import CompileCache, Compiled
+from app.runs.cache import CompileCache, Compiled, CompiledInfo
 from app.runs.compiling import compile_run, execute
 from app.runs.eager import eager_skip_reason, measure_eager, without_jit
 from app.runs.errors import RunError, jax_message
 from app.runs.inputs import InputCache, PreparedInput
-from app.runs.keys import RunKey, key_changes
+from app.runs.keys import KeyRecord, RunKey
 from app.runs.limits import MB, check_trace_size
 from app.runs.pipeline import LOSS_VARIABLES, PipelineBuilder, make_top
-from app.runs.scopes import CompileScopes, ScopeWord
+from app.runs.scopes import ScopeWord
 from app.runs.spec import DIFFERENTIATING, InputSpec, RunRequest, SweepRequest, shape_text
 from app.runs.structure import ModuleStructure, StructureMemo
 from app.settings import Settings
+from app.trees import describe_tree
 
-MAX_PREVIOUS = 4096
-"""Scopes whose last key is remembered, for "what changed"."""
 MAX_EXPRESSIONS = 512
 """Parsed loss expressions kept."""
 SWEEP_TRANSFORMS = ("value_and_grad", "vmap")
@@ -64,60 +68,46 @@ SWEEP_TRANSFORMS = ("value_and_grad", "vmap")
 
 @dataclass
 class RunOutcome:
-    """What one run gives back, before it is made into JSON or HTML."""
+    """What one run gives back, before it is made into JSON or HTML. The worker fills the
+    first part (it pickles: NumPy arrays, no executable); the web process the rest."""
 
     result: Any
-    entry: Compiled
+    """The result, its arrays as NumPy arrays."""
+    entry: CompiledInfo
     compiled: bool
-    compiles: int
-    changes: list[str]
-    compared_with: str | None
     input: PreparedInput
-    request: Any
-    expression: Expression | None
+    """The input; its ``array`` a NumPy array, or None when the caller did not ask for it."""
     simple_model: bool
     run_ms: float
-    compile_scope: ScopeWord = "server"
-    """``now``: this call compiled; ``workspace``: reused, compiled before by this workspace
-    (or room); ``server``: reused, compiled for someone else (app.runs.scopes)."""
+    key: KeyRecord | None = None
+    output: dict | None = None
+    """The result as a tree node (``app.trees.describe_tree``), for a run."""
     eager_ms: float | None = None
     """The pipeline without jit, run op by op: its per-call time (app.runs.eager)."""
     eager_skipped: str | None = None
     """Why ``eager_ms`` was not measured, in words."""
+    request: Any = None
+    expression: Expression | None = None
+    compiles: int = 0
+    changes: list[str] = field(default_factory=list)
+    compared_with: str | None = None
+    compile_scope: ScopeWord = "server"
+    """``now``: this call compiled; ``workspace``: reused, compiled before by this workspace
+    (or room); ``server``: reused, compiled for someone else (app.runs.scopes)."""
 
 
-class RunEngine:
-    """Compiles and runs requests; one per app (``services.runs``)."""
+class Losses:
+    """Loss expressions parsed once (bounded): what the web process validates before a run is
+    sent, and what the worker traces."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.cache = CompileCache(settings.compile_cache_size, settings.compile_cache_mb * MB)
-        self.structures = StructureMemo()
-        self.inputs = InputCache()
-        self.scopes = CompileScopes()
-        self._previous: BoundedCache[tuple, RunKey] = BoundedCache(MAX_PREVIOUS)
-        self._expressions: BoundedCache[str, Expression] = BoundedCache(MAX_EXPRESSIONS)
+        self._parsed: BoundedCache[str, Expression] = BoundedCache(MAX_EXPRESSIONS)
 
-    @property
-    def compiles(self) -> int:
-        return self.cache.compiles
+    def parse(self, text: str, field_name: str = "loss") -> Expression:
+        return self._parsed.get_or_make(text, lambda: self._parse(text, field_name))
 
-    # -- previous runs, for "what changed"
-    def _remember(self, scopes: Sequence[tuple], key: RunKey) -> tuple[RunKey | None, str | None]:
-        before, compared = None, None
-        for scope in scopes:
-            found = self._previous.get(scope)
-            if found is not None and found.mode == key.mode:
-                before, compared = found, scope[0]
-                break
-        for scope in scopes:
-            self._previous.put(scope, key)
-        return before, compared
-
-    def parse_loss(self, text: str, field_name: str = "loss") -> Expression:
-        return self._expressions.get_or_make(text, lambda: self._parse_loss(text, field_name))
-
-    def _parse_loss(self, text: str, field_name: str) -> Expression:
+    def _parse(self, text: str, field_name: str) -> Expression:
         try:
             return parse_expression(
                 text,
@@ -130,17 +120,35 @@ class RunEngine:
                 f"The loss {text[:80]!r} cannot be used: {error.message}", field=field_name
             ) from None
 
-    def check_cost(self, spec: Any, request: RunRequest | SweepRequest) -> None:
+    def check_cost(self, spec: Any, request: RunRequest | SweepRequest) -> int:
         """Refuse at once, before the module is even built or loaded, a run whose trace would
-        be too big (from the catalog's estimate of the module's leaves)."""
-        if isinstance(request, SweepRequest):
-            transforms: Sequence[str] = SWEEP_TRANSFORMS
-            loss: str | None = request.loss
-        else:
-            transforms = request.transforms
-            loss = request.loss if request.function == "loss" else None
-        parts = self.parse_loss(loss).parts if loss is not None else 0
-        check_trace_size(spec.estimated_leaves(), parts, transforms, self.settings)
+        be too big (from the catalog's estimate of the module's leaves); else the estimate
+        (leaf operations, see ``app.runs.limits.trace_estimate``)."""
+        transforms, loss = run_transforms(request)
+        parts = self.parse(loss).parts if loss is not None else 0
+        return check_trace_size(spec.estimated_leaves(), parts, transforms, self.settings)
+
+
+def run_transforms(request: RunRequest | SweepRequest) -> tuple[Sequence[str], str | None]:
+    """The transformations a request applies, and its loss text (None for a forward pass)."""
+    if isinstance(request, SweepRequest):
+        return SWEEP_TRANSFORMS, request.loss
+    return request.transforms, request.loss if request.function == "loss" else None
+
+
+class RunEngine:
+    """Compiles and runs requests; one per worker process (``app.runs.worker``)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.cache = CompileCache(settings.compile_cache_size, settings.compile_cache_mb * MB)
+        self.structures = StructureMemo()
+        self.inputs = InputCache()
+        self.losses = Losses(settings)
+
+    @property
+    def compiles(self) -> int:
+        return self.cache.compiles
 
     def run(
         self,
@@ -148,17 +156,18 @@ class RunEngine:
         model: Any,
         request: RunRequest,
         *,
-        scopes: Sequence[tuple] = (),
-        compile_scope: str | None = None,
+        reset_at: float | None = None,
         eager: bool = True,
+        with_input: bool = True,
     ) -> RunOutcome:
         """Compile (or reuse) and run ``request`` on ``model`` built from catalog ``spec``.
 
-        ``compile_scope`` (``app.runs.scopes.scope_of``): whose view of compiling the answer
-        tells; ``eager``: also time the pipeline without jit, op by op."""
-        self.check_cost(spec, request)
+        ``reset_at``: an entry compiled before this time is compiled again (a compile scope
+        that reset its view, app.runs.scopes); ``eager``: also time the pipeline without jit,
+        op by op; ``with_input``: send the input's array back."""
+        self.losses.check_cost(spec, request)
         settings = self.settings
-        expression = self.parse_loss(request.loss) if request.function == "loss" else None
+        expression = self.losses.parse(request.loss) if request.function == "loss" else None
         prepared = self.inputs.get(
             request.input,
             spec.example_input_shape(),
@@ -209,42 +218,49 @@ class RunEngine:
             batched=request.batched,
         )
         args = (known.arrays, prepared.array)
-        outcome = self._finish(
+        outcome, entry = self._finish(
             key,
             known.structure,
             builder.build,
             args,
             transform_names=", ".join(transforms) or "the function",
             prepared=prepared,
-            request=request,
-            expression=expression,
             simple_model=known.simple,
-            scopes=scopes,
-            compile_scope=compile_scope,
+            reset_at=reset_at,
+            with_input=with_input,
         )
+        outcome.output = entry.remember("output", lambda: describe_tree(outcome.result))
         if eager:
-            self._eager(outcome, known, builder, args)
+            self._eager(outcome, entry, known, builder, args)
         return outcome
 
-    def _eager(self, outcome: RunOutcome, known: Any, builder: PipelineBuilder, args) -> None:
+    def _eager(
+        self, outcome: RunOutcome, entry: Compiled, known: Any, builder: PipelineBuilder, args
+    ) -> None:
         """Time the pipeline without jit, op by op (bounded: see app.runs.eager)."""
-        outcome.eager_skipped = eager_skip_reason(outcome.entry, len(known.arrays))
+        outcome.eager_skipped = eager_skip_reason(entry, len(known.arrays))
         if outcome.eager_skipped is not None:
             return
         builder.transforms = without_jit(builder.transforms)
         top = make_top(known.structure, builder.build)
         try:
-            outcome.eager_ms = measure_eager(outcome.entry, top, args)
+            outcome.eager_ms = measure_eager(entry, top, args)
         except Exception as error:  # noqa: BLE001 - the compiled run succeeded; say why not
             outcome.eager_skipped = f"Not run op by op: {jax_message(error)}"
 
     def sweep(
-        self, spec: Any, model: Any, request: SweepRequest, *, scopes: Sequence[tuple] = ()
+        self,
+        spec: Any,
+        model: Any,
+        request: SweepRequest,
+        *,
+        reset_at: float | None = None,
+        with_input: bool = True,
     ) -> RunOutcome:
         """f and df/dx_i along one input coordinate: ``vmap(value_and_grad(f))(ts)``."""
-        self.check_cost(spec, request)
+        self.losses.check_cost(spec, request)
         settings = self.settings
-        expression = self.parse_loss(request.loss)
+        expression = self.losses.parse(request.loss)
         prepared = self.inputs.get(
             request.base_input or InputSpec(init="zeros"),
             _sweep_default_shape(spec, request),
@@ -281,19 +297,18 @@ class RunEngine:
             batched=False,
             sweep_points=request.points,
         )
-        outcome = self._finish(
+        outcome, _ = self._finish(
             key,
             known.structure,
             lambda static: builder.sweep(static, prepared.shape),
             (known.arrays, (prepared.array, jnp.int32(request.coordinate), ts)),
             transform_names="grad",
             prepared=prepared,
-            request=request,
-            expression=expression,
             simple_model=False,
-            scopes=scopes,
+            reset_at=reset_at,
+            with_input=with_input,
         )
-        outcome.result = (ts, *outcome.result)
+        outcome.result = (jax.device_get(ts), *outcome.result)
         return outcome
 
     @staticmethod
@@ -327,39 +342,32 @@ class RunEngine:
         *,
         transform_names: str,
         prepared: PreparedInput,
-        request: Any,
-        expression: Expression | None,
         simple_model: bool,
-        scopes: Sequence[tuple],
-        compile_scope: str | None = None,
-    ) -> RunOutcome:
-        """The ending ``run`` and ``sweep`` share: compile (or reuse), execute, compare."""
+        reset_at: float | None,
+        with_input: bool,
+    ) -> tuple[RunOutcome, Compiled]:
+        """The ending ``run`` and ``sweep`` share: compile (or reuse), execute."""
 
         def compile_fn() -> Compiled:
             top = make_top(structure, make_pipeline)
             return compile_run(key, top, args, self.settings, transform_names)
 
         def stale(entry: Compiled) -> bool:  # the scope reset its view: compile again
-            return self.scopes.must_recompile(compile_scope, key, entry.compiled_at)
+            return reset_at is not None and entry.compiled_at < reset_at
 
         entry, compiled = self.cache.get_or_compile(key, compile_fn, stale)
-        scope_word = self.scopes.record(compile_scope, key, compiled)
         result, run_ms = execute(entry, args, timing=compiled)
-        before, compared = self._remember(scopes, key)
-        return RunOutcome(
-            result=result,
-            entry=entry,
+        sent = replace(prepared, array=jax.device_get(prepared.array) if with_input else None)
+        outcome = RunOutcome(
+            result=jax.device_get(result),
+            entry=entry.info(),
             compiled=compiled,
-            compiles=self.cache.compiles,
-            changes=key_changes(before, key),
-            compared_with=compared,
-            input=prepared,
-            request=request,
-            expression=expression,
+            input=sent,
             simple_model=simple_model,
             run_ms=run_ms,
-            compile_scope=scope_word,
+            key=entry.remember("key", key.record),
         )
+        return outcome, entry
 
 
 def _sweep_default_shape(spec: Any, request: SweepRequest) -> tuple[int, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,44 @@ class RunKey:
             "sweep points": self.sweep_points,
         }
 
+    def record(self) -> KeyRecord:
+        """This key as another process can hold and compare it (:class:`KeyRecord`)."""
+        parts = self.parts()
+        structure = self.structure
+        parts["module structure (static fields)"] = (
+            _text(structure.treedef),
+            tuple(_text(leaf.value) for leaf in structure.statics),
+            None if structure.identity is None else (os.getpid(), structure.identity),
+        )
+        return KeyRecord(tuple(parts.items()), self.statics)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _text(value: Any) -> str:
+    """A part of a key as text that is the same in every process: a function by its module
+    and name, anything else by its ``repr`` without memory addresses."""
+    name = getattr(value, "__qualname__", None)
+    module = getattr(value, "__module__", None)
+    if callable(value) and isinstance(name, str) and isinstance(module, str):
+        return f"{module}.{name}"
+    return _ADDRESS.sub("", repr(value))
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A :class:`RunKey` as the web process holds it: its parts by name, as values that pickle
+    and compare equal across processes (the structure as text). Runs send it back from the
+    worker; "what changed" and the compile scopes (app.runs.scopes) compare these."""
+
+    parts: tuple[tuple[str, Any], ...]
+    statics: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
+
+    @property
+    def mode(self) -> str:
+        return self.parts[0][1]
+
 
 def _part_text(name: str, value: Any) -> str:
     if name == "input shape":
@@ -61,12 +101,12 @@ def _part_text(name: str, value: Any) -> str:
     return str(value)
 
 
-def key_changes(old: RunKey | None, new: RunKey) -> list[str]:
+def key_changes(old: KeyRecord | None, new: KeyRecord) -> list[str]:
     """What differs between two keys, in words: ``input shape (5, 2) -> (6, 2)``."""
     if old is None:
         return []
     changes = []
-    old_parts, new_parts = old.parts(), new.parts()
+    old_parts, new_parts = dict(old.parts), dict(new.parts)
     for name, value in new_parts.items():
         before = old_parts[name]
         if before == value:

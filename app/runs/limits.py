@@ -39,8 +39,9 @@ def check_trace_size(
     *,
     what: str = "run",
     field: str = "transforms",
-) -> None:
-    """Refuse, before tracing, a ``what`` whose trace and compile would take minutes.
+) -> int:
+    """Refuse, before tracing, a ``what`` whose trace and compile would take minutes; else
+    answer the estimate (leaf operations).
 
     The estimate is the module's array leaves plus the loss's parts, times each transformation's
     factor (:data:`TRACE_FACTORS`): tracing and compiling grow with it (faster than linearly).
@@ -49,7 +50,7 @@ def check_trace_size(
     size = (leaves + expression_parts) * factor
     limit = settings.max_traced_leaves
     if size <= limit:
-        return
+        return size
     loss = f" and the loss's {expression_parts} parts" if expression_parts else ""
     weights = [f"{TRACE_FACTORS[n]} for {n}" for n in transforms if TRACE_FACTORS.get(n, 1) > 1]
     times = f", times {' × '.join(weights)}" if weights else ""

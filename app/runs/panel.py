@@ -93,9 +93,10 @@ def _context(module, spec, form: RunForm, items) -> dict:
 def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
     services = _services(request)
     body = form.request()
-    outcome, spec, model = run_stored(
+    outcome, spec = run_stored(
         services, record, body, compile_scope=compile_scope(services, record.workspace)
     )
+    model = services.store.load(record)
     payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
     model_node = describe_tree(model, roles=model_roles(model), max_nodes=MAX_ROWS)
     view = result_rows(outcome, payload["output"], model_node, body.wrt)
@@ -222,7 +223,7 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
             if fields.get(key, "").strip()
         }
         body = SweepRequest.model_validate(data)
-        outcome, spec, _ = run_stored(services, record, body)
+        outcome, spec = run_stored(services, record, body, with_input=False)
         context["sweep"] = sweep_payload(outcome, spec)
     except ValidationError as error:
         context.update(

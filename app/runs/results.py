@@ -22,7 +22,7 @@ from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
 from app.runs.code import run_code, run_expression, sweep_code
 from app.runs.engine import RunOutcome
 from app.text import array_summary
-from app.trees import describe_tree, json_number, kept_shape
+from app.trees import json_number, kept_shape
 
 
 class FastJSONResponse(JSONResponse):
@@ -275,9 +275,7 @@ def run_payload(
         warnings.append("This module has no trained parameters, so the gradient is empty.")
     loss_text = outcome.expression.to_python() if outcome.expression is not None else None
     payload: dict[str, Any] = {
-        "output": entry.remember("output", lambda: describe_tree(result))
-        if "output" in include
-        else None,
+        "output": outcome.output if "output" in include else None,
         "values": values,
         "truncated": truncated,
         "timings": {

@@ -3,9 +3,10 @@ before", "reused: compiled earlier on this server".
 
 The compiled functions themselves are shared by everyone (:mod:`app.runs.cache`): one
 executable serves every module of the same structure. What is *scoped* is the story told about
-them. A scope is a string: ``workspace:<id>``, or ``room:<id>`` for everyone following a room
-(:func:`scope_of`). For each scope, :class:`CompileScopes` remembers which keys it compiled
-itself. A run's ``compile_scope`` is
+them, kept in the web process under each run's :class:`~app.runs.keys.KeyRecord`. A scope is
+a string: ``workspace:<id>``, or ``room:<id>`` for everyone following a room (:func:`scope_of`).
+For each scope, :class:`CompileScopes` remembers which keys it compiled itself. A run's
+``compile_scope`` is
 
 - ``"now"``: this call compiled it;
 - ``"workspace"``: reused; this scope compiled it before;
@@ -13,7 +14,8 @@ itself. A run's ``compile_scope`` is
 
 Reset (a presenter before the jit demo, or anyone for their own workspace) forgets what the
 scope compiled, and from then on the scope's first run of each key compiles it again for real
-(the shared entry is replaced), so "the first click compiles, the second does not" holds in
+(the worker replaces its entry compiled before the reset time,
+:meth:`CompileScopes.reset_time`), so "the first click compiles, the second does not" holds in
 front of the room even when a learner clicked first.
 
 Bounded: at most ``MAX_SCOPES`` scopes (least recently used dropped) and ``MAX_KEYS_PER_SCOPE``
@@ -58,16 +60,15 @@ class CompileScopes:
     def _get(self, scope: str) -> _Scope:
         return self._scopes.get_or_make(scope, lambda: _Scope(self.max_keys))
 
-    def must_recompile(self, scope: str | None, key: object, compiled_at: float) -> bool:
-        """After a reset, the scope's first run of ``key`` compiles it again when the shared
-        entry was compiled before the reset (and not by this scope since)."""
+    def reset_time(self, scope: str | None) -> float | None:
+        """When ``scope`` last reset its view (None: never). A run of the scope sends it to
+        the worker, which compiles again an entry compiled before it (``RunEngine.run``'s
+        ``reset_at``); an entry this scope compiled since is newer and is reused."""
         if scope is None:
-            return False
+            return None
         with self._lock:
             found = self._scopes.get(scope)
-            if found is None or found.reset_at is None or key in found.compiled:
-                return False
-            return compiled_at < found.reset_at
+            return None if found is None else found.reset_at
 
     def record(self, scope: str | None, key: object, compiled: bool) -> ScopeWord:
         """The word for this run, and remember a compile."""

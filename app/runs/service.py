@@ -1,8 +1,9 @@
 """Runs and sweeps of a stored module: what the JSON API and the run panel share.
 
-A run takes one of the server's compute slots for as long as it loads the module, traces,
-compiles and computes (``services.compute.slot()``); the run engine remembers each run's key
-under the module's and the workspace's scopes, to say what changed since the previous run.
+A run takes one of the server's compute slots for as long as a worker traces, compiles and
+computes (``services.compute.slot()``); ``services.runs`` (``app.runs.client``) remembers each
+run's key under the module's and the workspace's scopes, to say what changed since the
+previous run.
 """
 
 from __future__ import annotations
@@ -27,21 +28,33 @@ def run_stored(
     record: ModuleRecord,
     body: RunRequest | SweepRequest,
     compile_scope: str | None = None,
-) -> tuple[RunOutcome, Any, Any]:
+    *,
+    with_input: bool = True,
+    handle: Any = None,
+) -> tuple[RunOutcome, Any]:
     """Run (a :class:`RunRequest`) or sweep (a :class:`SweepRequest`) the module of ``record``:
-    ``(outcome, catalog spec, model)``. A run tells ``compile_scope``'s view of compiling
-    (:func:`app.runs.scopes.scope_of`)."""
+    ``(outcome, catalog spec)``. A run tells ``compile_scope``'s view of compiling
+    (:func:`app.runs.scopes.scope_of`); ``with_input``: the outcome holds the input's values
+    (the panel shows them); ``handle``: the pool's task handle (to follow or cancel it)."""
     spec = record.spec()
     services.runs.check_cost(spec, body)  # refused before a slot is taken
+    scopes = run_scopes(record)
     with services.compute.slot():
-        model = services.store.load(record)
         if isinstance(body, SweepRequest):
-            outcome = services.runs.sweep(spec, model, body, scopes=run_scopes(record))
+            outcome = services.runs.sweep(
+                spec, record, body, scopes=scopes, with_input=with_input, handle=handle
+            )
         else:
             outcome = services.runs.run(
-                spec, model, body, scopes=run_scopes(record), compile_scope=compile_scope
+                spec,
+                record,
+                body,
+                scopes=scopes,
+                compile_scope=compile_scope,
+                with_input=with_input,
+                handle=handle,
             )
-    return outcome, spec, model
+    return outcome, spec
 
 
 def compile_scope(services: Services, workspace: str) -> str:

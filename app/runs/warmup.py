@@ -55,8 +55,8 @@ def prepare_worker(settings: Settings) -> None:
 class Warmup:
     """The first page's presets compiled in a background thread; ``stop`` skips the rest."""
 
-    def __init__(self, engine: Any):
-        self.engine = engine
+    def __init__(self, runs: Any):
+        self.runs = runs
         self.done = threading.Event()
         self.compiled = 0
         self._stopping = threading.Event()
@@ -74,12 +74,12 @@ class Warmup:
         try:
             spec = parse_spec(SEED_KIND, {})
             model = spec.build()
-            simple = self.engine.structures.get(model).simple
+            simple = self.runs.structures.get(model).simple
             for preset in presets(spec, simple):
                 if self._stopping.is_set():
                     break
                 try:
-                    outcome = self.engine.run(spec, model, preset.form.request())
+                    outcome = self.runs.run(spec, model, preset.form.request())
                 except Exception:  # noqa: BLE001 - a preset that fails only stays cold
                     logger.exception("warming the preset %r failed", preset.name)
                     continue

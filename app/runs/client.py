@@ -1,0 +1,181 @@
+"""The web process's side of runs: refuse early, send the work to a worker, tell the story.
+
+:class:`RunClient` (``services.runs``, one per app) does what is cheap and belongs to the
+server as a whole, and hands the rest (trace, compile, run: ``app.runs.worker``) to the worker
+pool:
+
+- before any worker is taken, the refusals that need no module: the loss parsed and checked,
+  the trace estimate from the catalog's leaf count (``Losses.check_cost``);
+- the lane the run asks the pool for (:func:`lane_of`) and its affinity (the same module and
+  request go to the worker that compiled them before);
+- after the worker answers: the compile scopes (``app.runs.scopes``: the scope's reset time
+  goes to the worker, which says whether it compiled), "what changed" since the scope's
+  previous run (``app.runs.keys.key_changes``), and the count of compilations.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from app import transfer
+from app.cache import BoundedCache
+from app.runs.engine import Losses, RunOutcome, run_transforms
+from app.runs.keys import KeyRecord, key_changes
+from app.runs.scopes import CompileScopes
+from app.runs.spec import RunRequest, SweepRequest
+from app.runs.structure import StructureMemo
+from app.runs.worker import ModuleSource, RunJob, forget_engine, local_engine, run_task
+from app.settings import Settings
+from app.store import ModuleRecord, ModuleStore, ShareRecord
+
+MAX_PREVIOUS = 4096
+"""Scopes whose last key is remembered, for "what changed"."""
+LIGHT_SHARE = 5
+"""A run is light when its trace estimate is at most ``max_traced_leaves / LIGHT_SHARE``."""
+
+
+def lane_of(estimate: int, settings: Settings) -> str:
+    """The pool's lane for a run whose trace estimate (leaf operations, from the catalog's leaf
+    count, the loss's parts and the transformations) is ``estimate``: ``"light"`` up to a fifth
+    of ``max_traced_leaves`` (300 by default: the seed, a 4 x 512 MLP's grad), ``"heavy"``
+    above (deep modules under grad or jacfwd, which may compile for seconds and must never
+    hold the worker kept for light work)."""
+    return "light" if estimate * LIGHT_SHARE <= settings.max_traced_leaves else "heavy"
+
+
+class RunClient:
+    """Runs and sweeps as the web process asks for them (``services.runs``)."""
+
+    def __init__(self, settings: Settings, store: ModuleStore, workers: Any = None):
+        self.settings = settings
+        self.store = store
+        self.workers = workers
+        """The worker pool (``app.workers``); None: the task is called in this thread."""
+        self.token = secrets.token_hex(8)
+        self.losses = Losses(settings)
+        self.scopes = CompileScopes()
+        self.structures = StructureMemo()
+        """Modules' structures, for what the page shows (the presets of a simple module)."""
+        self._previous: BoundedCache[tuple, KeyRecord] = BoundedCache(MAX_PREVIOUS)
+        self._lock = threading.Lock()
+        self.compiles = 0
+        """Compilations of this app's runs (every worker's) since it started."""
+
+    def parse_loss(self, text: str, field_name: str = "loss") -> Any:
+        return self.losses.parse(text, field_name)
+
+    def check_cost(self, spec: Any, request: RunRequest | SweepRequest) -> int:
+        """Refuse at once what the catalog's estimate says is too big; else the estimate."""
+        return self.losses.check_cost(spec, request)
+
+    def run(
+        self,
+        spec: Any,
+        module: Any,
+        request: RunRequest,
+        *,
+        scopes: Sequence[tuple] = (),
+        compile_scope: str | None = None,
+        eager: bool = True,
+        with_input: bool = True,
+        handle: Any = None,
+    ) -> RunOutcome:
+        """Run ``request`` on ``module`` (a stored module's record, or a module) in a worker.
+
+        ``scopes``: where the run's key is remembered for "what changed"; ``compile_scope``
+        (``app.runs.scopes.scope_of``): whose view of compiling the answer tells; ``eager``:
+        also time the pipeline without jit; ``with_input``: send the input's values back;
+        ``handle``: the pool's task handle, to follow or cancel the run."""
+        return self._run(spec, module, request, scopes, compile_scope, eager, with_input, handle)
+
+    def sweep(
+        self,
+        spec: Any,
+        module: Any,
+        request: SweepRequest,
+        *,
+        scopes: Sequence[tuple] = (),
+        with_input: bool = True,
+        handle: Any = None,
+    ) -> RunOutcome:
+        """f and df/dx_i along one input coordinate, in a worker."""
+        return self._run(spec, module, request, scopes, None, False, with_input, handle)
+
+    def _run(
+        self,
+        spec: Any,
+        module: Any,
+        request: RunRequest | SweepRequest,
+        scopes: Sequence[tuple],
+        compile_scope: str | None,
+        eager: bool,
+        with_input: bool,
+        handle: Any,
+    ) -> RunOutcome:
+        estimate = self.check_cost(spec, request)
+        _, loss = run_transforms(request)
+        expression = self.parse_loss(loss) if loss is not None else None
+        job = RunJob(
+            token=self.token,
+            settings=self.settings,
+            spec=spec,
+            source=self._source(module),
+            request=request,
+            reset_at=self.scopes.reset_time(compile_scope),
+            eager=eager,
+            with_input=with_input,
+        )
+        lane = lane_of(estimate, self.settings)
+        outcome = self._call(job, lane, _affinity(spec, request), handle)
+        outcome.request = request
+        outcome.expression = expression
+        outcome.compile_scope = self.scopes.record(compile_scope, outcome.key, outcome.compiled)
+        before, outcome.compared_with = self._remember(scopes, outcome.key)
+        outcome.changes = key_changes(before, outcome.key)
+        with self._lock:
+            self.compiles += int(outcome.compiled)
+            outcome.compiles = self.compiles
+        return outcome
+
+    def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> RunOutcome:
+        return transfer.loads(run_task(job))
+
+    def _source(self, module: Any) -> ModuleSource:
+        if isinstance(module, ModuleRecord | ShareRecord):
+            model = transfer.dumps(self.store.load(module)) if module.trained else None
+            key = (type(module).__name__, module.id, getattr(module, "revision", 0))
+            return ModuleSource(key, module.kind, module.params, model)
+        return ModuleSource(None, "", {}, transfer.dumps(module))
+
+    def _remember(
+        self, scopes: Sequence[tuple], key: KeyRecord
+    ) -> tuple[KeyRecord | None, str | None]:
+        before, compared = None, None
+        for scope in scopes:
+            found = self._previous.get(scope)
+            if found is not None and found.mode == key.mode:
+                before, compared = found, scope[0]
+                break
+        for scope in scopes:
+            self._previous.put(scope, key)
+        return before, compared
+
+    def local_engine(self) -> Any:
+        """The engine that ran this app's runs in this process (inline runs, ``workers=0``);
+        None when its runs went to worker processes. For tests that look inside the cache."""
+        return local_engine(self.token)
+
+    def close(self) -> None:
+        """Forget this app's engine in this process (inline runs)."""
+        forget_engine(self.token)
+
+
+def _affinity(spec: Any, request: RunRequest | SweepRequest) -> int:
+    """The same module kind and parameters (seed aside: it changes no compiled program) and the
+    same request: the pool prefers the worker that compiled them before."""
+    params = {k: v for k, v in spec.model_dump(mode="json").items() if k != "seed"}
+    return hash((spec.kind, json.dumps(params, sort_keys=True), request.model_dump_json()))

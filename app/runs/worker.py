@@ -1,0 +1,116 @@
+"""The worker's side of a run: :func:`run_task`, a module-level task the worker pool runs.
+
+In the worker process it finds (or builds) the module, prepares the input, traces, compiles
+(or reuses its own compile cache), executes and times the run with a :class:`RunEngine` kept
+for the worker's life in ``worker_state()``, one per app (an app's runs carry its ``token``:
+with ``workers=0`` every app of the process runs inline, each with its own engine). It answers
+the :class:`~app.runs.engine.RunOutcome` pickled by :mod:`app.transfer` (NumPy results, the
+compiled entry's :class:`~app.runs.cache.CompiledInfo`, never the executable).
+
+The module travels as a :class:`ModuleSource`: its catalog spec (the worker builds it, and
+keeps it under ``key``) or, for trained parameters, the module itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app import transfer
+from app.cache import BoundedCache
+from app.catalog import parse_spec
+from app.runs.engine import RunEngine
+from app.runs.spec import RunRequest, SweepRequest
+from app.settings import Settings
+from app.store import BUILT_CACHE_BYTES, BUILT_CACHE_ENTRIES, tree_nbytes
+
+ENGINES_KEPT = 8
+"""Run engines a process keeps (one per app; more than one only with inline runs in tests)."""
+
+_STATE: dict = {}
+
+
+def worker_state() -> dict:
+    return _STATE
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    """How the worker gets the module of a run."""
+
+    key: tuple | None
+    """Where the worker keeps the built module (a stored module's id and revision), or None."""
+    kind: str
+    params: dict
+    model: bytes | None = None
+    """The module itself (app.transfer), when its spec alone does not make it (trained)."""
+
+    def build(self) -> Any:
+        if self.model is not None:
+            return transfer.loads(self.model)
+        return parse_spec(self.kind, self.params).build()
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One run or sweep, as the web process sends it to a worker."""
+
+    token: str
+    """The app's runs (``RunClient.token``): which engine of the process runs it."""
+    settings: Settings
+    spec: Any
+    source: ModuleSource
+    request: RunRequest | SweepRequest
+    reset_at: float | None = None
+    eager: bool = True
+    with_input: bool = True
+
+
+def engine_for(token: str, settings: Settings) -> RunEngine:
+    """The run engine of the app ``token`` in this process (made on its first run)."""
+    engines = worker_state().setdefault("run-engines", BoundedCache(ENGINES_KEPT))
+    return engines.get_or_make(token, lambda: RunEngine(settings))
+
+
+def local_engine(token: str) -> RunEngine | None:
+    """The engine of ``token`` in this process, if it ran here (inline runs: tests)."""
+    engines = worker_state().get("run-engines")
+    return None if engines is None else engines.get(token)
+
+
+def forget_engine(token: str) -> None:
+    """Drop the app's engine from this process (an inline app closing)."""
+    engines = worker_state().get("run-engines")
+    if engines is not None:
+        engines.pop(token)
+
+
+def _model(job: RunJob) -> Any:
+    source = job.source
+    if source.key is None:
+        return source.build()
+    models = worker_state().setdefault(
+        "run-models",
+        BoundedCache(BUILT_CACHE_ENTRIES, max_bytes=BUILT_CACHE_BYTES, cost=tree_nbytes),
+    )
+    return models.get_or_make((job.token, *source.key), source.build)
+
+
+def run_task(job: RunJob) -> bytes:
+    """Run ``job`` in this process: the outcome, pickled by :mod:`app.transfer`."""
+    engine = engine_for(job.token, job.settings)
+    model = _model(job)
+    if isinstance(job.request, SweepRequest):
+        outcome = engine.sweep(
+            job.spec, model, job.request, reset_at=job.reset_at, with_input=job.with_input
+        )
+    else:
+        outcome = engine.run(
+            job.spec,
+            model,
+            job.request,
+            reset_at=job.reset_at,
+            eager=job.eager,
+            with_input=job.with_input,
+        )
+    return transfer.dumps(outcome)

@@ -1,0 +1,89 @@
+"""Pytrees between processes: pickling that keeps JAX's functions by name.
+
+A module or a result sent to a worker process (or back) is pickled. Plain pickling fails on
+the functions an Equinox module holds as static fields: ``jax.nn.relu`` is a ``custom_jvp``
+object whose wrapped function is not importable under its own name. :func:`dumps` sends every
+such function as a reference to the public name it has (``jax.nn.relu``, ``jnp.tanh``, the
+catalog's activations, the expression language's functions), and :func:`loads` puts back the
+very same object, so a module rebuilt in another process hashes like the original (its compiled
+runs are found under the same key). A class made at run time (a custom module's,
+``app.catalog.custom``) travels as the recipe in its ``__transfer__`` attribute, ``(function,
+arguments)`` that make it again. JAX arrays travel as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+
+NAMED_MODULES = (
+    "jax.nn",
+    "jax.numpy",
+    "jax.lax",
+    "jax.scipy.special",
+    "equinox",
+    "equinox.nn",
+    "equinox.nn._mlp",
+    "app.catalog.base",
+)
+"""The modules whose functions are sent by name (``equinox.nn._mlp``: the MLP's default final
+activation, ``lambda x: x``, is its module-level ``_identity``)."""
+
+_names: dict[int, tuple[str, str]] = {}
+_names_lock = threading.Lock()
+
+
+def _table() -> dict[int, tuple[str, str]]:
+    with _names_lock:
+        if not _names:
+            for module_name in NAMED_MODULES:
+                module = importlib.import_module(module_name)
+                for name in dir(module):
+                    if name.startswith("__"):
+                        continue
+                    value = getattr(module, name, None)
+                    if callable(value) and not isinstance(value, type):
+                        _names.setdefault(id(value), (module_name, name))
+    return _names
+
+
+def _named(module_name: str, name: str) -> Any:
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _array(value: np.ndarray) -> jax.Array:
+    return jax.numpy.asarray(value)
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, table: dict[int, tuple[str, str]]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._table = table
+
+    def reducer_override(self, obj: Any) -> Any:
+        found = self._table.get(id(obj))
+        if found is not None:
+            return _named, found
+        if isinstance(obj, type) and "__transfer__" in vars(obj):
+            return obj.__transfer__
+        if isinstance(obj, jax.Array):
+            return _array, (np.asarray(obj),)
+        return NotImplemented
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` pickled, JAX's functions by name and JAX arrays as NumPy arrays."""
+    buffer = io.BytesIO()
+    _Pickler(buffer, _table()).dump(value)
+    return buffer.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """What :func:`dumps` pickled."""
+    return pickle.loads(data)
