@@ -302,6 +302,9 @@ class WorkerPool:
         limit = self.max_run_seconds if timeout is None else timeout
         with self._cond:
             slot.limit = limit
+        if not slot.process.active:  # its process died while idle: pebble's pool is broken
+            slot.process.stop()
+            slot.process = self._new_process(slot.pid_value, slot.stage_value)
         future = slot.process.schedule(run_task, args=(fn, args))
         try:
             return future.result()
