@@ -8,14 +8,20 @@
   sent); ``?include=none`` sends none of them (timings, cost and the cache's verdict only).
 - ``POST /api/modules/{id}/sweep`` (JSON :class:`~app.runs.spec.SweepRequest`): ``f`` and its
   derivative along one input coordinate, computed with ``vmap`` of ``grad``.
+- ``GET /api/runs/{run_id}``, ``POST /api/runs/{run_id}/cancel``: a run in progress, by the
+  ``run_id`` its client chose (``?run_id=`` of the run and sweep endpoints, the ``run_id``
+  field of the panel's forms): its stage and elapsed time; cancel it.
 - ``POST /m/{id}/run``, ``POST /m/{id}/run/form``, ``POST /m/{id}/sweep``: the run panel's
   htmx fragments (the form with its result; the form alone after a pipeline edit; a sweep).
 
-Every computation takes one of the server's compute slots (see ``app.runs.service``).
+Every computation takes one of the server's compute slots and runs in a worker process (see
+``app.runs.service``); a request whose client goes away is cancelled (:func:`_watched`).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
@@ -26,7 +32,14 @@ from pydantic import BaseModel, Field
 from app.errors import PlaygroundError
 from app.runs.panel import render_form, render_run, render_sweep
 from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
-from app.runs.service import compile_scope, reset_compiled, run_stored
+from app.runs.service import (
+    cancel_run,
+    compile_scope,
+    reset_compiled,
+    run_handle,
+    run_status,
+    run_stored,
+)
 from app.runs.spec import RunRequest, SweepRequest
 from app.services import Services
 from app.store import ModuleRecord
@@ -108,58 +121,129 @@ class SweepOut(BaseModel):
     warnings: list[str]
 
 
-def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts):
+def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts, handle):
     record = services.store.find(workspace, module_id)
     outcome, spec = run_stored(
-        services, record, body, compile_scope=compile_scope(services, workspace), with_input=False
+        services,
+        record,
+        body,
+        compile_scope=compile_scope(services, workspace),
+        with_input=False,
+        handle=handle,
     )
     if isinstance(body, SweepRequest):
         return FastJSONResponse(sweep_payload(outcome, spec, parts))
     return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
 
 
-async def _answer_in_thread(request: Request, module_id: str, body, include) -> FastJSONResponse:
-    """Parse ``include``, then run or sweep in the thread pool, in one trip."""
+DISCONNECT_POLL_SECONDS = 0.1
+"""How often a request waiting for its run checks that its client is still there."""
+
+
+async def _watched(request: Request, handle: Any, work: Callable, *args: Any) -> Any:
+    """``work(*args)`` in the thread pool; if the client goes away meanwhile, the run is
+    cancelled (its worker stopped), so nobody's computation outlives the wait for it."""
+    task = asyncio.ensure_future(run_in_threadpool(work, *args))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+        if done:
+            return task.result()
+        if not handle.cancelled and await request.is_disconnected():
+            handle.cancel()
+
+
+async def _answer_in_thread(
+    request: Request, module_id: str, body, include, run_id
+) -> FastJSONResponse:
+    """Parse ``include``, then run or sweep in the thread pool, in one trip, watched."""
     parts = parse_include(include)
     services: Services = request.app.state.services
-    return await run_in_threadpool(
-        _answer, services, request.state.workspace, module_id, body, parts
+    workspace = request.state.workspace
+    handle = run_handle(services, workspace, run_id, "query.run_id")
+    return await _watched(
+        request, handle, _answer, services, workspace, module_id, body, parts, handle
     )
 
 
 IncludeQuery = Query(
     None, max_length=200, description="Comma-separated heavy parts to send (default all)."
 )
+RunIdQuery = Query(
+    None,
+    max_length=64,
+    description="An id of your choosing (1 to 64 letters, digits, - or _, e.g. a UUID) to "
+    "follow the run while it runs (GET /api/runs/{run_id}) or cancel it "
+    "(POST /api/runs/{run_id}/cancel).",
+)
+RUN_ERRORS = {
+    404: {"description": "No such module here."},
+    409: {"description": "The run was cancelled (POST /api/runs/{run_id}/cancel)."},
+    422: {
+        "description": "Refused before it ran, or stopped at a limit (max_run_seconds, "
+        "worker_memory_mb: the message names the limit, its value and the stage reached)."
+    },
+    503: {"description": "Every worker stayed busy, or the worker died: retry after Retry-After."},
+}
 
 
 # The endpoints are ``async`` and hand their whole work to the thread pool in one step: sync
 # dependencies would each take a trip through the pool, which costs more than a small run.
 @router.post(
     "/api/modules/{module_id}/run",
-    responses={200: {"model": RunOut}, 404: {"description": "No such module here."}},
+    responses={200: {"model": RunOut}, **RUN_ERRORS},
 )
 async def run_module(
     module_id: str,
     request: Request,
     body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
     include: str | None = IncludeQuery,
+    run_id: str | None = RunIdQuery,
 ) -> FastJSONResponse:
     """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
-    return await _answer_in_thread(request, module_id, body, include)
+    return await _answer_in_thread(request, module_id, body, include, run_id)
 
 
 @router.post(
     "/api/modules/{module_id}/sweep",
-    responses={200: {"model": SweepOut}, 404: {"description": "No such module here."}},
+    responses={200: {"model": SweepOut}, **RUN_ERRORS},
 )
 async def sweep_module(
     module_id: str,
     request: Request,
     body: SweepRequest = Body(default_factory=SweepRequest),  # noqa: B008
     include: str | None = IncludeQuery,
+    run_id: str | None = RunIdQuery,
 ) -> FastJSONResponse:
     """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
-    return await _answer_in_thread(request, module_id, body, include)
+    return await _answer_in_thread(request, module_id, body, include, run_id)
+
+
+class RunStatusOut(BaseModel):
+    run_id: str
+    stage: str = Field(
+        description="waiting (for a worker), starting, tracing, compiling, running, done, or "
+        "cancelled."
+    )
+    elapsed: float = Field(description="Seconds since the run was sent.")
+
+
+RUN_STATUS_ERRORS = {404: {"description": "No run with this id in your workspace."}}
+
+
+@router.get("/api/runs/{run_id}", response_model=RunStatusOut, responses=RUN_STATUS_ERRORS)
+def get_run(run_id: str, request: Request) -> dict:
+    """A run of your workspace by the run_id you gave it: its stage and elapsed seconds."""
+    services: Services = request.app.state.services
+    return run_status(services, request.state.workspace, run_id)
+
+
+@router.post("/api/runs/{run_id}/cancel", response_model=RunStatusOut, responses=RUN_STATUS_ERRORS)
+def cancel_run_endpoint(run_id: str, request: Request) -> dict:
+    """Cancel a run of your workspace by its run_id: its worker is stopped (killed if it is
+    compiling) and the run's request answers 409, cancelled. A run that ended is left as it
+    was."""
+    services: Services = request.app.state.services
+    return cancel_run(services, request.state.workspace, run_id)
 
 
 class CompiledResetOut(BaseModel):
@@ -190,12 +274,19 @@ def _record(request: Request, module_id: str) -> ModuleRecord:
     return services.store.find(request.state.workspace, module_id)
 
 
+def _fragment_handle(request: Request, pairs: list[tuple[str, str]]) -> Any:
+    services: Services = request.app.state.services
+    run_id = dict(pairs).get("run_id", "").strip() or None
+    return run_handle(services, request.state.workspace, run_id, "run_id")
+
+
 @router.post("/m/{module_id}/run", response_class=HTMLResponse, include_in_schema=False)
 async def run_fragment(request: Request, module_id: str) -> Response:
     """Run the panel's form (or a preset) and answer the panel with the result."""
     pairs = await _pairs(request)
     record = _record(request, module_id)
-    return await run_in_threadpool(render_run, request, record, pairs)
+    handle = _fragment_handle(request, pairs)
+    return await _watched(request, handle, render_run, request, record, pairs, handle)
 
 
 @router.post("/m/{module_id}/run/form", response_class=HTMLResponse, include_in_schema=False)
@@ -230,4 +321,5 @@ async def sweep_fragment(request: Request, module_id: str) -> Response:
     """A sweep of the panel's sweep form."""
     pairs = await _pairs(request)
     record = _record(request, module_id)
-    return await run_in_threadpool(render_sweep, request, record, pairs)
+    handle = _fragment_handle(request, pairs)
+    return await _watched(request, handle, render_sweep, request, record, pairs, handle)

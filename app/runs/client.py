@@ -142,7 +142,10 @@ class RunClient:
         return outcome
 
     def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> RunOutcome:
-        return transfer.loads(run_task(job))
+        if self.workers is None:
+            return transfer.loads(run_task(job))
+        data = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
+        return transfer.loads(data)
 
     def _source(self, module: Any) -> ModuleSource:
         if isinstance(module, ModuleRecord | ShareRecord):

@@ -19,6 +19,7 @@ from app.runs.errors import RunError, explain, jax_message
 from app.runs.keys import RunKey
 from app.runs.limits import check_budget, check_memory, check_output, memory_bytes
 from app.settings import Settings
+from app.workers import stage
 
 MAX_TEXT = 200_000
 """Characters of jaxpr or HLO text kept; longer texts are cut and say so."""
@@ -53,6 +54,13 @@ def compile_run(
     key: RunKey, top: Callable, args: tuple, settings: Settings, transform_names: str
 ) -> Compiled:
     """Trace, check, lower and compile ``top``; refuse what is over the limits."""
+    with stage("tracing"):
+        return _compile_run(key, top, args, settings, transform_names)
+
+
+def _compile_run(
+    key: RunKey, top: Callable, args: tuple, settings: Settings, transform_names: str
+) -> Compiled:
     start = time.perf_counter()
     try:
         traced = jax.jit(top).trace(*args)
@@ -72,7 +80,8 @@ def compile_run(
     traced_at = time.perf_counter()
     check_budget(_cost(lowered.cost_analysis()), settings)
     try:
-        executable = lowered.compile()
+        with stage("compiling"):
+            executable = lowered.compile()
     except Exception as error:  # noqa: BLE001
         raise RunError(f"The function could not be compiled: {jax_message(error)}") from None
     compiled_at = time.perf_counter()
@@ -119,6 +128,11 @@ def entry_bytes(executable: Any, hlo_characters: int, text_characters: int) -> i
 
 def execute(entry: Compiled, args: tuple, *, timing: bool) -> tuple[Any, float]:
     """Call the executable; with ``timing``, call it a few more times for a median."""
+    with stage("running"):
+        return _execute(entry, args, timing=timing)
+
+
+def _execute(entry: Compiled, args: tuple, *, timing: bool) -> tuple[Any, float]:
     try:
         started = time.perf_counter()
         out = entry.executable(*args)

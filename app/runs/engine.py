@@ -59,6 +59,7 @@ from app.runs.spec import DIFFERENTIATING, InputSpec, RunRequest, SweepRequest, 
 from app.runs.structure import ModuleStructure, StructureMemo
 from app.settings import Settings
 from app.trees import describe_tree
+from app.workers import stage
 
 MAX_EXPRESSIONS = 512
 """Parsed loss expressions kept."""
@@ -244,7 +245,8 @@ class RunEngine:
         builder.transforms = without_jit(builder.transforms)
         top = make_top(known.structure, builder.build)
         try:
-            outcome.eager_ms = measure_eager(entry, top, args)
+            with stage("running"):
+                outcome.eager_ms = measure_eager(entry, top, args)
         except Exception as error:  # noqa: BLE001 - the compiled run succeeded; say why not
             outcome.eager_skipped = f"Not run op by op: {jax_message(error)}"
 

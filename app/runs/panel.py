@@ -87,14 +87,19 @@ def _context(module, spec, form: RunForm, items) -> dict:
         "example_shape": dims_text(spec.example_input_shape()),
         "input_dtype": getattr(spec, "input_dtype", "float32"),
         "sweep_allowed": _sweep_allowed(spec),
+        "run_status_url": RUN_STATUS_URL,
     }
 
 
-def _run(request: Request, record: ModuleRecord, form: RunForm) -> dict:
+def _run(request: Request, record: ModuleRecord, form: RunForm, handle: Any) -> dict:
     services = _services(request)
     body = form.request()
     outcome, spec = run_stored(
-        services, record, body, compile_scope=compile_scope(services, record.workspace)
+        services,
+        record,
+        body,
+        compile_scope=compile_scope(services, record.workspace),
+        handle=handle,
     )
     model = services.store.load(record)
     payload = run_payload(outcome, spec, services.settings, PANEL_PARTS)
@@ -115,6 +120,8 @@ def _fragment_status(status: int) -> int:
     return status if status in (404, 503) else 200
 
 
+RUN_STATUS_URL = "/api/runs/"
+"""Where the page asks a run's stage (``GET /api/runs/{run_id}``, static/runs.js)."""
 LIMIT_SETTINGS = frozenset({"max_run_seconds", "worker_memory_mb"})
 """The limits a computation is stopped at while it runs (the others refuse it before)."""
 
@@ -145,8 +152,11 @@ def refusal(error: PlaygroundError, what: str) -> dict:
     return {"error": error.message, "error_title": title, "error_hint": hint, "error_kind": kind}
 
 
-def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
-    """Run the form, or the preset its button names; the panel with the result or the error."""
+def render_run(
+    request: Request, record: ModuleRecord, pairs: list[tuple[str, str]], handle: Any = None
+) -> Response:
+    """Run the form, or the preset its button names; the panel with the result or the error.
+    ``handle``: the worker pool's task handle (the page follows and cancels it by run_id)."""
     services = _services(request)
     spec = record.spec()
     model = services.store.load(record)
@@ -168,7 +178,7 @@ def render_run(request: Request, record: ModuleRecord, pairs: list[tuple[str, st
     context["focus"] = focus
     status = 200
     try:
-        context.update(_run(request, record, form))
+        context.update(_run(request, record, form, handle))
     except ValueError as error:
         context.update(error=str(error), error_title="The form has a problem:", error_kind="form")
     except PlaygroundError as error:
@@ -210,7 +220,9 @@ def _focus_after_edit(action: str, steps: int) -> str:
     return "run-add-step"
 
 
-def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, str]]) -> Response:
+def render_sweep(
+    request: Request, record: ModuleRecord, pairs: list[tuple[str, str]], handle: Any = None
+) -> Response:
     """A sweep of f = loss and df/dx_i along one coordinate, as a figure."""
     services = _services(request)
     fields = dict(pairs)
@@ -223,7 +235,7 @@ def render_sweep(request: Request, record: ModuleRecord, pairs: list[tuple[str, 
             if fields.get(key, "").strip()
         }
         body = SweepRequest.model_validate(data)
-        outcome, spec = run_stored(services, record, body, with_input=False)
+        outcome, spec = run_stored(services, record, body, with_input=False, handle=handle)
         context["sweep"] = sweep_payload(outcome, spec)
     except ValidationError as error:
         context.update(

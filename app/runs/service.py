@@ -8,8 +8,10 @@ previous run.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from app.errors import PlaygroundError
 from app.runs.engine import RunOutcome
 from app.runs.scopes import scope_of
 from app.runs.spec import RunRequest, SweepRequest
@@ -55,6 +57,54 @@ def run_stored(
                 handle=handle,
             )
     return outcome, spec
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A run's id, chosen by the client (the page sends a fresh UUID with each run)."""
+
+
+def run_handle(services: Services, workspace: str, run_id: str | None, field: str) -> Any:
+    """A task handle for a run; registered under ``(workspace, run_id)`` when the client chose
+    an id, so that ``GET /api/runs/{run_id}`` follows it and ``.../cancel`` stops it."""
+    handle = services.workers.handle()
+    if run_id:
+        if not RUN_ID.fullmatch(run_id):
+            raise PlaygroundError(
+                422,
+                f"run_id {run_id[:80]!r} is not an id this server takes: 1 to 64 letters, "
+                "digits, - or _ (a UUID is one)",
+                field=field,
+            )
+        services.workers.tracker.register(workspace, run_id, handle)
+    return handle
+
+
+def _tracked(services: Services, workspace: str, run_id: str) -> Any:
+    handle = services.workers.tracker.get(workspace, run_id) if RUN_ID.fullmatch(run_id) else None
+    if handle is None:
+        raise PlaygroundError(
+            404,
+            f"No run {run_id[:80]!r} here: the id is unknown to this workspace, or its run "
+            "ended long ago.",
+            field="run_id",
+        )
+    return handle
+
+
+def run_status(services: Services, workspace: str, run_id: str) -> dict:
+    """A run's stage and the seconds since it was sent (404 for an id of no run here)."""
+    handle = _tracked(services, workspace, run_id)
+    stage = "cancelled" if handle.cancelled else handle.stage
+    return {"run_id": run_id, "stage": stage, "elapsed": round(handle.elapsed, 3)}
+
+
+def cancel_run(services: Services, workspace: str, run_id: str) -> dict:
+    """Stop a run of the workspace (its worker is killed if it has started); the run's own
+    request then answers that it was cancelled. A run that has ended stays as it was."""
+    handle = _tracked(services, workspace, run_id)
+    if not handle.done:
+        handle.cancel()
+    return run_status(services, workspace, run_id)
 
 
 def compile_scope(services: Services, workspace: str) -> str:

@@ -23,15 +23,10 @@ from app.runs.engine import RunEngine
 from app.runs.spec import RunRequest, SweepRequest
 from app.settings import Settings
 from app.store import BUILT_CACHE_BYTES, BUILT_CACHE_ENTRIES, tree_nbytes
+from app.workers import worker_state
 
 ENGINES_KEPT = 8
 """Run engines a process keeps (one per app; more than one only with inline runs in tests)."""
-
-_STATE: dict = {}
-
-
-def worker_state() -> dict:
-    return _STATE
 
 
 @dataclass(frozen=True)
