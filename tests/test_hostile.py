@@ -8,7 +8,8 @@ overflowing seeds, path traversal in leaf paths, wrong JSON types, malformed and
 bodies, and huge numbers of rows; then bombs with small limits: compile-time bombs (deep
 stacks, long expression chains under transforms, a deep model's training step) and memory bombs
 (large intermediates from small inputs), each answered by a 422 that names its limit, with
-/api/health and the seed's run answering right after each.
+/api/health and the seed's run answering right after each; and bombs within every estimate,
+stopped by real worker processes' time and memory limits.
 """
 
 from __future__ import annotations
@@ -740,3 +741,74 @@ def test_bombs_are_answered_within_their_limits(bombed, module, action, body, se
         assert f"{BOMB_MEMORY_MB:,} MB" in message, message
     assert elapsed < SECONDS_PER_CASE, f"took {elapsed:.1f} s"  # a hang guard
     assert_healthy(bombed)
+
+
+# --- bombs within every estimate: stopped by the worker's time and memory limits -------------
+
+WORKER_SECONDS = 3.0
+WORKER_MEMORY_MB = 900
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """An app with real worker processes and small limits (the suite's others run inline)."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("supervised") / "data",
+        workers=2,
+        max_run_seconds=WORKER_SECONDS,
+        worker_memory_mb=WORKER_MEMORY_MB,
+        compute_wait_seconds=60.0,  # a killed worker's replacement starts JAX again
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        # the suite's persistent compilation cache (tests/conftest.py) would hand these workers
+        # a bomb compiled by an earlier run of the suite: they compile for real
+        patch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+        with TestClient(create_app(settings), base_url="http://testserver") as client:
+            created = client.post("/api/modules", json=LINEAR)
+            assert created.status_code == 201, created.text
+            client.module_id = created.json()["id"]
+            seed = client.post(f"/api/modules/{client.module_id}/run", json=SEED_RUN)
+            assert seed.status_code == 200, seed.text
+            yield client
+
+
+SUPERVISED_BOMBS = [
+    (  # the custom module's 30 nested gelu under three jacfwd: 512 of the 1,500 traced leaves
+        # the estimate allows, and minutes of compiling
+        "module-chain-under-three-jacfwd",
+        custom(call=gelu_chain("x @ weight"), fields=[field(shape=(2, 2))]),
+        {
+            "function": "forward",
+            "wrt": "input",
+            "transforms": ["jacfwd"] * 3,
+            "input": {"shape": [2]},
+        },
+        "max_run_seconds",
+        ("tracing", "compiling"),
+    ),
+    (  # 784 MB of temporaries, under the memory analysis' 900 MB: the worker's own memory
+        # (JAX, about 250 MB, and the temporaries) passes the limit while it runs
+        "sort-of-outer-within-the-analysis",
+        IDENTITY,
+        run(loss="max(sort(outer(x, x)))", transforms=[], input={"shape": [14_000]}),
+        "worker_memory_mb",
+        ("running",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "body", "setting", "stages"),
+    [pytest.param(m, b, s, st, id=name) for name, m, b, s, st in SUPERVISED_BOMBS],
+)
+def test_bombs_within_the_estimates_are_stopped_by_the_worker_limits(
+    supervised, module, body, setting, stages
+):
+    created = supervised.post("/api/modules", json=module)
+    assert created.status_code == 201, created.text
+    response = supervised.post(f"/api/modules/{created.json()['id']}/run", json=body)
+    assert response.status_code == 422, response.text[:500]
+    message = response.json()["message"]
+    assert setting in message and f"PLAYGROUND_{setting.upper()}" in message, message
+    assert any(f"while {stage}" in message for stage in stages), message
+    assert_healthy(supervised)
