@@ -26,6 +26,7 @@
     running: "Running the compiled program.",
     computing: "Computing.",
     done: "Done: the result is on its way.",
+    cancelled: "Cancelled.",
     cancelling: "Cancelling: stopping the worker.",
     working: "Working: the first run of a function also compiles it.",
   };

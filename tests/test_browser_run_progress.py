@@ -1,11 +1,14 @@
-"""The run panel when a run has no result, in a real headless Chromium: a refusal (a limit, a
-body too large for the server) is said in plain words in the result area, where the user is
-looking, and the form stays. Screenshots at 1280x720, 150% zoom (853x480), 1024x700 and 390 px
-go to ``screenshots/`` (git-ignored) for a person to look at.
+"""The run panel while a run is on its way and when it has no result, in a real headless
+Chromium: a slow run shows its stage and the time so far beside the result area, and Cancel
+(from the keyboard) stops its worker and says so in the result area; a refusal (a limit, a body
+too large for the server) is said in plain words in the result area, where the user is looking,
+and the form stays. Screenshots at 1280x720, 150% zoom (853x480), 1024x700 and 390 px go to
+``screenshots/`` (git-ignored) for a person to look at.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -29,15 +32,17 @@ def live_server(request, tmp_path):
     settings = getattr(request, "param", {})
     app = create_app(Settings(data_dir=tmp_path / "live-data", **settings))
     with LiveServer(app) as server:
+        server.app = app
         yield server
 
 
-def shots(page, name: str) -> None:
-    """Screenshots of what is on screen now at the four sizes; nothing overflows sideways."""
+def shots(page, name: str, where: str = "#run-result") -> None:
+    """Screenshots of what is on screen now at the four sizes (``where`` in view); nothing
+    overflows sideways."""
     SCREENSHOTS.mkdir(exist_ok=True)
     for size, (width, height) in SIZES.items():
         page.set_viewport_size({"width": width, "height": height})
-        page.locator("#run-result").scroll_into_view_if_needed()
+        page.locator(where).scroll_into_view_if_needed()
         assert page.evaluate(NO_SIDEWAYS), size
         page.screenshot(path=str(SCREENSHOTS / f"{name}_{size}.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -85,3 +90,56 @@ def test_a_refused_run_says_why_in_the_result_area(page, page_probe):
     sweep.wait_for()
     assert sweep.inner_text().startswith("This sweep cannot be done.")
     assert "max_run_flops" in sweep.inner_text()
+
+
+DEEP = {
+    "kind": "eqx.nn.MLP",
+    "params": {"in_size": 8, "out_size": 8, "width_size": 8, "depth": 200},
+}
+"""grad of its loss traces and compiles for many seconds (within max_traced_leaves)."""
+
+
+@pytest.mark.parametrize("live_server", [{"workers": 1}], indirect=True)
+def test_a_slow_run_shows_its_stage_and_time_and_cancel_stops_it(page, page_probe, live_server):
+    page.goto("/")
+    created = page.request.post("/api/modules", data=DEEP)
+    assert created.status == 201, created.text()
+    page.goto(f"/m/{created.json()['id']}")
+    page.locator("#run-panel").wait_for()
+    wait_for_htmx_settled(page)
+    # a loss no earlier test run compiled (the suite keeps XLA's compilations on disk)
+    page.fill("#run-loss", f"mean(out) * {random.uniform(1, 2):.6f}")
+    page.locator("#run-submit").click()
+    progress = page.locator("#run-progress")
+    progress.wait_for(state="visible")
+    page.locator(
+        "#run-progress[data-stage=tracing], #run-progress[data-stage=compiling]"
+    ).wait_for()
+    current = page.locator("#run-progress .run-stages li[aria-current=step]")
+    assert current.inner_text() in ("tracing", "compiling")
+    assert (
+        page.locator("#run-progress .run-stages li.is-past").first.inner_text().endswith("waiting")
+    )
+    words = page.locator("#run-progress [data-run-stage-words]").inner_text()
+    assert words.startswith(("Tracing:", "Compiling:"))
+    # the time so far ticks
+    first = float(page.locator("#run-progress [data-run-elapsed]").inner_text().removesuffix(" s"))
+    page.wait_for_timeout(400)
+    later = float(page.locator("#run-progress [data-run-elapsed]").inner_text().removesuffix(" s"))
+    assert later > first > 0
+    shots(page, "run_in_progress", "#run-progress")
+    # Cancel from the keyboard: the worker is stopped, the result area says so in words
+    cancel = page.get_by_role("button", name="Cancel the run")
+    cancel.focus()
+    page.keyboard.press("Enter")
+    said = page.locator("#run-result .run-error[role=alert][data-error-kind=cancelled]")
+    said.wait_for()
+    text = said.inner_text()
+    assert text.startswith("You cancelled this run.") and "Run it again when you are ready" in text
+    assert "while tracing" in text or "while compiling" in text
+    assert progress.is_hidden()
+    assert page.evaluate("document.activeElement.id") == "run-result"
+    assert live_server.app.state.services.workers.killed == 1
+    wait_for_htmx_settled(page)
+    shots(page, "run_cancelled")
+    page_probe.assert_clean()
