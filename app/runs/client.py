@@ -143,9 +143,9 @@ class RunClient:
 
     def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> RunOutcome:
         if self.workers is None:
-            return transfer.loads(run_task(job))
-        data = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
-        return transfer.loads(data)
+            return transfer.unpack(run_task(job))
+        packed = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
+        return transfer.unpack(packed)
 
     def _source(self, module: Any) -> ModuleSource:
         if isinstance(module, ModuleRecord | ShareRecord):

@@ -4,7 +4,7 @@ In the worker process it finds (or builds) the module, prepares the input, trace
 (or reuses its own compile cache), executes and times the run with a :class:`RunEngine` kept
 for the worker's life in ``worker_state()``, one per app (an app's runs carry its ``token``:
 with ``workers=0`` every app of the process runs inline, each with its own engine). It answers
-the :class:`~app.runs.engine.RunOutcome` pickled by :mod:`app.transfer` (NumPy results, the
+the :class:`~app.runs.engine.RunOutcome` packed by :mod:`app.transfer` (NumPy results, the
 compiled entry's :class:`~app.runs.cache.CompiledInfo`, never the executable).
 
 The module travels as a :class:`ModuleSource`: its catalog spec (the worker builds it, and
@@ -91,8 +91,8 @@ def _model(job: RunJob) -> Any:
     return models.get_or_make((job.token, *source.key), source.build)
 
 
-def run_task(job: RunJob) -> bytes:
-    """Run ``job`` in this process: the outcome, pickled by :mod:`app.transfer`."""
+def run_task(job: RunJob) -> transfer.Packed:
+    """Run ``job`` in this process: the outcome, packed by :mod:`app.transfer`."""
     engine = engine_for(job.token, job.settings)
     model = _model(job)
     if isinstance(job.request, SweepRequest):
@@ -108,4 +108,4 @@ def run_task(job: RunJob) -> bytes:
             eager=job.eager,
             with_input=job.with_input,
         )
-    return transfer.dumps(outcome)
+    return transfer.pack(outcome)
