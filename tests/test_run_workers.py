@@ -23,6 +23,7 @@ from helpers import LINEAR, SEED_RUN, LiveServer
 
 from app.catalog import parse_spec
 from app.main import create_app
+from app.runs.view import presets
 from app.settings import Settings
 
 LIMIT_SECONDS = 5.0
@@ -238,3 +239,23 @@ def test_a_restarted_server_reads_its_compiled_runs_from_the_persistent_cache(tm
     assert written[0]  # the first start's worker wrote its programs to data_dir/jax-cache,
     assert not written[1]  # the second start's worker read them back and wrote nothing
     np.testing.assert_allclose(second["values"][".weight"], expected_seed_grad(), rtol=1e-6)
+
+
+def test_the_warm_up_compiles_the_presets_in_the_workers(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", workers=1, warm_start=True)
+    app = create_app(settings)
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=120) as client:
+        services = app.state.services
+        assert services.warmup.done.wait(120), "the warm-up did not finish"
+        spec = parse_spec(LINEAR["kind"], {})
+        items = presets(spec, services.runs.structures.get(spec.build()).simple)
+        assert services.warmup.compiled == services.runs.compiles == len(items) >= 5
+        assert services.workers.tasks >= len(items)  # one task per preset, in the worker...
+        assert services.runs.local_engine() is None  # ...and no engine in the web process
+        assert client.get("/", follow_redirects=True).status_code == 200  # a new visitor
+        module = client.get("/api/modules").json()[0]["id"]
+        for preset in items:
+            body = preset.form.request().model_dump(mode="json")
+            answer = client.post(f"/api/modules/{module}/run", json=body)
+            assert answer.status_code == 200, (preset.name, answer.text[:300])
+            assert answer.json()["compiled"] is False, preset.name  # found warm in the worker
