@@ -150,6 +150,7 @@ def test_the_memory_check_refuses_before_running_in_a_worker(server):
     assert answer.status_code == 422, answer.text[:500]
     message = answer.json()["message"]
     assert "worker_memory_mb" in message and "2,000 MB" in message
+    assert "after compiling, before running" in message  # the stage it reached
     assert post_run(server).status_code == 200
 
 
@@ -259,3 +260,34 @@ def test_the_warm_up_compiles_the_presets_in_the_workers(tmp_path):
             answer = client.post(f"/api/modules/{module}/run", json=body)
             assert answer.status_code == 200, (preset.name, answer.text[:300])
             assert answer.json()["compiled"] is False, preset.name  # found warm in the worker
+
+
+def test_past_worker_memory_mb_while_running_the_worker_is_stopped_and_the_next_run_works(
+    tmp_path,
+):
+    # A worker holds about 300 MB once JAX is up. A one-hot of 100,000 indices over 2,300
+    # classes needs 920 MB of temporaries by XLA's own analysis: under the 1,000 MB limit, so
+    # the check after compiling lets it run, but the worker's resident memory passes 1,000 MB
+    # while it runs, and the supervisor stops it.
+    settings = Settings(data_dir=tmp_path / "data", workers=1, worker_memory_mb=1_000)
+    plain = {"kind": "custom", "params": {"name": "Plain", "seed": 0, "fields": [], "call": "x"}}
+    body = {
+        **SEED_RUN,
+        "loss": "sum(one_hot(x, 2300))",
+        "transforms": [],
+        "input": {"shape": [100_000]},
+    }
+    app = create_app(settings)
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=120) as client:
+        module = client.post("/api/modules", json=plain).json()["id"]
+        answer = client.post(f"/api/modules/{module}/run", json=body)
+        assert answer.status_code == 422, answer.text[:500]
+        message = answer.json()["message"]
+        assert "worker_memory_mb" in message and "1000" in message and "running" in message
+        assert app.state.services.workers.killed == 1
+        seed = client.post("/api/modules", json=LINEAR).json()["id"]
+        again = client.post(f"/api/modules/{seed}/run", json=SEED_RUN)
+        assert again.status_code == 200, again.text[:500]
+        np.testing.assert_allclose(
+            again.json()["values"][".weight"], expected_seed_grad(), rtol=1e-6
+        )

@@ -136,8 +136,9 @@ def check_memory(memory: dict[str, int] | None, settings: Settings) -> None:
         return
     parts = ", ".join(f"{name} {value / MB:,.1f} MB" for name, value in memory.items())
     raise RunError(
-        f"This run would need about {total / MB:,.0f} MB of memory ({parts}: the compiler's "
-        f"memory analysis); the limit is {limit:,} MB (worker_memory_mb, "
+        f"Stopped after compiling, before running: this run would need about "
+        f"{total / MB:,.0f} MB of memory ({parts}: the compiler's memory analysis); the limit "
+        f"is {limit:,} MB (worker_memory_mb, "
         "PLAYGROUND_WORKER_MEMORY_MB). Use a smaller input, or a loss with smaller "
         "intermediate arrays",
         field="input.shape",
