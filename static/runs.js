@@ -17,14 +17,14 @@
   var CANCEL_GRACE_MS = 4000;
   var SHOW_AFTER_MS = 250;
   var STEPS = ["waiting", "tracing", "compiling", "running"];
-  var STEP_OF = { starting: "waiting", computing: "running", done: "running" };
+  var STEP_OF = { starting: "waiting", done: "running" };
   var WORDS = {
     waiting: "Waiting for a free worker.",
     starting: "A worker is starting.",
     tracing: "Tracing: JAX records the operations of the function.",
     compiling: "Compiling: XLA turns the traced operations into a program for this device.",
     running: "Running the compiled program.",
-    computing: "Computing.",
+    computing: "Getting ready: the worker loads the module and its input.",
     done: "Done: the result is on its way.",
     cancelled: "Cancelled.",
     cancelling: "Cancelling: stopping the worker.",
@@ -49,7 +49,10 @@
   function setStage(run, stage) {
     if (!stage || stage === run.stage) return;
     run.stage = stage;
+    if (stage === "computing" && run.reached) return; // between two stages: keep the last one
     var step = STEPS.indexOf(STEP_OF[stage] || stage);
+    if (step > 0) run.reached = true;
+    if (stage === "computing") step = 0.5; // past waiting, before tracing: loading the module
     run.progress.querySelectorAll("[data-stage]").forEach(function (item) {
       var index = STEPS.indexOf(item.getAttribute("data-stage"));
       item.classList.toggle("is-past", step >= 0 && index < step);
