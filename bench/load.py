@@ -364,12 +364,15 @@ class Hostile:
         ]
         self.outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.builds: dict[str, list[float]] = defaultdict(list)
 
     async def attack(self, client: httpx.AsyncClient, name: str) -> None:
         module, action, body = ATTACKS[name]
         client.cookies.clear()  # a new workspace for every attack
         try:
+            start = time.perf_counter()
             built = await client.post("/api/modules", json=module)
+            self.builds[name].append((time.perf_counter() - start) * 1000)
             if built.status_code != 201:
                 self.outcomes[name][f"build {built.status_code}"] += 1
                 return
@@ -443,7 +446,10 @@ async def load(base: str, pid: int | None, args) -> dict:
         }
     outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     latencies: dict[str, list[float]] = defaultdict(list)
+    builds: dict[str, list[float]] = defaultdict(list)
     for one in hostile:
+        for name, values in one.builds.items():
+            builds[name] += values
         for name, counts in one.outcomes.items():
             for status, count in counts.items():
                 outcomes[name][status] += count
@@ -457,6 +463,8 @@ async def load(base: str, pid: int | None, args) -> dict:
                 "statuses": dict(sorted(outcomes[name].items())),
                 "p50_ms": round(percentile(latencies[name], 50), 1),
                 "max_ms": round(max(latencies[name]), 1) if latencies[name] else None,
+                "build_p50_ms": round(percentile(builds[name], 50), 1),
+                "build_seconds": round(sum(builds[name]) / 1000, 1),
             }
             for name in ATTACKS
             if name in outcomes
@@ -491,7 +499,10 @@ def report(result: dict) -> str:
         lines += ["", "hostile requests (each in a new workspace), outcomes by status:"]
         for name, row in result["hostile_outcomes"].items():
             statuses = ", ".join(f"{status}: {n}" for status, n in row["statuses"].items())
-            lines.append(f"  {name}: {statuses} (p50 {row['p50_ms']} ms, max {row['max_ms']} ms)")
+            lines.append(
+                f"  {name}: {statuses} (p50 {row['p50_ms']} ms, max {row['max_ms']} ms; "
+                f"its builds: p50 {row['build_p50_ms']} ms, {row['build_seconds']} s in all)"
+            )
     memory = result["memory_kib"]
     if memory:
         lines.append("")
