@@ -82,6 +82,16 @@ def test_a_refused_run_says_why_in_the_result_area(page, page_probe):
     # the browser reports the refused request itself in its console; nothing else went wrong
     assert all("413" in line for line in page_probe.console_errors), page_probe.console_errors
     assert page_probe.page_errors == [] and page_probe.foreign_requests == []
+    page_probe.console_errors.clear()
+
+    # a run whose request cannot reach the server says so there too, not in the banner
+    page.route("**/m/*/run", lambda route: route.abort())
+    page.locator("button[data-preset='grad']").click()
+    lost = page.locator("#run-result .run-error[role=alert]", has_text="No connection.")
+    lost.wait_for()
+    assert "Check that it is running" in lost.inner_text()
+    assert page.locator("#alerts").inner_text().strip() == ""
+    page.unroute("**/m/*/run")
 
     # a sweep says it in its own result area
     page.locator(".run-sweep > summary").click()
