@@ -122,7 +122,12 @@ class Settings(BaseSettings):
         description="Seconds one computation (trace, compile and run) may take in its worker; "
         "past them the worker is killed and replaced.",
     )
-    max_concurrent_computations: int = Field(2, description="Computations at once, server-wide.")
+    max_concurrent_computations: int = Field(
+        2,
+        description="Computations in the web process at once, server-wide (building a module, "
+        "a snapshot, tree operations); runs and sweeps are tasks of the workers, which bound "
+        "them (with workers=0, the inline runs too).",
+    )
     compute_wait_seconds: float = Field(
         5.0, description="How long a request waits for a compute slot before a 503."
     )

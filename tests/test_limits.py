@@ -220,15 +220,18 @@ def test_concurrent_computations_wait_then_503_with_retry_after(limited):
     holder.start()
     try:
         assert holding.wait(5)
-        response, elapsed = timed(limited.post, f"/api/modules/{module}/run", json=SEED_RUN)
+        # building a module computes in the web process: it waits for a slot, then 503
+        response, elapsed = timed(limited.post, "/api/modules", json=linear())
         message = refused(response, 503, "max_concurrent_computations=1")
         assert response.headers["retry-after"].isdigit()
         assert 0.25 <= elapsed < 3, "a short wait, then the answer"
         assert "busy" in message
+        # a run is a task of the worker pool, which bounds runs itself: it does not wait
+        assert limited.post(f"/api/modules/{module}/run", json=SEED_RUN).status_code == 200
     finally:
         release.set()
         holder.join()
-    assert limited.post(f"/api/modules/{module}/run", json=SEED_RUN).status_code == 200
+    assert limited.post("/api/modules", json=linear()).status_code == 201
 
 
 def test_training_jobs_per_workspace(limited):

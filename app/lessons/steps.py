@@ -143,7 +143,7 @@ def run_preset(
     workspace = record.workspace
     if step.run is not None:
         spec = record.spec()
-        with services.compute.slot():
+        with services.compute.client_slot():  # the runs are tasks of the worker pool
             model = services.store.load(record)
             outcome = services.runs.run(
                 spec, record, step.run, scopes=run_scopes(record), compile_scope=compile_scope

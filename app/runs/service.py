@@ -1,9 +1,11 @@
 """Runs and sweeps of a stored module: what the JSON API and the run panel share.
 
-A run takes one of the server's compute slots for as long as a worker traces, compiles and
-computes (``services.compute.slot()``); ``services.runs`` (``app.runs.client``) remembers each
-run's key under the module's and the workspace's scopes, to say what changed since the
-previous run.
+A run is a task of the worker pool (``services.runs``, ``app.runs.client``), which bounds how
+many run at once and keeps a worker for light work; of the compute slots it takes only its
+client address's (``services.compute.client_slot()``, ``max_computations_per_client``), so that
+two heavy runs never hold the server-wide slots that building a module or a first page needs.
+``services.runs`` remembers each run's key under the module's and the workspace's scopes, to say
+what changed since the previous run.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def run_stored(
     spec = record.spec()
     services.runs.check_cost(spec, body)  # refused before a slot is taken
     scopes = run_scopes(record)
-    with services.compute.slot():
+    with services.compute.client_slot():
         if isinstance(body, SweepRequest):
             outcome = services.runs.sweep(
                 spec, record, body, scopes=scopes, with_input=with_input, handle=handle
