@@ -673,6 +673,10 @@ class ModuleStore:
 
         return self._built.get_or_make(key, build)
 
+    def built(self, record: ModuleRecord | ShareRecord) -> Any | None:
+        """The built module of ``record`` if it is in memory (None: not built here lately)."""
+        return self._built.get((type(record).__name__, record.id, getattr(record, "revision", 0)))
+
     def forget_built(self, module_id: str) -> None:
         """Drop the built versions of a module from memory (the next load rebuilds it)."""
         self._built.discard_where(lambda key: key[:2] == ("ModuleRecord", module_id))

@@ -30,8 +30,13 @@ from app.runs.spec import RunRequest, SweepRequest
 from app.runs.structure import StructureMemo
 from app.runs.worker import ModuleSource, RunJob, forget_engine, local_engine, run_task
 from app.settings import Settings
-from app.store import ModuleRecord, ModuleStore, ShareRecord
+from app.store import ModuleRecord, ModuleStore, ShareRecord, tree_nbytes
 
+SEND_MODULE_BYTES = 262_144
+"""A stored module whose arrays hold at most this many bytes is sent to the worker as it is
+(the web process has it built): the worker then runs no random initialisation of its own, which
+on a fresh worker compiles a dozen small programs within the run's time limit. A larger module
+is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 LIGHT_SHARE = 5
@@ -149,9 +154,11 @@ class RunClient:
 
     def _source(self, module: Any) -> ModuleSource:
         if isinstance(module, ModuleRecord | ShareRecord):
-            model = transfer.dumps(self.store.load(module)) if module.trained else None
             key = (type(module).__name__, module.id, getattr(module, "revision", 0))
-            return ModuleSource(key, module.kind, module.params, model)
+            built = self.store.load(module) if module.trained else self.store.built(module)
+            if built is not None and (module.trained or tree_nbytes(built) <= SEND_MODULE_BYTES):
+                return ModuleSource(key, module.kind, module.params, transfer.dumps(built))
+            return ModuleSource(key, module.kind, module.params)
         return ModuleSource(None, "", {}, transfer.dumps(module))
 
     def _remember(
