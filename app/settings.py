@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         description="Estimated flops of one training job as a whole: its steps times one "
         "step's flops, plus its evaluations.",
     )
+    max_job_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds of computing one training job may use as a whole (compiling left "
+        "out), measured on its first steps: a job whose steps would take longer is refused, and "
+        "one that runs past it fails.",
+    )
     workers: int = Field(
         3,
         ge=0,

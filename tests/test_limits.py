@@ -12,7 +12,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import SEED_RUN
+from helpers import SEED_RUN, wait_for_job
 
 from app.main import create_app
 from app.settings import Settings, get_settings
@@ -393,3 +393,43 @@ def test_the_compile_cache_is_bounded_in_bytes_as_well_as_entries(tmp_path):
             f"/api/modules/{module}/run", json={**SEED_RUN, "input": {"shape": [1, 2]}}
         )
         assert first.json()["compiled"] is True  # it had been evicted
+
+
+def test_a_library_network_job_is_budgeted_in_flops_with_its_sweeps(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "net", max_train_flops=2e9))
+    with TestClient(app) as client:
+        network = client.post("/api/modules", json={"kind": "library.network"}).json()["id"]
+        body = {"dataset": "prototypes", "epochs": 3}
+        response, elapsed = timed(client.post, f"/api/modules/{network}/train", json=body)
+        message = refused(response, 422, "max_train_flops", "2e+09", elapsed=elapsed)
+        batch = float(re.search(r"186 batches of ([0-9.e+]+)", message).group(1))
+        # by hand: a batch runs steps_train = 10 sweeps with every message, each at least the
+        # matrix products of the edges 0->1 (100x256), 1->1 (256x256), 2->1 (10x256) and
+        # 1->2 (256x10) on 16 examples, then 10 inference sweeps (at least 0->1 and 1->2);
+        # the compiler counts a loop's body once, so a sweep left out would be 10 times less
+        train = 10 * 16 * 2 * (100 * 256 + 256 * 256 + 10 * 256 + 256 * 10)
+        inference = 10 * 16 * 2 * (100 * 256 + 256 * 10)
+        assert train + inference <= batch <= 2 * (train + inference), (batch, train, inference)
+        assert "smaller" in message
+
+
+def test_a_training_job_is_budgeted_in_seconds(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path / "seconds", max_job_seconds=0.05))
+    with TestClient(app) as client:
+        module = client.post("/api/modules", json=mlp(2, 16, 2, 1)).json()["id"]
+        body = {"dataset": "circle", "steps": 20_000}
+        job = client.post(f"/api/modules/{module}/train", json=body).json()["job"]
+        record = wait_for_job(client, job)
+        # measured on its first steps, far from the end: failed, in words, the module unchanged
+        assert record["status"] == "failed" and record["step"] < 5_000, record
+        assert "max_job_seconds" in record["error"] and "0.05 s" in record["error"]
+        assert record["revision"] is None
+        assert client.get(f"/api/modules/{module}").json()["trained"] is False
+        fits = int(re.search(r"at most ([0-9,]+) steps", record["error"]).group(1).replace(",", ""))
+        assert 0 < fits < 20_000
+        # measured once, the next job of this structure is refused at once
+        again, elapsed = timed(client.post, f"/api/modules/{module}/train", json=body)
+        refused(again, 422, "max_job_seconds", "PLAYGROUND_MAX_JOB_SECONDS", elapsed=elapsed)
+        small = client.post(f"/api/modules/{module}/train", json={**body, "steps": 20})
+        assert small.status_code == 202, small.text
+        assert wait_for_job(client, small.json()["job"])["status"] == "done"

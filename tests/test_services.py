@@ -38,9 +38,9 @@ def test_closing_the_app_stops_its_training_jobs(tmp_path):
             time.sleep(0.05)
         workspace = client.cookies.get(COOKIE_NAME)
         services = app.state.services
-        workers = list(services.jobs._threads)
+        workers = services.jobs.threads
         assert workers
-    # the lifespan's end stopped the job (its parameters kept) and its workers ended
+    # the lifespan's end stopped the job (its parameters kept) and its threads ended
     stored = services.storage.get_job(workspace, job)
     assert stored["status"] == "stopped"
     assert not [thread for thread in workers if thread.is_alive()]

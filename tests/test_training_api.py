@@ -195,22 +195,26 @@ def test_a_watched_job_is_spread_over_its_seconds_and_stops_at_once(client, mlp)
     assert record["status"] == "stopped" and record["step"] < 10
 
 
-def test_a_queued_job_stops_at_once_and_the_workspace_limit_is_a_429(client, mlp):
-    # One worker (max_concurrent_computations=2 -> 1 worker) and at most 2 jobs per workspace.
+def test_a_module_trains_one_job_at_a_time_and_the_workspace_limit_is_a_429(client, mlp):
+    # At most 2 jobs per workspace, one per module.
     body = {"dataset": CIRCLE, "steps": 20_000}
     first = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
-    second = client.post(f"/api/modules/{mlp}/train", json=body).json()["job"]
-    third = client.post(f"/api/modules/{mlp}/train", json={"steps": 10})
-    assert third.status_code == 429
+    again = client.post(f"/api/modules/{mlp}/train", json={"dataset": CIRCLE, "steps": 10})
+    assert again.status_code == 409, again.text
+    assert first in again.json()["message"] and "already training" in again.json()["message"]
+    other, third_module = build(client, "eqx.nn.MLP", MLP), build(client, "eqx.nn.MLP", MLP)
+    second = client.post(f"/api/modules/{other}/train", json={**body, "paused": True}).json()
+    third = client.post(f"/api/modules/{third_module}/train", json={"steps": 10})
+    assert third.status_code == 429, client.get(f"/api/modules/{mlp}/jobs").json()
     assert "max_jobs_per_workspace=2" in third.json()["message"]
     assert third.headers["retry-after"]
-    assert client.get(f"/api/jobs/{second}").json()["status"] == "queued"
-    assert client.post(f"/api/jobs/{second}/stop").json()["status"] == "stopped"
-    record = client.get(f"/api/jobs/{second}").json()
+    # a job that has not started (here: paused before its first step) stops at once
+    assert client.post(f"/api/jobs/{second['job']}/stop").json()["status"] == "stopped"
+    record = client.get(f"/api/jobs/{second['job']}").json()
     assert record["step"] == 0 and record["revision"] is None
     client.post(f"/api/jobs/{first}/stop")
     assert wait_for_job(client, first)["status"] == "stopped"
-    # With the jobs ended, the workspace may train again.
+    # With the jobs ended, the module may train again.
     again = client.post(f"/api/modules/{mlp}/train", json={"dataset": CIRCLE, "steps": 5})
     assert again.status_code == 202
     wait_for_job(client, again.json()["job"])

@@ -96,7 +96,9 @@ class CsvOut(BaseModel):
 def train(
     request: TrainRequest, record: RecordDep, services: ServicesDep, workspace: WorkspaceDep
 ) -> dict:
-    """Start training the module in the background; 202 with the job's record."""
+    """Start training the module in the background; 202 with the job's record. 409 (naming
+    the job) while the module has a job queued, running or paused; 429 past the workspace's
+    jobs; 422 for a job over its budget (max_train_flops, max_job_seconds)."""
     return start_training(services, workspace, record, request)
 
 
@@ -262,7 +264,8 @@ async def train_from_form(
     if single:
         await asyncio.to_thread(services.jobs.step, workspace, job["job"])
     job = find_job(services, workspace, job["job"], with_view=True)
-    return _render(request, "partials/train_job.html", progress_context(job), 200)
+    context = {**progress_context(job), "actions_oob": True}
+    return _render(request, "partials/train_job.html", context, 200)
 
 
 @router.get("/m/{module_id}/jobs/{job_id}/progress", include_in_schema=False)
@@ -270,7 +273,8 @@ def job_progress(
     request: Request, record: RecordDep, job_id: JobPath, services: ServicesDep
 ) -> HTMLResponse:
     job = module_job(services, record, job_id)
-    return _render(request, "partials/train_progress.html", progress_context(job, polled=True))
+    context = {**progress_context(job, polled=True), "actions_oob": True}
+    return _render(request, "partials/train_progress.html", context)
 
 
 @router.post("/m/{module_id}/datasets/csv", include_in_schema=False)
@@ -345,7 +349,7 @@ def play_from_page(
         if error.status_code != 409:
             raise
     job = module_job(services, record, job_id)
-    context = progress_context(job, polled=True)
+    context = {**progress_context(job, polled=True), "actions_oob": True}
     # the keyboard focus stays on the controls (the button pressed, or the one that took its
     # place); once the job ended, on Reset
     if context["finished"]:

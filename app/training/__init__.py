@@ -9,12 +9,17 @@
 - ``losses``: losses, predictions and accuracy for gradient training;
 - ``gradient``: gradient training of any catalog module (Optax, jitted steps);
 - ``local``: the library networks' local rule (the reference protocol of docs/library.md);
-- ``jobs``: background jobs with progress, pause, step, stop, per-workspace limits and
-  persistence;
+- ``jobs``: jobs with progress, pause, step, stop, their limits (per workspace, one per
+  module, flops and seconds per job) and persistence; a job's state lives there, its steps run
+  in chunks in worker processes;
+- ``chunks``: one chunk of a job as a worker runs it (the model rebuilt from its spec and the
+  state's arrays, compiled steps kept warm per structure); ``scheduler``: the turn in which
+  the running jobs' chunks go to the workers (round robin; a watched job when it is due);
 - ``storage``: uploaded CSV files and the records of jobs in the database;
 - ``figures``, ``views``: what a job shows (loss and accuracy curves, the decision boundary or
   the fit, the parameters' diff);
 - ``progress``: a job's progress as the page shows it (the fragment's context, the counters in
   words, and the live frames a playing job streams);
-- ``dynamics``: a network's state over time under ``step`` or ``step_inference``.
+- ``dynamics``: a network's state over time under ``step`` or ``step_inference`` (computed in
+  a worker process).
 """

@@ -1,7 +1,8 @@
 """A library network's state over time: T sweeps of ``step`` or ``step_inference``.
 
-``run_dynamics`` starts from ``state.init(x, y)`` (phase ``"train"``, ``y`` when the batch comes
-from a dataset, zeros otherwise) or ``state.init(x)`` (phase ``"inference"``), runs T sweeps under
+``run_dynamics`` (in a worker process: ``dynamics_task``) starts from ``state.init(x, y)``
+(phase ``"train"``, ``y`` when the batch comes from a dataset, zeros otherwise) or
+``state.init(x)`` (phase ``"inference"``), runs T sweeps under
 ``jax.lax.scan`` and collects every slot after every sweep:
 
 - ``states[s][t]``: slot ``s`` after sweep ``t + 1``, ``(batch, units)``. In inference the
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from app import plots
+from app.training.chunks import model_from_leaves
 from library.orchestrators import SequentialOrchestrator
 
 CHANGE_TOLERANCE = 1e-6
@@ -84,6 +86,20 @@ def run_dynamics(
         "slots": [int(math.prod(start[i].shape[1:])) for i in range(num_slots)],
         "initial": [np.asarray(start[i]).reshape(x.shape[0], -1) for i in range(num_slots)],
     }
+
+
+def dynamics_task(
+    entry: Any,
+    leaves: list[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray | None,
+    steps: int,
+    phase: Literal["train", "inference"],
+) -> dict[str, Any]:
+    """:func:`run_dynamics` as a worker's task: the network rebuilt from its spec (``entry``,
+    a library network's, which has a state template) and its arrays."""
+    model = model_from_leaves(entry, leaves)
+    return run_dynamics(model, entry.state(), x, y, steps, phase)
 
 
 def slot_names(num_slots: int) -> list[str]:

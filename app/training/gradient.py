@@ -9,9 +9,7 @@ updated, and the loss and optimiser objects are cached so that a repeated job co
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,44 +17,23 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.text import shape_text
 from app.training import views
+from app.training.chunks import ChunkClock, structure_key
 from app.training.datasets import Data
 from app.training.losses import choose_loss, class_score, loss_value, predicted_class
+from app.training.optimizers import init_optimizer
+from app.training.plan import ChunkedPlan
 from library import trainable_filter
-from library.training import gradient_step, init_opt_state
+from library.training import gradient_step
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 RECORD_EVERY = 20
 """A job records its metrics every ``min(RECORD_EVERY, ceil(steps / 100))`` steps."""
 VIEW_SECONDS = 0.15
 """The least time between two refreshes of the decision boundary (or fit) of a running job
 (the page shows a frame every 0.15 s at most)."""
-
-_optimizers: BoundedCache[str, optax.GradientTransformation] = BoundedCache(len(OPTIMIZERS))
-
-
-def optimizer(name: str) -> optax.GradientTransformation:
-    """The Optax optimiser ``name`` with its hyperparameters in its state (one object per name,
-    so compiled steps are reused whatever the learning rate)."""
-    factory = {"sgd": optax.sgd, "adam": optax.adam, "adamw": optax.adamw}[name]
-    return _optimizers.get_or_make(
-        name, lambda: optax.inject_hyperparams(factory)(learning_rate=1e-3)
-    )
-
-
-def init_optimizer(name: str, model: Any, learning_rate: float, weight_decay: float | None):
-    """``(optimiser, state)`` on the trained arrays of ``model`` at ``learning_rate``."""
-    opt = optimizer(name)
-    state = init_opt_state(opt, model)
-    state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
-    if name == "adamw" and weight_decay is not None:
-        state.hyperparams["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
-    return opt, state
 
 
 class Forward:
@@ -69,10 +46,12 @@ class Forward:
         self.example_shape = tuple(example_shape)
         # the seed only sets initial values (the model is an argument): modules that differ
         # only by seed share their compiled steps
-        params = {k: v for k, v in entry.model_dump(mode="json").items() if k != "seed"}
-        spec = json.dumps(params, sort_keys=True)
-        self._key = (entry.kind, spec, batched, self.example_shape)
+        self._key = (*structure_key(entry), batched, self.example_shape)
         self._hash = hash(self._key)
+
+    def __reduce__(self):
+        # rebuilt (and its hash computed again) in the process that unpickles it
+        return Forward, (self.entry, self.batched, self.example_shape)
 
     def __hash__(self) -> int:
         return self._hash
@@ -222,8 +201,13 @@ def prepare_objective(entry: Any, model: Any, data: Data, requested_loss: str) -
     return Objective(Forward(entry, batched, example), loss, data.num_classes)
 
 
-class GradientPlan:
-    """A gradient training job: the model, the data, the objective and the settings."""
+class GradientPlan(ChunkedPlan):
+    """A gradient training job: the model, the data, the objective and the settings.
+
+    In the web process it holds the module's model (the job's start); it pickles without it,
+    and ``advance`` (in a worker) runs a chunk of steps from a job's state
+    (:mod:`app.training.plan`).
+    """
 
     mode = "gradient"
 
@@ -251,17 +235,28 @@ class GradientPlan:
         self.seed = seed
         self.total = steps
         self.steps_per_epoch = len(data.x_train) / self.batch_size
+        self.record_every = max(1, min(RECORD_EVERY, math.ceil(steps / 100)))
         self.metric_names = ["step", "loss", "test_loss", "accuracy", "test_accuracy"]
         shows_boundary = data.input_dim == 2 and data.task == "classification"
         shows_fit = data.input_dim == 1 and data.task == "regression" and data.target_dim == 1
         self.view_kind = "boundary" if shows_boundary else ("fit" if shows_fit else None)
-        self._x_all = jnp.asarray(np.concatenate([data.x_train, data.x_test]))
-        self._y_all = jnp.asarray(np.concatenate([data.y_train, data.y_test]))
+        self._x_all = np.concatenate([data.x_train, data.x_test])
+        self._y_all = np.concatenate([data.y_train, data.y_test])
         if shows_boundary:
             self._grid = views.boundary_grid(data)
         elif shows_fit:
             xs = views.fit_grid(data)
             self._grid = (xs, None, xs[:, None])
+
+    @property
+    def entry(self) -> Any:
+        return self.objective.forward.entry
+
+    @property
+    def cost_key(self) -> tuple:
+        """Jobs with this key compile the same steps and take about as long per step."""
+        d = self.data
+        return ("gradient", self.objective, self.optimizer_name, self.batch_size, d.x_train.shape)
 
     def records(self, steps: int | None = None) -> int:
         """How many times a job of ``steps`` (this one's by default) evaluates the model on
@@ -301,15 +296,20 @@ class GradientPlan:
     def evaluate(self, model: Any) -> dict[str, float]:
         d = self.data
         (loss, accuracy), (test_loss, test_accuracy) = _evaluate(
-            model, self.objective, self._x_all, self._y_all, len(d.x_train)
+            model,
+            self.objective,
+            jnp.asarray(self._x_all),
+            jnp.asarray(self._y_all),
+            len(d.x_train),
         )
         out = {"train_loss": float(loss), "test_loss": float(test_loss)}
         if d.task == "classification":
             out.update(accuracy=float(accuracy), test_accuracy=float(test_accuracy))
         return out
 
-    def record(self, job, model: Any, step: int, losses: list[jax.Array]) -> None:
-        """Record the mean of the batch losses since the last record, and the evaluation.
+    def record(self, clock: ChunkClock, model: Any, step: int, losses: list[float]) -> dict:
+        """The record after ``step``: the mean of the batch losses since the last record, and
+        the evaluation.
 
         A loss that is NaN or infinite fails the job (the module keeps its parameters).
         """
@@ -321,53 +321,44 @@ class GradientPlan:
                 f"({self.learning_rate:g}) is probably too high. The module keeps its "
                 "parameters.",
             )
-        scores = self.evaluate(model)
-        job.record(
-            step=step,
-            loss=mean_loss,
-            test_loss=scores["test_loss"],
-            accuracy=scores.get("accuracy"),
-            test_accuracy=scores.get("test_accuracy"),
-        )
+        scores = clock.timed("evaluate", self.evaluate, model)
+        return {
+            "step": step,
+            "loss": mean_loss,
+            "test_loss": scores["test_loss"],
+            "accuracy": scores.get("accuracy"),
+            "test_accuracy": scores.get("test_accuracy"),
+        }
 
-    def run(self, job) -> Any:
-        """Train, reporting to ``job``: a generator that yields after every step (the job's
-        worker drives it, and parks it while paused); returns the model reached (also when
-        stopped)."""
-        d = self.data
-        model = self.model
-        opt, opt_state = init_optimizer(
-            self.optimizer_name, model, self.learning_rate, self.weight_decay
+    def start_extra(self) -> dict:
+        return {"order": None, "position": 0, "losses": []}
+
+    def one_step(
+        self, clock: ChunkClock, model: Any, opt: Any, opt_state: Any, state: dict, single: bool
+    ) -> tuple[Any, Any]:
+        d, batch, n = self.data, self.batch_size, len(self.data.x_train)
+        if state["order"] is None or state["position"] + batch > n:
+            state["order"], state["position"] = state["rng"].permutation(n), 0
+        index = state["order"][state["position"] : state["position"] + batch]
+        state["position"] += batch
+        model, opt_state, loss = clock.timed(
+            "step",
+            gradient_step,
+            model,
+            opt_state,
+            opt,
+            self.objective,
+            d.x_train[index],
+            d.y_train[index],
         )
-        rng = np.random.default_rng(self.seed)
-        n, batch = len(d.x_train), self.batch_size
-        order, position = rng.permutation(n), 0
-        record_every = max(1, min(RECORD_EVERY, math.ceil(self.steps / 100)))
-        losses: list[jax.Array] = []
-        last_view = time.monotonic()
-        job.set_view(self.view(model))
-        for step in range(1, self.steps + 1):
-            if job.should_stop():
-                break
-            if position + batch > n:
-                order, position = rng.permutation(n), 0
-            index = order[position : position + batch]
-            position += batch
-            model, opt_state, loss = gradient_step(
-                model, opt_state, opt, self.objective, d.x_train[index], d.y_train[index]
-            )
-            losses.append(loss)
-            job.set_step(step)
-            single = job.wants_frame()  # paused: every single step shows
-            if single or step % record_every == 0 or step == self.steps:
-                self.record(job, model, step, losses)
-                losses = []
-                now = time.monotonic()
-                if single or now - last_view >= VIEW_SECONDS:
-                    job.set_view(self.view(model))
-                    last_view = now
-            yield
-        if losses:  # stopped between two records
-            self.record(job, model, job.step, losses)
-        job.set_view(self.view(model))
-        return model
+        state["step"] += 1
+        step = state["step"]
+        state["losses"] = [*state["losses"], float(loss)]
+        if single or step % self.record_every == 0 or step == self.steps:
+            self.end(clock, model, state)
+        return model, opt_state
+
+    def end(self, clock: ChunkClock, model: Any, state: dict) -> None:
+        if state["losses"]:  # (also: stopped between two records)
+            clock.report.records.append(self.record(clock, model, state["step"], state["losses"]))
+            state["losses"] = []

@@ -1,41 +1,58 @@
-"""Training jobs: run in the background, watched while they run, persisted when they end.
+"""Training jobs: run in chunks in worker processes, watched while they run, persisted when
+they end.
 
-A :class:`JobManager` runs jobs on a small pool of worker threads of its own (sized from
-``max_concurrent_computations``), so a job never holds a request's compute slot. A workspace may
-have ``max_jobs_per_workspace`` jobs queued, running or paused, and a client address
-``max_jobs_per_client`` whatever its workspaces; one more is a 429. Stop is a
-flag the training loop reads before every step. When a job ends, done or stopped, its trained
-parameters replace the module's (``store.set_leaves``: persisted, revision bumped), and the job
-keeps a diff of how far every leaf moved. Each job's record is written to the database at start
-and at the end, so it can still be read after a restart.
+A job's state (the model's arrays, the optimiser's state, the batches' order, the step) lives
+here, in the web process. Its steps run in *chunks* (:mod:`app.training.chunks`): one chunk is
+one task for a worker process of the pool (lane ``"train"``), lasting about ``CHUNK_SECONDS``,
+that takes the state and gives back the next one with the metrics and the view. The
+:class:`~app.training.scheduler.ChunkScheduler` interleaves the chunks of every running job in
+turn, so no job waits for another to finish; a watched job (``watch_seconds``) is paced by when
+its next chunk is scheduled, never by a worker that waits. Without a pool (the tests' apps can
+make one with no workers) the chunks run in a thread of this process, their arguments and
+results pickled all the same.
 
-Play, pause, step: a plan's ``run(job)`` is a generator that yields after every step, so a
-worker drives it one step at a time. A paused job is *parked*: its generator is kept, its worker
-goes on to the next queued job (a paused job holds no thread). Resume, a single step or stop put
-it back on the queue. Every change of a job's pause state happens under the job's own lock
-(``Job.cond``), and a job is on the queue or in a worker at most once. A job paused for longer
-than ``max_paused_seconds`` is stopped (its parameters saved). Reset (back to the module's
-initial parameters) stops the module's jobs and discards their results under the lock that
-saving takes, so a job ending at that moment cannot overwrite the reset.
+Limits: a workspace may have ``max_jobs_per_workspace`` jobs queued, running or paused, and a
+client address ``max_jobs_per_client`` whatever its workspaces (one more is a 429); a module
+one (a second is a 409 naming the first). A job is budgeted as a
+whole: its flops before it is queued (``app.training.service``), and its seconds of computing
+(``max_job_seconds``): estimated from its first chunks' measured time (and refused at once for
+a module whose steps were measured before), then enforced while it runs. A job whose worker
+died or ran past the run limits fails with a message in words.
+
+Play, pause, step, stop and reset act between chunks. A paused job is *parked*: it holds no
+worker and no place in the turn; resume, a single step or stop put it back. Every change of a
+job's pause state happens under the job's own lock (``Job.cond``), and a job is in the turn or
+in a worker at most once. A job paused for longer than ``max_paused_seconds`` is stopped (its
+parameters saved). When a job ends, done or stopped, its trained parameters replace the
+module's (``store.set_leaves``: persisted, revision bumped), and the job keeps a diff of how far
+every leaf moved; reset (back to the module's initial parameters) stops the module's jobs and
+discards their results under the lock that saving takes, so a job ending at that moment cannot
+overwrite the reset. Each job's record is written to the database at start and at the end, so
+it can still be read after a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
+import pickle
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import equinox as eqx
 import jax
 import numpy as np
 
+from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.serving import YOUR_ADDRESS
 from app.store import ModuleRecord, ModuleStore, new_id
+from app.training.chunks import replace_arrays, train_chunk
+from app.training.gradient import VIEW_SECONDS
+from app.training.scheduler import ChunkScheduler
 from app.training.storage import TrainingStorage
 from library import trainable_filter
 
@@ -48,8 +65,14 @@ MAX_JOBS_IN_MEMORY = 32
 SHUTDOWN_SECONDS = 5.0
 """When the app stops (``Services.close``), running jobs are stopped (their parameters saved)
 and waited for this long."""
-WORKER_IDLE_SECONDS = 30.0
-"""A worker thread with no job for this long ends (a new job starts another)."""
+CHUNK_SECONDS = 0.075
+"""A chunk ends after the step that takes it past this many seconds (about 50 to 100 ms of
+computing for the playground's modules; a single longer step is one chunk)."""
+PACE_SECONDS = 0.2
+"""A watched job's chunks are this far apart: each takes the steps that came due since the
+last one."""
+MEASURED_STRUCTURES = 256
+"""Seconds per step remembered per module structure and batch (to refuse a job at once)."""
 MAX_DIFF_ROWS = 200
 """Leaves listed in a job's parameter diff; the rest are counted."""
 MAX_STEP_BUDGET = 20
@@ -100,7 +123,7 @@ def parameter_diff(before: Any, after: Any) -> dict[str, Any]:
 
 
 class Job:
-    """One training job: settings, progress, metrics, and the result once it ends."""
+    """One training job: settings, progress, metrics, its state, and the result once it ends."""
 
     def __init__(
         self,
@@ -115,10 +138,10 @@ class Job:
     ):
         self.id = new_id(9)
         self.workspace = workspace
-        self.client = client
-        """The address of the client that submitted it (for ``max_jobs_per_client``)."""
         self.module_id = module_id
         self.module_kind = module_kind
+        self.client = client
+        """The address of the client that submitted it (for ``max_jobs_per_client``)."""
         self.plan = plan
         self.mode = plan.mode
         self.settings = settings
@@ -138,45 +161,30 @@ class Job:
         self.version = 0
         self.steps_per_epoch = float(getattr(plan, "steps_per_epoch", 0) or 0)
         self.paused_seconds = 0.0
+        self.compute_seconds = 0.0
+        """Seconds its chunks computed (compiling left out): what ``max_job_seconds`` bounds."""
+        self.step_seconds: float | None = None
+        """Its quickest step so far, in seconds (what its estimate counts on)."""
         self.discard = False
         """Set by a reset: the job's parameters are not saved when it ends."""
+        self.state: dict | None = None
+        """Where the training is (see :mod:`app.training.chunks`); None once it ended."""
         self.cond = threading.Condition()
         """Guards the pause state below and the status; notified on every change."""
         self._pause = False
         self._budget = 0
         self._parked = False
+        self._in_flight = False
+        self._final = False
+        self._wake_at: float | None = None
         self._paused_at: float | None = None
         self._pace_origin: float | None = None
-        self.runner: Any = None
-        """The plan's ``run(job)`` generator, once started."""
+        self._last_view = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    # Called by the training loop -------------------------------------------------------------
     def should_stop(self) -> bool:
         return self._stop.is_set()
-
-    def set_step(self, step: int) -> None:
-        """Step ``step`` is done. With ``watch_seconds`` in the settings, wait until that share
-        of the (unpaused) time has passed, so that a fast job can be watched; Stop and Pause end
-        the wait."""
-        with self.cond:
-            self.step = step
-            self.version += 1
-            self.cond.notify_all()
-            pace = self.settings.get("watch_seconds") or 0.0
-            if self._pace_origin is None:  # the pace counts from the first step (not the compile)
-                self._pace_origin = time.time() - (pace / self.total if self.total else 0.0)
-            if pace > 0 and self.total and not self._pause:
-                wait = self._pace_origin + pace * step / self.total - time.time()
-                if wait > 0:
-                    self.cond.wait_for(
-                        lambda: self._stop.is_set() or self._pause, timeout=min(wait, pace)
-                    )
-
-    def wants_frame(self) -> bool:
-        """Paused (single steps): record and redraw after every step, so each one shows."""
-        return self._pause
 
     def record(self, **values: Any) -> None:
         """Append one value to each named metric (None where a value does not apply)."""
@@ -194,6 +202,11 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def pace(self) -> float:
+        """The job's ``watch_seconds`` (0: as fast as it goes)."""
+        return float(self.settings.get("watch_seconds") or 0.0) if self.total else 0.0
 
     def request_stop(self) -> None:
         with self.cond:
@@ -238,6 +251,7 @@ class Job:
             "elapsed": round(now - self.started_at - self.paused_seconds - paused_now, 3)
             if self.started_at
             else 0.0,
+            "compute_seconds": round(self.compute_seconds, 3),
             "revision": self.revision,
             "diff": self.diff,
         }
@@ -246,19 +260,51 @@ class Job:
         return out
 
 
-class JobManager:
-    """Every training job of one app: a queue, worker threads, limits and persistence."""
+def _in_process(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` here, with its arguments and result pickled as a worker's would be."""
+    args = pickle.loads(pickle.dumps(args))
+    return pickle.loads(pickle.dumps(fn(*args)))
 
-    def __init__(self, store: ModuleStore, storage: TrainingStorage, settings: Any):
+
+def worker_failure(error: BaseException) -> str | None:
+    """A job's message in words when its worker died or ran past the run limits, else None."""
+    name = type(error).__name__
+    if name == "RunLimitExceeded":
+        return (
+            "This training stopped: one of its chunks went past a limit of the server's "
+            f"workers ({getattr(error, 'message', error)}). The module keeps the parameters "
+            "it had before the job; try fewer or smaller steps."
+        )
+    if name == "WorkerLost":
+        return (
+            "This training stopped: the worker process computing it ended unexpectedly (it "
+            "may have run out of memory). The module keeps the parameters it had before the "
+            "job; press Train to try again."
+        )
+    return None
+
+
+class JobManager:
+    """Every training job of one app: the turn of their chunks, limits and persistence."""
+
+    def __init__(
+        self, store: ModuleStore, storage: TrainingStorage, settings: Any, pool: Any = None
+    ):
         self.store = store
         self.storage = storage
         self.settings = settings
-        self.workers = max(1, settings.max_concurrent_computations // 2)
+        self.pool = pool
+        """The worker pool the chunks run in (``app.workers``); None: a thread of this
+        process."""
+        slots = max(1, int(getattr(settings, "workers", 0) or 0)) if pool is not None else 1
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._persist_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._scheduler = ChunkScheduler(self._dispatch, self._complete, slots)
+        self._local = ThreadPoolExecutor(1, thread_name_prefix="training-chunk")
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="training-finish")
+        self._step_seconds: BoundedCache[Any, float] = BoundedCache(MEASURED_STRUCTURES)
+        """Seconds of one step, measured, by the plans' ``cost_key``."""
 
     # Submitting ------------------------------------------------------------------------------
     def active_count(self, workspace: str) -> int:
@@ -289,6 +335,74 @@ class JobManager:
                 headers={"Retry-After": "5"},
             )
 
+    def running_job(self, workspace: str, module_id: str) -> Job | None:
+        """The module's job that is queued, running or paused, if any."""
+        for job in self._jobs.values():
+            if job.workspace == workspace and job.module_id == module_id and not job.finished:
+                return job
+        return None
+
+    def check_module_free(self, record: ModuleRecord) -> None:
+        """409 naming the job when the module already has one queued, running or paused."""
+        job = self.running_job(record.workspace, record.id)
+        if job is not None:
+            raise PlaygroundError(
+                409,
+                f"This module is already training (job {job.id}, {job.status} at step "
+                f"{job.step:,} of {job.total:,}). Stop it (POST /api/jobs/{job.id}/stop) or "
+                "wait for it to end before training it again.",
+                "module",
+            )
+
+    def check_seconds(self, plan: Any) -> None:
+        """422 when a module of this structure was measured before and the job's steps would
+        take longer than ``max_job_seconds``."""
+        per_step = self._step_seconds.get(plan.cost_key)
+        if per_step is not None:
+            self._check_estimate(plan.total, per_step, plan.mode)
+
+    def _check_estimate(self, total: int, per_step: float, mode: str) -> None:
+        """422 when ``total`` steps of ``per_step`` seconds are over ``max_job_seconds``."""
+        limit = self.settings.max_job_seconds
+        estimate = per_step * total
+        if estimate <= limit:
+            return
+        unit = "batches" if mode == "local" else "steps"
+        fits = int(limit / per_step)
+        advice = (
+            f"Use at most {fits:,} {unit}, a smaller batch or a smaller module"
+            if fits > 0
+            else "Use a smaller batch, dataset or module"
+        )
+        raise PlaygroundError(
+            422,
+            f"This training job would compute for about {estimate:.3g} s ({total:,} {unit} of "
+            f"{per_step * 1000:.3g} ms, measured on its first {unit}); the limit is "
+            f"{limit:g} s per job (max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). {advice}.",
+            "steps",
+        )
+
+    def _check_running(self, job: Job, step_seconds: float | None) -> None:
+        """After each chunk: the job's steps at the quickest step measured so far must fit in
+        ``max_job_seconds`` (else it fails now, not at the limit), and so must the seconds it
+        has computed."""
+        if step_seconds is not None:
+            quickest = min(step_seconds, job.step_seconds or step_seconds)
+            job.step_seconds = quickest
+            self._step_seconds.put(job.plan.cost_key, quickest)
+            self._check_estimate(job.total, quickest, job.mode)
+        limit = self.settings.max_job_seconds
+        if job.compute_seconds > limit:
+            unit = "batches" if job.mode == "local" else "steps"
+            raise PlaygroundError(
+                422,
+                f"This training job computed for {job.compute_seconds:.3g} s ({job.step:,} of "
+                f"its {job.total:,} {unit}); the limit is {limit:g} s per job "
+                f"(max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). Use fewer {unit}, a smaller "
+                "batch or a smaller module.",
+                "steps",
+            )
+
     def submit(
         self,
         record: ModuleRecord,
@@ -300,8 +414,10 @@ class JobManager:
     ) -> Job:
         """Queue a job for ``record`` (``paused``: it stops before its first step, for Step);
         429 when its workspace, or its client address ``client``, already runs the most it
-        may."""
+        may, 409 when the module has a job,
+        422 when its steps were measured to take longer than ``max_job_seconds``."""
         self.expire_paused()
+        self.check_seconds(plan)
         job = Job(
             workspace=record.workspace,
             module_id=record.id,
@@ -313,28 +429,22 @@ class JobManager:
         )
         job.initial_revision = record.revision
         job._pause = paused
+        job.state = plan.start_state()
         with self._lock:
+            # every limit on jobs at once is checked here, under one lock (so two requests at
+            # the same moment cannot both pass): per workspace, per client address, per module
             self.check_capacity(record.workspace, client)
+            self.check_module_free(record)
             self._jobs[job.id] = job
             self._evict()
         self._save(job)
-        with self._lock:
-            self._queue.put(job)
-            self._start_workers()
+        self._scheduler.add(job)
         return job
 
     def _evict(self) -> None:
         finished = [j.id for j in self._jobs.values() if j.finished]
         for job_id in finished[: max(0, len(self._jobs) - MAX_JOBS_IN_MEMORY)]:
             del self._jobs[job_id]
-
-    def _start_workers(self) -> None:
-        while len(self._threads) < self.workers:
-            thread = threading.Thread(
-                target=self._work, name=f"training-worker-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
 
     # Reading ---------------------------------------------------------------------------------
     def get(self, workspace: str, job_id: str) -> Job | None:
@@ -397,17 +507,20 @@ class JobManager:
         return len(mine)
 
     def _stop_job(self, job: Job) -> None:
-        """Stop ``job``: a queued one ends at once, a running one before its next step, a
-        paused one goes back to a worker, which ends it (its parameters saved)."""
+        """Stop ``job``: one that never started ends at once; a running one after its chunk
+        (then one last chunk records what is left, and its parameters are saved); a paused or
+        a watched one goes back in the turn at once."""
         with job.cond:
             if job.finished:
                 return
             job.request_stop()
-            stop_now = job.runner is None and job.status == "queued"
+            stop_now = job.started_at is None and not job._in_flight
             if stop_now:
                 job.status = "stopped"
             elif job._parked:
                 self._unpark(job)
+            else:
+                self._scheduler.wake(job)
         if stop_now:
             self._finish(job, None, "stopped")
 
@@ -430,16 +543,18 @@ class JobManager:
 
     def _play(self, job: Job, pause: bool, budget: int) -> None:
         """Set the pause state (the caller holds ``job.cond``); a parked job that has something
-        to do goes back on the queue; a watch_seconds wait ends."""
+        to do goes back in the turn; a watched job waiting for its pace does not wait."""
         job._pause = pause
         job._budget = budget
         job.version += 1
         if job._parked and (not pause or budget):
             self._unpark(job)
+        elif pause:
+            self._scheduler.wake(job)
         job.cond.notify_all()
 
     def pause(self, workspace: str, job_id: str) -> dict:
-        """Pause before the next step (the step under way finishes); 409 once it ended."""
+        """Pause after the chunk under way; 409 once it ended."""
         job = self._active(workspace, job_id)
         with job.cond:
             self._play(job, True, 0)
@@ -454,7 +569,7 @@ class JobManager:
 
     def step(self, workspace: str, job_id: str, wait: float = STEP_WAIT_SECONDS) -> dict:
         """One step (one batch), then pause; waits (at most ``wait`` seconds) until it is done.
-        A playing job pauses after the step under way."""
+        A playing job pauses after the chunk under way."""
         job = self._active(workspace, job_id)
         with job.cond:
             self._play(job, True, min(job._budget + 1, MAX_STEP_BUDGET))
@@ -464,7 +579,7 @@ class JobManager:
         return job.public()
 
     def _unpark(self, job: Job) -> None:
-        """Put a parked job back on the queue (the caller holds ``job.cond``)."""
+        """Put a parked job back in the turn (the caller holds ``job.cond``)."""
         now = time.time()
         if job._paused_at is not None:
             job.paused_seconds += now - job._paused_at
@@ -472,28 +587,25 @@ class JobManager:
                 job._pace_origin += now - job._paused_at
             job._paused_at = None
         job._parked = False
-        job.status = "running" if job.runner is not None else "queued"
+        job.status = "running" if job.started_at is not None else "queued"
         job.version += 1
-        with self._lock:
-            self._queue.put(job)
-            self._start_workers()
+        self._scheduler.add(job)
 
     def _park(self, job: Job) -> bool:
-        """Before each step: park the job when it is paused with no single step to do (its
-        worker goes on to another job). False: go on with one step."""
-        with job.cond:
-            if job.should_stop() or not job._pause:
-                return False
-            if job._budget > 0:
-                job._budget -= 1
-                job.status = "running"
-                return False
-            job._parked = True
-            job._paused_at = time.time()
-            job.status = "paused"
-            job.version += 1
-            job.cond.notify_all()
-            return True
+        """Before each chunk (the caller holds ``job.cond``): park the job when it is paused
+        with no single step to do. False: go on (one step when paused)."""
+        if job.should_stop() or not job._pause:
+            return False
+        if job._budget > 0:
+            job._budget -= 1
+            job.status = "running"
+            return False
+        job._parked = True
+        job._paused_at = time.time()
+        job.status = "paused"
+        job.version += 1
+        job.cond.notify_all()
+        return True
 
     def expire_paused(self) -> None:
         """Stop the jobs paused for longer than ``max_paused_seconds`` (parameters saved)."""
@@ -520,75 +632,140 @@ class JobManager:
             return self.store.reset_leaves(record)
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
-        """Stop every job (a paused one goes back to a worker, which saves its parameters),
-        end the worker threads and wait for them (at most ``timeout``)."""
-        for job in list(self._jobs.values()):
+        """Stop every job (a running one saves its parameters after its last chunk), wait for
+        them (at most ``timeout``), then end the scheduler and the threads."""
+        jobs = list(self._jobs.values())
+        for job in jobs:
             self._stop_job(job)
-        with self._lock:
-            threads = list(self._threads)
-            for _ in threads:
-                self._queue.put(None)
         deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        for job in jobs:
+            with job.cond:
+                job.cond.wait_for(
+                    lambda job=job: job.finished, max(0.0, deadline - time.monotonic())
+                )
+        self._scheduler.close(max(0.0, deadline - time.monotonic()))
+        self._local.shutdown(wait=True, cancel_futures=True)
+        self._finisher.shutdown(wait=True)
 
-    # Running ---------------------------------------------------------------------------------
-    def _work(self) -> None:
-        """Run queued jobs; after ``WORKER_IDLE_SECONDS`` without one, the thread ends."""
-        while True:
-            try:
-                job = self._queue.get(timeout=WORKER_IDLE_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._threads.remove(threading.current_thread())
-                        return
-                continue
-            if job is None:  # shutdown
-                with self._lock:
-                    self._threads.remove(threading.current_thread())
-                return
-            try:
-                self._run(job)
-            except Exception:  # noqa: BLE001 - a worker must survive anything
-                logger.exception("training job %s crashed", job.id)
-            finally:
-                self._queue.task_done()
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The threads of this manager that are running (the scheduler's, while it has one)."""
+        thread = self._scheduler.thread
+        return [thread] if thread is not None and thread.is_alive() else []
 
-    def _run(self, job: Job) -> None:
-        """Drive ``job``'s generator one step at a time until it ends or parks."""
+    # Running: the scheduler's two calls --------------------------------------------------------
+    def _chunk_steps(self, job: Job) -> int:
+        """The steps of the job's next chunk: all that are left (the chunk ends on time), or,
+        for a watched job, those that are due by now."""
+        remaining = job.total - job.step
+        pace = job.pace
+        if pace <= 0:
+            return remaining
+        if job._pace_origin is None:  # its first step; the pace counts from it
+            return 1
+        due = math.floor(job.total * (time.monotonic() - job._pace_origin) / pace)
+        return max(1, min(remaining, due - job.step))
+
+    def _dispatch(self, job: Job) -> Future | None:
+        """The job's next chunk, sent to a worker; None when it has none to run now (it ended,
+        parked, or was stopped before it started)."""
         with job.cond:
-            if job.finished:  # stopped while queued
-                return
-            first = job.runner is None
-            cancelled = first and job.should_stop()  # stopped at shutdown before it started
-            if first and not cancelled:
-                job.status = "running"
-        if cancelled:
-            self._finish(job, None, "stopped")
-            return
-        if first:
-            job.started_at = time.time()
-            job.version += 1
-            self._save(job)
-            job.runner = job.plan.run(job)
-        try:
-            while True:
+            if job.finished or job._in_flight:
+                return None
+            stopping = job.should_stop()
+            if stopping and job.started_at is None:
+                job.status = "stopped"
+                stop_now = True
+            else:
+                stop_now = False
                 if self._park(job):
-                    return
-                next(job.runner)
-        except StopIteration as end:
-            model = end.value
+                    return None
+                single = job._pause and not stopping
+                steps = 0 if stopping else (1 if single else self._chunk_steps(job))
+                first = job.started_at is None
+                if first:
+                    job.started_at = time.time()
+                    job.status = "running"
+                    job.version += 1
+                    job.cond.notify_all()
+                view = single or stopping or time.monotonic() - job._last_view >= VIEW_SECONDS
+                job._in_flight = True
+                job._final = steps == 0
+                args = (job.plan, job.state, steps, CHUNK_SECONDS, view, single)
+        if stop_now:
+            self._finish(job, None, "stopped")
+            return None
+        if first:
+            self._finisher.submit(self._save, job)
+        try:
+            return self._submit(job, *args)
+        except Exception as error:  # noqa: BLE001 - the job fails in words; the turn goes on
+            logger.exception("the chunk of training job %s could not be sent", job.id)
+            self._fail(job, f"Training could not start a step: {type(error).__name__}: {error}")
+            return None
+
+    def _submit(self, job: Job, *args: Any) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(train_chunk, *args, lane="train", affinity=job.plan.cost_key)
+        return self._local.submit(_in_process, train_chunk, *args)
+
+    def _complete(self, job: Job, future: Future) -> None:
+        """A chunk of ``job`` finished: take its state and what it shows, then the job ends,
+        parks (at its next dispatch) or goes back in the turn, now or when its pace says."""
+        try:
+            state, report = future.result()
         except PlaygroundError as error:
-            job.error = error.message
-            self._finish(job, None, "failed")
-            return
+            return self._fail(job, worker_failure(error) or error.message)
         except Exception as error:  # noqa: BLE001 - reported on the job, in words
-            logger.exception("training job %s failed", job.id)
-            job.error = f"Training failed: {type(error).__name__}: {str(error)[:500]}"
-            self._finish(job, None, "failed")
-            return
-        self._finish(job, model, "stopped" if job.should_stop() else "done")
+            message = worker_failure(error)
+            if message is None:
+                logger.exception("training job %s failed", job.id)
+                message = f"Training failed: {type(error).__name__}: {str(error)[:500]}"
+            return self._fail(job, message)
+        with job.cond:
+            job._in_flight = False
+            job.state = state
+            job.step = state["step"]
+            for values in report.records:
+                job.record(**values)
+            if report.view is not None:
+                job.view = report.view
+                job._last_view = time.monotonic()
+            job.compute_seconds += report.compute_seconds
+            pace = job.pace
+            if pace > 0 and job._pace_origin is None and report.steps:
+                job._pace_origin = time.monotonic() - pace * job.step / job.total
+            job.version += 1
+            job.cond.notify_all()
+            ended = job._final or job.step >= job.total
+        if ended:
+            status = "stopped" if job.should_stop() and job.step < job.total else "done"
+            self._finisher.submit(self._finish, job, self._model(job), status)
+            return None
+        try:
+            self._check_running(job, report.step_seconds)
+        except PlaygroundError as error:
+            return self._fail(job, error.message)
+        self._scheduler.add(job, self._next_time(job))
+        return None
+
+    def _next_time(self, job: Job) -> float | None:
+        """When the watched job's next steps are due (None: now)."""
+        pace = job.pace
+        if pace <= 0 or job._pace_origin is None or job._pause or job.should_stop():
+            return None
+        period = max(1, math.ceil(job.total * PACE_SECONDS / pace))
+        return job._pace_origin + pace * min(job.step + period, job.total) / job.total
+
+    def _fail(self, job: Job, message: str) -> None:
+        with job.cond:
+            job._in_flight = False
+        job.error = message
+        self._finisher.submit(self._finish, job, None, "failed")
+
+    def _model(self, job: Job) -> Any:
+        """The job's model as its state has it (the module's structure, the state's arrays)."""
+        return replace_arrays(job.plan.model, job.state["params"])
 
     def _finish(self, job: Job, model: Any, status: str) -> None:
         """Persist the trained parameters (done or stopped), then mark the job ``status``."""
@@ -600,7 +777,7 @@ class JobManager:
                 job.error = f"The parameters could not be saved: {type(error).__name__}: {error}"
                 status = "failed"
         job.plan = None  # let the data and the models go
-        job.runner = None
+        job.state = None
         with job.cond:
             job.finished_at = time.time()
             if job._paused_at is not None:

@@ -21,20 +21,23 @@ What goes into the slots:
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.training import views
+from app.training.chunks import SKELETONS_KEPT, ChunkClock, structure_key, worker_cache
 from app.training.datasets import Data
-from app.training.gradient import VIEW_SECONDS, init_optimizer
+from app.training.gradient import _flops
+from app.training.optimizers import init_optimizer
+from app.training.plan import ChunkedPlan
 from library.data import to_one_vs_all
 from library.orchestrators import SequentialOrchestrator
-from library.training import eval_step, infer, train_step
+from library.training import eval_step, infer, infer_state, train_step
 
 _one_vs_all = jax.jit(to_one_vs_all, static_argnums=1)
 RECORDS_PER_EPOCH = 10
@@ -109,14 +112,25 @@ def check_network_data(state: Any, data: Data, seed: int) -> InputEncoder:
     return InputEncoder(data.input_dim, sizes[0], seed)
 
 
-class LocalPlan:
-    """A local-rule training job for a ``SequentialOrchestrator``."""
+def state_template(entry: Any, model: Any, data: Data) -> Any:
+    """The network's state template: the entry's own, else one inferred from a data point."""
+    return entry.state() if hasattr(entry, "state") else infer_state(model, data.x_train[:1])
+
+
+class LocalPlan(ChunkedPlan):
+    """A local-rule training job for a ``SequentialOrchestrator``.
+
+    Like ``GradientPlan``: it holds the network in the web process, pickles without it (and
+    without the state template, which the worker rebuilds), and :meth:`advance` runs a chunk
+    of batches in a worker.
+    """
 
     mode = "local"
 
     def __init__(
         self,
         model: SequentialOrchestrator,
+        entry: Any,
         state: Any,
         data: Data,
         encoder: InputEncoder,
@@ -131,6 +145,7 @@ class LocalPlan:
         steps_inference: int,
     ):
         self.model = model
+        self.entry = entry
         self.state = state
         self.data = data
         self.encoder = encoder
@@ -158,13 +173,84 @@ class LocalPlan:
             xs, ys, mesh = views.boundary_grid(data)
             self._grid = (xs, ys, encoder(mesh))
 
+    def __getstate__(self) -> dict:
+        out = super().__getstate__()
+        out["state"] = None  # the state template: rebuilt (once per structure) by the worker
+        return out
+
+    @property
+    def cost_key(self) -> tuple:
+        """Jobs with this key compile the same steps and take about as long per batch."""
+        return (
+            "local",
+            structure_key(self.entry),
+            self.optimizer_name,
+            self.batch_size,
+            self.x_train.shape,
+            self.steps_train,
+            self.steps_inference,
+        )
+
+    def _template(self, model: Any) -> Any:
+        if self.state is None:
+            templates = worker_cache().setdefault(
+                "training.templates", BoundedCache(SKELETONS_KEPT)
+            )
+            key = (structure_key(self.entry), self.data.x_train.shape[1:])
+            self.state = templates.get_or_make(
+                key, lambda: state_template(self.entry, model, self.data)
+            )
+        return self.state
+
+    def flops(self) -> tuple[float, float] | None:
+        """``(one batch, one accuracy measure on every row)`` in flops, by the compiler's cost
+        analysis. A sweep runs in a loop that the analysis counts once, so each is lowered
+        without sweeps and with one, and the sweeps are added up."""
+        opt, opt_state = init_optimizer(
+            self.optimizer_name, self.model, self.learning_rate, self.weight_decay
+        )
+        b, key = self.batch_size, jax.random.PRNGKey(0)
+        x, y = self.x_train[:b], self.y_train[:b]
+
+        def batch(train: int, inference: int) -> float | None:
+            lowered = train_step.lower(
+                self.model, opt_state, opt, self.state, x, y, key,
+                steps_train=train, steps_inference=inference,
+            )  # fmt: skip
+            return _flops(lowered.lowered.cost_analysis())
+
+        def measure(inference: int) -> float | None:
+            lowered = eval_step.lower(
+                self.model, self.state, self.x_train, self.y_train, key,
+                steps_inference=inference,
+            )  # fmt: skip
+            return _flops(lowered.lowered.cost_analysis())
+
+        base, train, inference = batch(0, 0), batch(1, 0), batch(0, 1)
+        if base is None or train is None or inference is None:
+            return None
+        step = base + self.steps_train * max(0.0, train - base)
+        step += self.steps_inference * max(0.0, inference - base)
+        e0, e1 = measure(0), measure(1)
+        evaluation = 0.0
+        if e0 is not None and e1 is not None:
+            rows = len(self.x_train) + len(self.x_test)
+            per_row = (e0 + self.steps_inference * max(0.0, e1 - e0)) / len(self.x_train)
+            evaluation = per_row * rows
+        return step, evaluation
+
+    def records(self, steps: int | None = None) -> int:
+        """Accuracy measures (on the training and the test rows) of a job of ``steps``."""
+        steps = self.total if steps is None else steps
+        return 1 + steps // self.record_every + steps // max(1, self.batches_per_epoch)
+
     def view(self, model: Any) -> dict | None:
         if self.view_kind is None:
             return None
         xs, ys, mesh = self._grid
         out = infer(
             model,
-            self.state,
+            self._template(model),
             jnp.asarray(mesh),
             jax.random.PRNGKey(0),
             steps_inference=self.steps_inference,
@@ -175,7 +261,7 @@ class LocalPlan:
     def accuracy(self, model: Any, x: np.ndarray, y: np.ndarray) -> float:
         value = eval_step(
             model,
-            self.state,
+            self._template(model),
             jnp.asarray(x),
             jnp.asarray(y),
             jax.random.PRNGKey(0),
@@ -183,64 +269,60 @@ class LocalPlan:
         )
         return float(value)
 
-    def record(self, job, model: Any, step: int) -> None:
+    def record(self, clock: ChunkClock, model: Any, step: int) -> dict:
         """The training and test accuracy after ``step`` batches (epoch = step / batches)."""
-        job.record(
-            epoch=step / self.batches_per_epoch,
-            accuracy=self.accuracy(model, self.x_train, self.y_train),
-            test_accuracy=self.accuracy(model, self.x_test, self.y_test),
-        )
+        return {
+            "epoch": step / self.batches_per_epoch,
+            "accuracy": clock.timed("evaluate", self.accuracy, model, self.x_train, self.y_train),
+            "test_accuracy": clock.timed(
+                "evaluate test", self.accuracy, model, self.x_test, self.y_test
+            ),
+        }
 
-    def run(self, job) -> Any:
-        """Train epoch by epoch, reporting to ``job``: a generator that yields after every
-        batch (the job's worker drives it, and parks it while paused); returns the network
-        reached. The accuracy is measured before training (epoch 0) and every
-        ``record_every`` batches."""
-        model = self.model
-        opt, opt_state = init_optimizer(
-            self.optimizer_name, model, self.learning_rate, self.weight_decay
+    def start_extra(self) -> dict:
+        return {
+            "key": np.asarray(jax.random.PRNGKey(self.seed)),
+            "order": None,
+            "batch_keys": None,
+            "recorded": None,
+        }
+
+    def begin(self, clock: ChunkClock, model: Any, state: dict) -> None:
+        if state["recorded"] is None:  # the accuracy before training
+            clock.report.records.append(self.record(clock, model, 0))
+            state["recorded"] = 0
+
+    def one_step(
+        self, clock: ChunkClock, model: Any, opt: Any, opt_state: Any, state: dict, single: bool
+    ) -> tuple[Any, Any]:
+        """One batch; a new epoch begins with a new order and new keys."""
+        b, batch = state["step"] % self.batches_per_epoch, self.batch_size
+        if b == 0:
+            state["order"] = state["rng"].permutation(len(self.x_train))
+            key, epoch_key = jax.random.split(jnp.asarray(state["key"]))
+            state["key"] = np.asarray(key)
+            state["batch_keys"] = np.asarray(jax.random.split(epoch_key, self.batches_per_epoch))
+        index = state["order"][b * batch : (b + 1) * batch]
+        model, opt_state = clock.timed(
+            "step",
+            train_step,
+            model,
+            opt_state,
+            opt,
+            self._template(model),
+            self.x_train[index],
+            self.y_train[index],
+            jnp.asarray(state["batch_keys"][b]),
+            steps_train=self.steps_train,
+            steps_inference=self.steps_inference,
         )
-        rng = np.random.default_rng(self.seed)
-        key = jax.random.PRNGKey(self.seed)
-        n, batch = len(self.x_train), self.batch_size
-        step = 0
-        last_view = time.monotonic()
-        job.set_view(self.view(model))
-        self.record(job, model, 0)
-        recorded = 0
-        for _epoch in range(1, self.epochs + 1):
-            order = rng.permutation(n)
-            key, epoch_key = jax.random.split(key)
-            batch_keys = jax.random.split(epoch_key, self.batches_per_epoch)
-            for b in range(self.batches_per_epoch):
-                if job.should_stop():
-                    if step != recorded:
-                        self.record(job, model, step)
-                    job.set_view(self.view(model))
-                    return model
-                index = order[b * batch : (b + 1) * batch]
-                model, opt_state = train_step(
-                    model,
-                    opt_state,
-                    opt,
-                    self.state,
-                    self.x_train[index],
-                    self.y_train[index],
-                    batch_keys[b],
-                    steps_train=self.steps_train,
-                    steps_inference=self.steps_inference,
-                )
-                step += 1
-                job.set_step(step)
-                single = job.wants_frame()  # paused: every single step shows
-                last = b == self.batches_per_epoch - 1
-                if single or last or step % self.record_every == 0:
-                    self.record(job, model, step)
-                    recorded = step
-                now = time.monotonic()
-                if single or now - last_view >= VIEW_SECONDS:
-                    job.set_view(self.view(model))
-                    last_view = time.monotonic()
-                yield
-        job.set_view(self.view(model))
-        return model
+        state["step"] += 1
+        last = b == self.batches_per_epoch - 1
+        if single or last or state["step"] % self.record_every == 0:
+            self.end(clock, model, state)
+        return model, opt_state
+
+    def end(self, clock: ChunkClock, model: Any, state: dict) -> None:
+        if state["step"] != state["recorded"]:  # (also: stopped between two records)
+            clock.report.records.append(self.record(clock, model, state["step"]))
+            state["recorded"] = state["step"]

@@ -24,6 +24,7 @@ from app.services import Services
 from app.serving import current_client
 from app.store import ModuleRecord, new_id
 from app.training import dynamics
+from app.training.chunks import array_leaves
 from app.training.datasets import (
     MAX_SEED,
     CsvDataset,
@@ -36,11 +37,16 @@ from app.training.datasets import (
     parse_csv,
 )
 from app.training.gradient import GradientPlan, prepare_objective
-from app.training.local import LocalPlan, check_network_data, one_vs_all, slot_sizes
+from app.training.local import (
+    LocalPlan,
+    check_network_data,
+    one_vs_all,
+    slot_sizes,
+    state_template,
+)
 from app.training.losses import LossName
 from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
-from library.training import infer_state
 
 MAX_BATCH_SIZE = 4096
 MAX_WATCH_SECONDS = 60.0
@@ -239,10 +245,11 @@ def plan_training(
             )
         epochs = request.epochs or defaults["epochs"]
         _limit(epochs, settings.max_train_epochs, "epochs", "max_train_epochs")
-        state = entry.state() if hasattr(entry, "state") else infer_state(model, data.x_train[:1])
+        state = state_template(entry, model, data)
         encoder = check_network_data(state, data, getattr(spec, "seed", 0))
         plan = LocalPlan(
             model,
+            entry,
             state,
             data,
             encoder,
@@ -255,6 +262,7 @@ def plan_training(
             steps_train=request.steps_train,
             steps_inference=request.steps_inference,
         )
+        check_job_budget(plan, settings)
         resolved.update(
             epochs=epochs,
             steps_train=request.steps_train,
@@ -301,9 +309,10 @@ def plan_training(
     return plan, resolved, data.summary()
 
 
-def check_job_budget(plan: GradientPlan, settings: Any) -> None:
-    """Refuse a job whose steps and evaluations together are over ``max_train_flops``: a job
-    is budgeted as a whole, so many cheap steps cannot buy what one run is refused."""
+def check_job_budget(plan: GradientPlan | LocalPlan, settings: Any) -> None:
+    """Refuse a job whose steps (batches, for a library network) and evaluations together
+    are over ``max_train_flops``: a job is budgeted as a whole, so many cheap steps cannot buy
+    what one run is refused."""
     flops = plan.flops()
     if flops is None:
         return
@@ -313,22 +322,27 @@ def check_job_budget(plan: GradientPlan, settings: Any) -> None:
         return steps * step + plan.records(steps) * evaluation
 
     limit = settings.max_train_flops
-    if total(plan.steps) <= limit:
+    if total(plan.total) <= limit:
         return
+    unit = "batches" if plan.mode == "local" else "steps"
     # the most steps that fit (records thin out as jobs grow, so total() is not monotonic)
-    low = next((n for n in range(plan.steps - 1, 0, -1) if total(n) <= limit), 0)
+    low = next((n for n in range(plan.total - 1, 0, -1) if total(n) <= limit), 0)
+    if plan.mode == "local" and low >= plan.batches_per_epoch:
+        fits = f"at most {low // plan.batches_per_epoch:,} epochs"
+    else:
+        fits = f"at most {low:,} {unit}" if plan.mode != "local" else "fewer sweeps"
     advice = (
-        f"Use at most {low:,} steps, a smaller batch or a smaller module"
+        f"Use {fits}, a smaller batch or a smaller module"
         if low > 0
         else "Use a smaller batch, dataset or module"
     )
     raise PlaygroundError(
         422,
-        f"This training job would take about {total(plan.steps):.3g} floating-point operations "
-        f"({plan.steps:,} steps of {step:.3g}, and {plan.records():,} evaluations on every row "
-        f"of {evaluation:.3g}; the compiler's estimate); the limit is {limit:.3g} per job "
-        f"(max_train_flops, PLAYGROUND_MAX_TRAIN_FLOPS). {advice}",
-        "steps",
+        f"This training job would take about {total(plan.total):.3g} floating-point operations "
+        f"({plan.total:,} {unit} of {step:.3g}, and {plan.records():,} evaluations on every "
+        f"row of {evaluation:.3g}; the compiler's estimate); the limit is {limit:.3g} per job "
+        f"(max_train_flops, PLAYGROUND_MAX_TRAIN_FLOPS). {advice}.",
+        "epochs" if plan.mode == "local" else "steps",
     )
 
 
@@ -339,6 +353,7 @@ def start_training(
     jobs = services.jobs
     client = current_client()
     jobs.check_capacity(workspace, client)  # before generating any data
+    jobs.check_module_free(record)
     plan, resolved, dataset = plan_training(services, workspace, record, request)
     job = jobs.submit(record, plan, resolved, dataset, paused=request.paused, client=client)
     return job.public()
@@ -348,6 +363,16 @@ def reset_module(services: Services, record: ModuleRecord) -> ModuleRecord:
     """The module back to its initial parameters (those its spec builds); its training jobs
     are stopped and their results discarded."""
     return services.jobs.reset_module(record)
+
+
+def in_worker(services: Services, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` (a module-level function) in a worker process of the pool, lane
+    ``"heavy"`` (it may compile)."""
+    workers = getattr(services, "workers", None)
+    if workers is None:  # before the worker pool: in this process, in a compute slot
+        with services.compute.slot():
+            return fn(*args)
+    return workers.call(fn, *args, lane="heavy")
 
 
 # --- dynamics -----------------------------------------------------------------------------------
@@ -466,8 +491,16 @@ def compute_dynamics(
             f"{x.shape[0] - 1}).",
             "example",
         )
-    with services.compute.slot():
-        result = dynamics.run_dynamics(model, state, x, y, request.steps, request.phase)
+    result = in_worker(
+        services,
+        dynamics.dynamics_task,
+        record.spec(),
+        array_leaves(model),
+        x,
+        y,
+        request.steps,
+        request.phase,
+    )
     names = dynamics.slot_names(len(sizes))
     return {
         "states": [finite_list(s, 6) for s in result["states"]],

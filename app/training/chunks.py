@@ -1,0 +1,134 @@
+"""A training job in chunks: what a worker process runs for it.
+
+A job's state (the model's arrays, the optimiser's state, the batches' order and RNG, the step)
+lives in the web process, as NumPy arrays and plain data. Each *chunk* is one task,
+:func:`train_chunk`, that a worker runs: it rebuilds the model from the module's spec and the
+state's arrays, takes up to ``steps`` steps (ending early once ``seconds`` have passed, so a
+chunk lasts about as long whatever the module), and returns the new state with what the job
+shows (metrics recorded, the boundary or fit). The plan (``GradientPlan`` or ``LocalPlan``)
+travels with every chunk; it pickles without its model.
+
+Compiled steps stay warm in the worker: the steps are ``eqx.filter_jit`` functions whose
+static parts (the objective, the optimiser, the model's structure) compare equal for modules of
+one structure, so thirty identical jobs compile once per worker; the models' skeletons (one
+build per structure) are kept in :func:`app.workers.worker_state`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from app.cache import BoundedCache
+
+SKELETONS_KEPT = 64
+"""Module skeletons (one per structure) a worker keeps."""
+WARM_KEPT = 1024
+"""Compiled calls (structure and part) a worker remembers having run."""
+
+
+def worker_cache() -> dict:
+    """The worker process's own dict (``app.workers.worker_state``), or this module's when the
+    worker pool is not there (the chunk runs in the web process)."""
+    try:
+        from app.workers import worker_state
+    except ImportError:  # pragma: no cover - before the worker pool exists
+        return _LOCAL_STATE
+    return worker_state()
+
+
+_LOCAL_STATE: dict = {}
+
+
+def structure_key(entry: Any) -> tuple[str, str]:
+    """Modules with this key have the same structure (they differ only in their values)."""
+    params = {k: v for k, v in entry.model_dump(mode="json").items() if k != "seed"}
+    return entry.kind, json.dumps(params, sort_keys=True)
+
+
+def array_leaves(model: Any) -> list[np.ndarray]:
+    """``model``'s arrays as NumPy arrays, in tree order (what a job's state keeps)."""
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+def replace_arrays(model: Any, leaves: list[np.ndarray]) -> Any:
+    """``model`` with ``leaves`` (as :func:`array_leaves` lists them) as its arrays."""
+    params, static = eqx.partition(model, eqx.is_array)
+    treedef = jax.tree.structure(params)
+    return eqx.combine(jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves]), static)
+
+
+def model_from_leaves(entry: Any, leaves: list[np.ndarray]) -> Any:
+    """The module ``entry`` builds, with ``leaves`` as its arrays. The skeleton (one build per
+    structure) is kept by the worker."""
+    skeletons = worker_cache().setdefault("training.skeletons", BoundedCache(SKELETONS_KEPT))
+    return replace_arrays(skeletons.get_or_make(structure_key(entry), entry.build), leaves)
+
+
+@dataclass
+class ChunkReport:
+    """What one chunk did: the steps, the metrics recorded (one dict per record, the job's
+    ``record`` arguments), the last view (or None), and its seconds: all of it, the part spent
+    computing (steps, evaluations, views), which a job's time budget counts, and the part spent
+    compiling (first calls of a structure in this worker), which it leaves out."""
+
+    steps: int = 0
+    records: list[dict] = field(default_factory=list)
+    view: dict | None = None
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    step_seconds: float | None = None
+    """The quickest step of the chunk that compiled nothing (a step's cost, robust to a
+    busy machine's pauses), or None."""
+
+
+class ChunkClock:
+    """Times a chunk's compiled calls; the first call of each one for a structure this worker
+    has not run before counts as compiling."""
+
+    def __init__(self, warm_key: Any, report: ChunkReport):
+        self.report = report
+        self.start = time.perf_counter()
+        self._key = warm_key
+        self._warm = worker_cache().setdefault("training.warm", BoundedCache(WARM_KEPT))
+
+    def timed(self, part: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, waited for and timed as ``part`` of the chunk."""
+        began = time.perf_counter()
+        out = jax.block_until_ready(fn(*args, **kwargs))
+        seconds = time.perf_counter() - began
+        if (self._key, part) in self._warm:
+            self.report.compute_seconds += seconds
+            if part == "step":
+                quickest = self.report.step_seconds
+                self.report.step_seconds = seconds if quickest is None else min(quickest, seconds)
+        else:
+            self._warm.put((self._key, part), True)
+            self.report.compile_seconds += seconds
+        return out
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def done(self) -> ChunkReport:
+        self.report.seconds = self.elapsed()
+        return self.report
+
+
+def train_chunk(
+    plan: Any, state: dict | None, steps: int, seconds: float, view: bool, single: bool
+) -> tuple[dict, ChunkReport]:
+    """Run one chunk of a job in this (worker) process: up to ``steps`` steps of ``plan`` from
+    ``state`` (None: the job's start), ending once ``seconds`` have passed (after one step at
+    least); ``view``: compute the boundary or fit at the end; ``single``: record and show
+    every step (a paused job's single step). ``steps=0`` ends the job: what is left to record
+    and the last view. Returns ``(state, report)``."""
+    return plan.advance(state, steps, seconds, view, single)
