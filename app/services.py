@@ -93,7 +93,7 @@ class Services:
             ),
             runs=runs,
             storage=storage,
-            jobs=JobManager(store, storage, settings),
+            jobs=JobManager(store, storage, settings, workers),
             workers=workers,
             warmup=Warmup(runs).start() if settings.warm_start else None,
         )

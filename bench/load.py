@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -551,6 +552,32 @@ def wait_healthy(base: str, process: subprocess.Popen | None, seconds: float = 9
     sys.exit(f"the server at {base} did not become healthy in {seconds:g} s")
 
 
+@contextlib.contextmanager
+def served(url: str | None, env_extra: dict, workers: int, prefix: str):
+    """``(base URL, server pid or None)``: the server at ``url`` (loopback only), or a
+    ``python -m app`` started on a free port with a fresh temporary data directory and
+    stopped at the end."""
+    if url:
+        base = url.rstrip("/")
+        check_loopback(base)
+        wait_healthy(base, None)
+        yield base, None
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        process = start_server(Path(tmp) / "data", port, workers, env_extra)
+        try:
+            wait_healthy(base, process)
+            yield base, process.pid
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50)
@@ -580,32 +607,10 @@ def main() -> None:
     if not 0 <= args.hostile < args.users or args.hostile_loops < 1:
         parser.error("--hostile must be at least 0 and less than --users")
 
-    process = None
-    tmp = None
-    if args.url:
-        base = args.url.rstrip("/")
-        check_loopback(base)
-        pid = None
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="playground-load-")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env_extra = dict(item.split("=", 1) for item in args.env)
-        process = start_server(Path(tmp.name) / "data", port, args.workers, env_extra)
-        pid = process.pid
-    try:
-        wait_healthy(base, process)
+    env_extra = dict(item.split("=", 1) for item in args.env)
+    with served(args.url, env_extra, args.workers, "playground-load-") as (base, pid):
         print(f"load: {args.users} users for {args.seconds:g} s against {base}", flush=True)
         result = asyncio.run(load(base, pid, args))
-    finally:
-        if process is not None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        if tmp is not None:
-            tmp.cleanup()
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -11,7 +11,7 @@ travels with every chunk; it pickles without its model.
 Compiled steps stay warm in the worker: the steps are ``eqx.filter_jit`` functions whose
 static parts (the objective, the optimiser, the model's structure) compare equal for modules of
 one structure, so thirty identical jobs compile once per worker; the models' skeletons (one
-build per structure) are kept in :func:`app.workers.worker_state`.
+build per structure) are kept in :func:`app.workers.worker_state`, the worker's own dict.
 """
 
 from __future__ import annotations
@@ -27,24 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from app.cache import BoundedCache
+from app.workers import worker_state
 
 SKELETONS_KEPT = 64
 """Module skeletons (one per structure) a worker keeps."""
 WARM_KEPT = 1024
 """Compiled calls (structure and part) a worker remembers having run."""
-
-
-def worker_cache() -> dict:
-    """The worker process's own dict (``app.workers.worker_state``), or this module's when the
-    worker pool is not there (the chunk runs in the web process)."""
-    try:
-        from app.workers import worker_state
-    except ImportError:  # pragma: no cover - before the worker pool exists
-        return _LOCAL_STATE
-    return worker_state()
-
-
-_LOCAL_STATE: dict = {}
 
 
 def structure_key(entry: Any) -> tuple[str, str]:
@@ -68,7 +56,7 @@ def replace_arrays(model: Any, leaves: list[np.ndarray]) -> Any:
 def model_from_leaves(entry: Any, leaves: list[np.ndarray]) -> Any:
     """The module ``entry`` builds, with ``leaves`` as its arrays. The skeleton (one build per
     structure) is kept by the worker."""
-    skeletons = worker_cache().setdefault("training.skeletons", BoundedCache(SKELETONS_KEPT))
+    skeletons = worker_state().setdefault("training.skeletons", BoundedCache(SKELETONS_KEPT))
     return replace_arrays(skeletons.get_or_make(structure_key(entry), entry.build), leaves)
 
 
@@ -98,7 +86,7 @@ class ChunkClock:
         self.report = report
         self.start = time.perf_counter()
         self._key = warm_key
-        self._warm = worker_cache().setdefault("training.warm", BoundedCache(WARM_KEPT))
+        self._warm = worker_state().setdefault("training.warm", BoundedCache(WARM_KEPT))
 
     def timed(self, part: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, waited for and timed as ``part`` of the chunk."""

@@ -7,9 +7,9 @@ one task for a worker process of the pool (lane ``"train"``), lasting about ``CH
 that takes the state and gives back the next one with the metrics and the view. The
 :class:`~app.training.scheduler.ChunkScheduler` interleaves the chunks of every running job in
 turn, so no job waits for another to finish; a watched job (``watch_seconds``) is paced by when
-its next chunk is scheduled, never by a worker that waits. Without a pool (the tests' apps can
-make one with no workers) the chunks run in a thread of this process, their arguments and
-results pickled all the same.
+its next chunk is scheduled, never by a worker that waits. (With ``workers=0``, the tests'
+setting, the pool runs the chunks in a thread of this process, their arguments and results
+pickled all the same.)
 
 Limits: a workspace may have ``max_jobs_per_workspace`` jobs queued, running or paused, and a
 client address ``max_jobs_per_client`` whatever its workspaces (one more is a 429); a module
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -54,6 +53,7 @@ from app.training.chunks import replace_arrays, train_chunk
 from app.training.gradient import VIEW_SECONDS
 from app.training.scheduler import ChunkScheduler
 from app.training.storage import TrainingStorage
+from app.workers import RunLimitExceeded, WorkerLost, WorkerPool, WorkersBusy
 from library import trainable_filter
 
 logger = logging.getLogger("playground.training")
@@ -71,6 +71,10 @@ computing for the playground's modules; a single longer step is one chunk)."""
 PACE_SECONDS = 0.2
 """A watched job's chunks are this far apart: each takes the steps that came due since the
 last one."""
+BUSY_WAIT_SECONDS = 10.0
+"""How long a chunk waits for a free worker; past it (the workers busy with other things) it
+is tried again ``BUSY_RETRY_SECONDS`` later: a busy server slows a job down, never fails it."""
+BUSY_RETRY_SECONDS = 0.5
 MEASURED_STRUCTURES = 256
 """Seconds per step remembered per module structure and batch (to refuse a job at once)."""
 MAX_DIFF_ROWS = 200
@@ -260,22 +264,14 @@ class Job:
         return out
 
 
-def _in_process(fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` here, with its arguments and result pickled as a worker's would be."""
-    args = pickle.loads(pickle.dumps(args))
-    return pickle.loads(pickle.dumps(fn(*args)))
-
-
 def worker_failure(error: BaseException) -> str | None:
     """A job's message in words when its worker died or ran past the run limits, else None."""
-    name = type(error).__name__
-    if name == "RunLimitExceeded":
+    if isinstance(error, RunLimitExceeded):
         return (
-            "This training stopped: one of its chunks went past a limit of the server's "
-            f"workers ({getattr(error, 'message', error)}). The module keeps the parameters "
-            "it had before the job; try fewer or smaller steps."
+            f"This training stopped: {error.message} The module keeps the parameters it had "
+            "before the job."
         )
-    if name == "WorkerLost":
+    if isinstance(error, WorkerLost):
         return (
             "This training stopped: the worker process computing it ended unexpectedly (it "
             "may have run out of memory). The module keeps the parameters it had before the "
@@ -288,20 +284,17 @@ class JobManager:
     """Every training job of one app: the turn of their chunks, limits and persistence."""
 
     def __init__(
-        self, store: ModuleStore, storage: TrainingStorage, settings: Any, pool: Any = None
+        self, store: ModuleStore, storage: TrainingStorage, settings: Any, pool: WorkerPool
     ):
         self.store = store
         self.storage = storage
         self.settings = settings
         self.pool = pool
-        """The worker pool the chunks run in (``app.workers``); None: a thread of this
-        process."""
-        slots = max(1, int(getattr(settings, "workers", 0) or 0)) if pool is not None else 1
+        """The worker pool the chunks run in (lane ``"train"``)."""
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._persist_lock = threading.Lock()
-        self._scheduler = ChunkScheduler(self._dispatch, self._complete, slots)
-        self._local = ThreadPoolExecutor(1, thread_name_prefix="training-chunk")
+        self._scheduler = ChunkScheduler(self._dispatch, self._complete, pool.capacity("train"))
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="training-finish")
         self._step_seconds: BoundedCache[Any, float] = BoundedCache(MEASURED_STRUCTURES)
         """Seconds of one step, measured, by the plans' ``cost_key``."""
@@ -644,7 +637,6 @@ class JobManager:
                     lambda job=job: job.finished, max(0.0, deadline - time.monotonic())
                 )
         self._scheduler.close(max(0.0, deadline - time.monotonic()))
-        self._local.shutdown(wait=True, cancel_futures=True)
         self._finisher.shutdown(wait=True)
 
     @property
@@ -705,15 +697,20 @@ class JobManager:
             return None
 
     def _submit(self, job: Job, *args: Any) -> Future:
-        if self.pool is not None:
-            return self.pool.submit(train_chunk, *args, lane="train", affinity=job.plan.cost_key)
-        return self._local.submit(_in_process, train_chunk, *args)
+        return self.pool.submit(
+            train_chunk, *args, lane="train", affinity=job.plan.cost_key, wait=BUSY_WAIT_SECONDS
+        )
 
     def _complete(self, job: Job, future: Future) -> None:
         """A chunk of ``job`` finished: take its state and what it shows, then the job ends,
         parks (at its next dispatch) or goes back in the turn, now or when its pace says."""
         try:
             state, report = future.result()
+        except WorkersBusy:  # every worker is computing other things: this chunk, again later
+            with job.cond:
+                job._in_flight = False
+            self._scheduler.add(job, time.monotonic() + BUSY_RETRY_SECONDS)
+            return None
         except PlaygroundError as error:
             return self._fail(job, worker_failure(error) or error.message)
         except Exception as error:  # noqa: BLE001 - reported on the job, in words

@@ -30,11 +30,12 @@ import numpy as np
 from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.training import views
-from app.training.chunks import SKELETONS_KEPT, ChunkClock, structure_key, worker_cache
+from app.training.chunks import SKELETONS_KEPT, ChunkClock, structure_key
 from app.training.datasets import Data
 from app.training.gradient import _flops
 from app.training.optimizers import init_optimizer
 from app.training.plan import ChunkedPlan
+from app.workers import worker_state
 from library.data import to_one_vs_all
 from library.orchestrators import SequentialOrchestrator
 from library.training import eval_step, infer, infer_state, train_step
@@ -193,7 +194,7 @@ class LocalPlan(ChunkedPlan):
 
     def _template(self, model: Any) -> Any:
         if self.state is None:
-            templates = worker_cache().setdefault(
+            templates = worker_state().setdefault(
                 "training.templates", BoundedCache(SKELETONS_KEPT)
             )
             key = (structure_key(self.entry), self.data.x_train.shape[1:])

@@ -16,7 +16,8 @@ import numpy as np
 import optax
 
 from app.cache import BoundedCache
-from app.training.chunks import SKELETONS_KEPT, structure_key, worker_cache
+from app.training.chunks import SKELETONS_KEPT, structure_key
+from app.workers import worker_state
 from library.training import init_opt_state
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -56,7 +57,7 @@ def optimizer_state(
     the module's own classes, which need not pickle). The tree is kept per structure."""
     if leaves is None:
         return init_optimizer(name, model, learning_rate, weight_decay)
-    trees = worker_cache().setdefault("training.optimizer_trees", BoundedCache(SKELETONS_KEPT))
+    trees = worker_state().setdefault("training.optimizer_trees", BoundedCache(SKELETONS_KEPT))
     treedef = trees.get_or_make(
         (structure_key(entry), name, weight_decay is not None),
         lambda: jax.tree.structure(init_optimizer(name, model, learning_rate, weight_decay)[1]),

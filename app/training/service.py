@@ -365,16 +365,6 @@ def reset_module(services: Services, record: ModuleRecord) -> ModuleRecord:
     return services.jobs.reset_module(record)
 
 
-def in_worker(services: Services, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` (a module-level function) in a worker process of the pool, lane
-    ``"heavy"`` (it may compile)."""
-    workers = getattr(services, "workers", None)
-    if workers is None:  # before the worker pool: in this process, in a compute slot
-        with services.compute.slot():
-            return fn(*args)
-    return workers.call(fn, *args, lane="heavy")
-
-
 # --- dynamics -----------------------------------------------------------------------------------
 
 MAX_DYNAMICS_STEPS = 500
@@ -491,8 +481,7 @@ def compute_dynamics(
             f"{x.shape[0] - 1}).",
             "example",
         )
-    result = in_worker(
-        services,
+    result = services.workers.call(  # it may compile: a heavy task
         dynamics.dynamics_task,
         record.spec(),
         array_leaves(model),
@@ -500,6 +489,7 @@ def compute_dynamics(
         y,
         request.steps,
         request.phase,
+        lane="heavy",
     )
     names = dynamics.slot_names(len(sizes))
     return {

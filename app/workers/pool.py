@@ -239,6 +239,10 @@ class WorkerPool:
             "killed": self.killed,
         }
 
+    def capacity(self, lane: Lane) -> int:
+        """How many workers take tasks of ``lane`` (inline: the threads that stand for them)."""
+        return sum(slot.accepts(lane) for slot in self._slots)
+
     def resident_bytes(self) -> int:
         """The workers' resident memory, together."""
         return sum(resident_bytes(pid) for pid in self.pids() if pid)
