@@ -74,8 +74,10 @@ class ChunkReport:
     compute_seconds: float = 0.0
     compile_seconds: float = 0.0
     step_seconds: float | None = None
-    """The quickest step of the chunk that compiled nothing (a step's cost, robust to a
-    busy machine's pauses), or None."""
+    """The quickest step of the chunk but its first (which may have compiled), or None: a
+    step's cost, robust to a busy machine's pauses."""
+    timed_steps: int = 0
+    """The steps ``step_seconds`` is the quickest of."""
 
 
 class ChunkClock:
@@ -87,6 +89,7 @@ class ChunkClock:
         self.start = time.perf_counter()
         self._key = warm_key
         self._warm = worker_state().setdefault("training.warm", BoundedCache(WARM_KEPT))
+        self._stepped = False
 
     def timed(self, part: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, waited for and timed as ``part`` of the chunk."""
@@ -95,12 +98,14 @@ class ChunkClock:
         seconds = time.perf_counter() - began
         if (self._key, part) in self._warm:
             self.report.compute_seconds += seconds
-            if part == "step":
+            if part == "step" and self._stepped:
                 quickest = self.report.step_seconds
                 self.report.step_seconds = seconds if quickest is None else min(quickest, seconds)
+                self.report.timed_steps += 1
         else:
             self._warm.put((self._key, part), True)
             self.report.compile_seconds += seconds
+        self._stepped = self._stepped or part == "step"
         return out
 
     def elapsed(self) -> float:

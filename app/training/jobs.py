@@ -75,6 +75,9 @@ BUSY_WAIT_SECONDS = 10.0
 """How long a chunk waits for a free worker; past it (the workers busy with other things) it
 is tried again ``BUSY_RETRY_SECONDS`` later: a busy server slows a job down, never fails it."""
 BUSY_RETRY_SECONDS = 0.5
+MIN_TIMED_STEPS = 20
+"""Steps timed before a job's seconds are estimated (one step alone may have waited for a
+busy machine)."""
 MEASURED_STRUCTURES = 256
 """Seconds per step remembered per module structure and batch (to refuse a job at once)."""
 MAX_DIFF_ROWS = 200
@@ -168,7 +171,9 @@ class Job:
         self.compute_seconds = 0.0
         """Seconds its chunks computed (compiling left out): what ``max_job_seconds`` bounds."""
         self.step_seconds: float | None = None
-        """Its quickest step so far, in seconds (what its estimate counts on)."""
+        """Its quickest step so far, in seconds (what its estimate counts on), of
+        ``timed_steps`` timed."""
+        self.timed_steps = 0
         self.discard = False
         """Set by a reset: the job's parameters are not saved when it ends."""
         self.state: dict | None = None
@@ -296,6 +301,8 @@ class JobManager:
         self._persist_lock = threading.Lock()
         self._scheduler = ChunkScheduler(self._dispatch, self._complete, pool.capacity("train"))
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="training-finish")
+        self._closing = False
+        """Set by :meth:`shutdown`: a stopped job ends without a last chunk."""
         self._step_seconds: BoundedCache[Any, float] = BoundedCache(MEASURED_STRUCTURES)
         """Seconds of one step, measured, by the plans' ``cost_key``."""
 
@@ -375,15 +382,16 @@ class JobManager:
             "steps",
         )
 
-    def _check_running(self, job: Job, step_seconds: float | None) -> None:
-        """After each chunk: the job's steps at the quickest step measured so far must fit in
-        ``max_job_seconds`` (else it fails now, not at the limit), and so must the seconds it
-        has computed."""
+    def _check_running(self, job: Job, step_seconds: float | None, timed_steps: int) -> None:
+        """After each chunk: the job's steps at the quickest step measured so far (once
+        ``MIN_TIMED_STEPS`` were timed) must fit in ``max_job_seconds`` (else it fails now, not
+        at the limit), and so must the seconds it has computed."""
         if step_seconds is not None:
-            quickest = min(step_seconds, job.step_seconds or step_seconds)
-            job.step_seconds = quickest
-            self._step_seconds.put(job.plan.cost_key, quickest)
-            self._check_estimate(job.total, quickest, job.mode)
+            job.step_seconds = min(step_seconds, job.step_seconds or step_seconds)
+            job.timed_steps += timed_steps
+        if job.step_seconds is not None and job.timed_steps >= MIN_TIMED_STEPS:
+            self._step_seconds.put(job.plan.cost_key, job.step_seconds)
+            self._check_estimate(job.total, job.step_seconds, job.mode)
         limit = self.settings.max_job_seconds
         if job.compute_seconds > limit:
             unit = "batches" if job.mode == "local" else "steps"
@@ -625,8 +633,10 @@ class JobManager:
             return self.store.reset_leaves(record)
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
-        """Stop every job (a running one saves its parameters after its last chunk), wait for
-        them (at most ``timeout``), then end the scheduler and the threads."""
+        """Stop every job (each saves the parameters of its last chunk, at once or when the
+        chunk under way comes back), wait for them (at most ``timeout``), then end the
+        scheduler and the threads."""
+        self._closing = True
         jobs = list(self._jobs.values())
         for job in jobs:
             self._stop_job(job)
@@ -665,8 +675,11 @@ class JobManager:
             if job.finished or job._in_flight:
                 return None
             stopping = job.should_stop()
-            if stopping and job.started_at is None:
-                job.status = "stopped"
+            if stopping and (job.started_at is None or self._closing):
+                # never started, or the app is closing: it ends now, with what it learnt (the
+                # state of its last chunk), without a last chunk
+                started = job.started_at is not None
+                job.status = "stopped" if not started else job.status
                 stop_now = True
             else:
                 stop_now = False
@@ -685,7 +698,7 @@ class JobManager:
                 job._final = steps == 0
                 args = (job.plan, job.state, steps, CHUNK_SECONDS, view, single)
         if stop_now:
-            self._finish(job, None, "stopped")
+            self._finish(job, self._model(job) if started else None, "stopped")
             return None
         if first:
             self._finisher.submit(self._save, job)
@@ -740,7 +753,7 @@ class JobManager:
             self._finisher.submit(self._finish, job, self._model(job), status)
             return None
         try:
-            self._check_running(job, report.step_seconds)
+            self._check_running(job, report.step_seconds, report.timed_steps)
         except PlaygroundError as error:
             return self._fail(job, error.message)
         self._scheduler.add(job, self._next_time(job))

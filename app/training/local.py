@@ -212,17 +212,18 @@ class LocalPlan(ChunkedPlan):
         )
         b, key = self.batch_size, jax.random.PRNGKey(0)
         x, y = self.x_train[:b], self.y_train[:b]
+        template = self._template(self.model)
 
         def batch(train: int, inference: int) -> float | None:
             lowered = train_step.lower(
-                self.model, opt_state, opt, self.state, x, y, key,
+                self.model, opt_state, opt, template, x, y, key,
                 steps_train=train, steps_inference=inference,
             )  # fmt: skip
             return _flops(lowered.lowered.cost_analysis())
 
         def measure(inference: int) -> float | None:
             lowered = eval_step.lower(
-                self.model, self.state, self.x_train, self.y_train, key,
+                self.model, template, self.x_train, self.y_train, key,
                 steps_inference=inference,
             )  # fmt: skip
             return _flops(lowered.lowered.cost_analysis())

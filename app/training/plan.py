@@ -18,6 +18,13 @@ from app.training.chunks import ChunkClock, ChunkReport, array_leaves, model_fro
 from app.training.optimizers import optimizer_state
 
 
+def plan_flops(plan: Any, leaves: list[np.ndarray]) -> tuple[float, float] | None:
+    """``plan.flops()`` as a worker's task (tracing happens in workers): the model rebuilt
+    from the plan's spec and ``leaves``."""
+    plan.model = model_from_leaves(plan.entry, leaves)
+    return plan.flops()
+
+
 class ChunkedPlan:
     """The base of a plan: its subclasses set ``model`` (in the web process), ``entry``,
     ``total``, ``seed``, ``optimizer_name``, ``learning_rate``, ``weight_decay`` and
@@ -58,6 +65,10 @@ class ChunkedPlan:
         """The job ends (all its steps, or stopped): record what is not recorded yet."""
 
     def view(self, model: Any) -> dict | None:
+        raise NotImplementedError
+
+    def flops(self) -> tuple[float, float] | None:
+        """``(one step, one evaluation on every row)`` by the compiler's cost analysis."""
         raise NotImplementedError
 
     def start_state(self) -> dict:

@@ -9,6 +9,7 @@ output. Each problem is a 422 naming the field and, for shapes, both shapes.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Literal
 
 import equinox as eqx
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.runs.inputs import prepare_input
 from app.runs.limits import check_trace_size
@@ -45,10 +47,14 @@ from app.training.local import (
     state_template,
 )
 from app.training.losses import LossName
+from app.training.plan import plan_flops
 from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
 
 MAX_BATCH_SIZE = 4096
+FLOPS_KEPT = 256
+"""Flop counts of jobs' steps kept (one per structure, batch and data shapes)."""
+MISSING = object()
 MAX_WATCH_SECONDS = 60.0
 MAX_DYNAMICS_SWEEPS = 100
 """``steps_train`` and ``steps_inference`` of the local rule, per batch."""
@@ -262,7 +268,7 @@ def plan_training(
             steps_train=request.steps_train,
             steps_inference=request.steps_inference,
         )
-        check_job_budget(plan, settings)
+        check_job_budget(services, plan, settings)
         resolved.update(
             epochs=epochs,
             steps_train=request.steps_train,
@@ -303,17 +309,34 @@ def plan_training(
             batch_size=batch_size,
             seed=request.seed,
         )
-        check_job_budget(plan, settings)
+        check_job_budget(services, plan, settings)
         resolved.update(steps=steps, loss=objective.loss)
     resolved["watch_seconds"] = request.watch_seconds
     return plan, resolved, data.summary()
 
 
-def check_job_budget(plan: GradientPlan | LocalPlan, settings: Any) -> None:
+_flops: BoundedCache[tuple, tuple[float, float] | None] = BoundedCache(FLOPS_KEPT)
+_flops_locks: BoundedCache[tuple, threading.Lock] = BoundedCache(FLOPS_KEPT)
+
+
+def job_flops(services: Services, plan: GradientPlan | LocalPlan) -> tuple[float, float] | None:
+    """``(one step, one evaluation)`` of ``plan`` in flops, traced in a worker once per
+    structure, batch and data shapes (thirty identical jobs asked at once trace it once: the
+    others wait for the first)."""
+    key = (plan.cost_key, plan.data.x_test.shape)
+    with _flops_locks.get_or_make(key, threading.Lock):
+        found = _flops.get(key, MISSING)
+        if found is MISSING:
+            leaves = array_leaves(plan.model)
+            found = _flops.put(key, services.workers.call(plan_flops, plan, leaves, lane="heavy"))
+        return found
+
+
+def check_job_budget(services: Services, plan: GradientPlan | LocalPlan, settings: Any) -> None:
     """Refuse a job whose steps (batches, for a library network) and evaluations together
     are over ``max_train_flops``: a job is budgeted as a whole, so many cheap steps cannot buy
     what one run is refused."""
-    flops = plan.flops()
+    flops = job_flops(services, plan)
     if flops is None:
         return
     step, evaluation = flops
