@@ -58,6 +58,9 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     panel.get_by_label("Steps", exact=True).fill("20000")
     panel.get_by_label("Watch over (s)").fill("60")
     panel.get_by_role("button", name="Train", exact=True).click()
+    # while the module trains, the form's Train button is Stop (one job per module)
+    panel.get_by_role("button", name="Stop", exact=True).wait_for(timeout=30_000)
+    assert panel.get_by_role("button", name="Train", exact=True).count() == 0
 
     # Pause at once (the job may still be compiling: it then holds before its first step); the
     # keyboard focus moves to Play. Nothing here depends on how fast the machine is.
@@ -114,6 +117,7 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     assert tree.value.status == 200
     assert page.get_by_role("button", name="Stop training").count() == 0
     assert "Stopped at step" in page.locator(".train-status").inner_text()
+    panel.get_by_role("button", name="Train", exact=True).wait_for(timeout=30_000)
     assert page.locator("table.train-diff tbody tr").count() == 6
     assert "replaced the module's" in page.locator(".train-saved").inner_text()
     page.wait_for_load_state("networkidle")
