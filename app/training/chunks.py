@@ -46,18 +46,27 @@ def array_leaves(model: Any) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
 
 
+def _array_or_shape(leaf: Any) -> bool:
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
+
+
 def replace_arrays(model: Any, leaves: list[np.ndarray]) -> Any:
-    """``model`` with ``leaves`` (as :func:`array_leaves` lists them) as its arrays."""
-    params, static = eqx.partition(model, eqx.is_array)
+    """``model`` (a module, or its skeleton of shapes) with ``leaves`` (as
+    :func:`array_leaves` lists them) as its arrays."""
+    params, static = eqx.partition(model, _array_or_shape)
     treedef = jax.tree.structure(params)
     return eqx.combine(jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves]), static)
 
 
 def model_from_leaves(entry: Any, leaves: list[np.ndarray]) -> Any:
-    """The module ``entry`` builds, with ``leaves`` as its arrays. The skeleton (one build per
-    structure) is kept by the worker."""
+    """The module ``entry`` builds, with ``leaves`` as its arrays. Its skeleton comes from
+    tracing the build, not running it (a fresh worker would compile a dozen small programs of
+    random initialisation first), and is kept by the worker, one per structure."""
     skeletons = worker_state().setdefault("training.skeletons", BoundedCache(SKELETONS_KEPT))
-    return replace_arrays(skeletons.get_or_make(structure_key(entry), entry.build), leaves)
+    skeleton = skeletons.get_or_make(
+        structure_key(entry), lambda: eqx.filter_eval_shape(entry.build)
+    )
+    return replace_arrays(skeleton, leaves)
 
 
 @dataclass
