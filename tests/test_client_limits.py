@@ -55,8 +55,8 @@ def test_computations_per_client_address_whatever_the_workspace(app):
         yours = other.post("/api/modules", json=LINEAR).json()["id"]
         answers = {}
 
-        def run(name, client, module):
-            answers[name] = client.post(f"/api/modules/{module}/run", json=SEED_RUN)
+        def build(name, client):
+            answers[name] = client.post("/api/modules", json=LINEAR)
 
         def held(address) -> int:
             return services.compute.clients.held(address[0])
@@ -68,32 +68,39 @@ def test_computations_per_client_address_whatever_the_workspace(app):
                 time.sleep(0.01)
 
         # the one server-wide slot is held (by no client: as a training thread would), so the
-        # first run of each address takes its address's slot and waits for the server's
+        # first build of each address (it computes in the web process) takes its address's
+        # slot and waits for the server's
         threads = [
-            threading.Thread(target=run, args=("hostile", hostile, mine)),
-            threading.Thread(target=run, args=("other", other, yours)),
+            threading.Thread(target=build, args=("hostile", browser(app, HOSTILE))),
+            threading.Thread(target=build, args=("other", browser(app, OTHER))),
         ]
         with services.compute.slot():
             threads[0].start()
             wait_until_held(HOSTILE)
-            # one more computation from that address, in a new workspace (a build takes a
-            # compute slot): refused at once, without waiting for the server's slot
+            # one more computation from that address, in a new workspace: refused at once,
+            # without waiting for the server's slot: a build, and a run too (a run is a task of
+            # the worker pool, but it takes its address's slot as well)
             refused = browser(app, HOSTILE).post("/api/modules", json=LINEAR)
             assert refused.status_code == 429, refused.text
             message = refused.json()["message"]
             assert "max_computations_per_client=1" in message, message
             assert "PLAYGROUND_MAX_COMPUTATIONS_PER_CLIENT" in message
             assert refused.headers["retry-after"].isdigit()
-            assert held(HOSTILE) == 1  # the refusal took nothing
-            # another address is not refused: it waits for the server's slot like anyone
+            ran = hostile.post(f"/api/modules/{mine}/run", json=SEED_RUN)
+            assert ran.status_code == 429, ran.text
+            assert held(HOSTILE) == 1  # the refusals took nothing
+            # another address is not refused: its build waits for the server's slot like anyone's
             threads[1].start()
             wait_until_held(OTHER)
         for thread in threads:
             thread.join(10)
-        expected = [[pytest.approx(1 / 3)] * 3] * 2  # d mean(x @ W + b) / dW for x = ones
         for name in ("hostile", "other"):
-            assert answers[name].status_code == 200, answers[name].text
-            assert answers[name].json()["values"][".weight"] == expected
+            assert answers[name].status_code == 201, answers[name].text
+        expected = [[pytest.approx(1 / 3)] * 3] * 2  # d mean(x @ W + b) / dW for x = ones
+        for client, module in ((hostile, mine), (other, yours)):
+            answer = client.post(f"/api/modules/{module}/run", json=SEED_RUN)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["values"][".weight"] == expected
         # every slot was given back
         assert held(HOSTILE) == 0 and held(OTHER) == 0
         assert browser(app, HOSTILE).post("/api/modules", json=LINEAR).status_code == 201
