@@ -12,6 +12,7 @@ from typing import Any
 from app.cache import BoundedCache
 from app.catalog import CatalogEntry
 from app.errors import PlaygroundError
+from app.runs.limits import is_light
 from app.services import Services
 from app.settings import Settings
 from app.store import ModuleRecord
@@ -73,7 +74,8 @@ def build_module(
     with the constructor's message, and nothing is kept.
     """
     check_limits(spec, services.settings)
-    with services.compute.slot():
+    heavy = not is_light(spec.estimated_leaves(), services.settings)
+    with services.compute.slot(heavy=heavy):
         record = services.store.create(workspace, spec)
         try:
             model = services.store.load(record)

@@ -152,3 +152,49 @@ def test_zero_means_no_limit_per_client(tmp_path):
         with services.compute.client_slot(), services.compute.client_slot():
             pass  # outside a request no address is counted
         assert client.post("/api/modules", json=LINEAR).status_code == 201
+
+
+def test_a_client_whose_run_went_past_a_workers_limit_runs_heavy_for_a_while(tmp_path):
+    """After one of its runs is refused by a worker (here the memory analysis, after
+    compiling), every run of that address goes to the heavy lane, never to the worker kept for
+    light work; another address's runs stay light."""
+    app = create_app(Settings(data_dir=tmp_path / "data", worker_memory_mb=1))
+    bomb = {
+        "function": "loss",
+        "loss": "sum(one_hot(x, 1000)) + mean(out)",
+        "transforms": ["jit"],
+        "batched": True,
+        "input": {"shape": [500, 2], "init": "ones"},
+    }
+    with started(app) as services:
+        lanes = []
+        call = services.workers.call
+
+        def spy(fn, *args, lane="light", **options):
+            lanes.append(lane)
+            return call(fn, *args, lane=lane, **options)
+
+        services.workers.call = spy
+        hostile, other = browser(app, HOSTILE), browser(app, OTHER)
+        module = hostile.post("/api/modules", json=LINEAR).json()["id"]
+        refused = hostile.post(f"/api/modules/{module}/run", json=bomb)
+        assert refused.status_code == 422 and "worker_memory_mb" in refused.json()["message"]
+        hostile.post(f"/api/modules/{module}/run", json=SEED_RUN)
+        yours = other.post("/api/modules", json=LINEAR).json()["id"]
+        other.post(f"/api/modules/{yours}/run", json=SEED_RUN)
+        assert lanes == ["light", "heavy", "light"]
+
+
+def test_a_large_build_never_takes_the_last_compute_slot():
+    """Heavy work waits for one of ``limit - 1`` slots; the last stays for light work."""
+    from app.compute import ComputeBusy, ComputeSlots
+
+    slots = ComputeSlots(2, wait_seconds=0.2)
+    with slots.slot(heavy=True):
+        with pytest.raises(ComputeBusy):
+            with slots.slot(heavy=True):
+                pass
+        with slots.slot():  # light work still finds a slot
+            assert slots.running == 2
+    with slots.slot(heavy=True), slots.slot():
+        assert slots.running == 2

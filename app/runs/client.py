@@ -6,8 +6,10 @@ pool:
 
 - before any worker is taken, the refusals that need no module: the loss parsed and checked,
   the trace estimate from the catalog's leaf count (``Losses.check_cost``);
-- the lane the run asks the pool for (:func:`lane_of`) and its affinity (the same module and
-  request go to the worker that compiled them before);
+- the lane the run asks the pool for (:func:`lane_of`; every run of a client address that went
+  past a worker's limit in the last :data:`STRIKE_SECONDS` goes to the heavy lane, so a client
+  that sends bombs in a loop cannot keep taking the worker kept for light work) and its
+  affinity (the same module and request go to the worker that compiled them before);
 - after the worker answers: the compile scopes (``app.runs.scopes``: the scope's reset time
   goes to the worker, which says whether it compiled), "what changed" since the scope's
   previous run (``app.runs.keys.key_changes``), and the count of compilations.
@@ -18,17 +20,21 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from app import transfer
 from app.cache import BoundedCache
+from app.errors import PlaygroundError
 from app.runs.engine import Losses, RunOutcome, run_transforms
 from app.runs.keys import KeyRecord, key_changes
+from app.runs.limits import is_light
 from app.runs.scopes import CompileScopes
 from app.runs.spec import RunRequest, SweepRequest
 from app.runs.structure import StructureMemo
 from app.runs.worker import ModuleSource, RunJob, forget_engine, local_engine, run_task
+from app.serving import current_client
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore, ShareRecord, tree_nbytes
 
@@ -39,17 +45,18 @@ on a fresh worker compiles a dozen small programs within the run's time limit. A
 is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
-LIGHT_SHARE = 5
-"""A run is light when its trace estimate is at most ``max_traced_leaves / LIGHT_SHARE``."""
+STRIKE_SECONDS = 600.0
+"""For this long after one of its runs went past a worker's limit, a client address's runs all
+go to the heavy lane."""
+MAX_STRIKES = 4096
+"""Client addresses whose last strike is remembered."""
 
 
 def lane_of(estimate: int, settings: Settings) -> str:
-    """The pool's lane for a run whose trace estimate (leaf operations, from the catalog's leaf
-    count, the loss's parts and the transformations) is ``estimate``: ``"light"`` up to a fifth
-    of ``max_traced_leaves`` (300 by default: the seed, a 4 x 512 MLP's grad), ``"heavy"``
-    above (deep modules under grad or jacfwd, which may compile for seconds and must never
-    hold the worker kept for light work)."""
-    return "light" if estimate * LIGHT_SHARE <= settings.max_traced_leaves else "heavy"
+    """The pool's lane for a run whose trace estimate is ``estimate``: ``"light"`` when
+    :func:`app.runs.limits.is_light` says so, else ``"heavy"`` (it may compile for seconds and
+    must never hold the worker kept for light work)."""
+    return "light" if is_light(estimate, settings) else "heavy"
 
 
 class RunClient:
@@ -67,6 +74,8 @@ class RunClient:
         """Modules' structures, for what the page shows (the presets of a simple module)."""
         self._previous: BoundedCache[tuple, KeyRecord] = BoundedCache(MAX_PREVIOUS)
         self._lock = threading.Lock()
+        self.strikes: BoundedCache[str, float] = BoundedCache(MAX_STRIKES)
+        """Client address -> when one of its runs last went past a worker's limit."""
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
 
@@ -149,8 +158,22 @@ class RunClient:
     def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> RunOutcome:
         if self.workers is None:
             return transfer.unpack(run_task(job))
-        packed = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
+        client = current_client()
+        if client is not None and self._struck(client):
+            lane = "heavy"  # it went past a limit lately: never again on the light worker
+        try:
+            packed = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
+        except PlaygroundError as error:
+            # past a worker's limit, or refused by one only after tracing and compiling
+            limit = getattr(error, "setting", None) or getattr(error, "limit", None)
+            if client is not None and limit is not None:
+                self.strikes.put(client, time.monotonic())
+            raise
         return transfer.unpack(packed)
+
+    def _struck(self, client: str) -> bool:
+        when = self.strikes.get(client)
+        return when is not None and time.monotonic() - when < STRIKE_SECONDS
 
     def _source(self, module: Any) -> ModuleSource:
         if isinstance(module, ModuleRecord | ShareRecord):

@@ -17,8 +17,16 @@ MAX_JAX_MESSAGE = 600
 class RunError(PlaygroundError):
     """A run that cannot be done, explained (422 unless told otherwise)."""
 
-    def __init__(self, message: str, field: str | None = None, status_code: int = 422):
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        status_code: int = 422,
+        limit: str | None = None,
+    ):
         super().__init__(status_code, message, field)
+        self.limit = limit
+        """The setting a worker found the run over after tracing or compiling, if that is why."""
 
 
 def jax_message(error: BaseException) -> str:

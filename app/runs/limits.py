@@ -31,6 +31,18 @@ def trace_factor(transforms: Sequence[str]) -> int:
     return math.prod(TRACE_FACTORS.get(name, 1) for name in transforms)
 
 
+LIGHT_SHARE = 5
+"""Work is light when its trace estimate is at most ``max_traced_leaves / LIGHT_SHARE``."""
+
+
+def is_light(estimate: int, settings: Settings) -> bool:
+    """Whether work of this trace estimate (leaf operations: array leaves, the loss's parts,
+    times each transformation's factor) is light: at most a fifth of ``max_traced_leaves``
+    (300 by default: the seed, a 4 x 512 MLP's grad). Light work may use the worker and the
+    compute slot kept for it; heavy work (deep modules, under grad or jacfwd) never does."""
+    return estimate * LIGHT_SHARE <= settings.max_traced_leaves
+
+
 def check_trace_size(
     leaves: int,
     expression_parts: int,
@@ -104,6 +116,7 @@ def check_budget(cost: dict | None, settings: Settings) -> None:
             f"compiler's estimate); the limit is {settings.max_run_flops:.3g} per run "
             "(max_run_flops, PLAYGROUND_MAX_RUN_FLOPS). Use a smaller input or module",
             field="input.shape",
+            limit="max_run_flops",
         )
 
 
@@ -142,4 +155,5 @@ def check_memory(memory: dict[str, int] | None, settings: Settings) -> None:
         "PLAYGROUND_WORKER_MEMORY_MB). Use a smaller input, or a loss with smaller "
         "intermediate arrays",
         field="input.shape",
+        limit="worker_memory_mb",
     )

@@ -122,6 +122,12 @@ class _Slot:
     kill: tuple[str, str] | None = None
     """Why the supervisor or a cancel killed the worker: ``(reason, stage)``."""
     affinities: OrderedDict = field(default_factory=OrderedDict)
+    dead_pid: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Its worker process has started (and is not the one that died last)."""
+        return self.pid_value.value not in (0, self.dead_pid)
 
     def accepts(self, lane: Lane) -> bool:
         return lane == "light" or not self.reserved
@@ -223,8 +229,12 @@ class WorkerPool:
         return self
 
     def pids(self) -> list[int]:
-        """The worker processes' pids (0 for one not started yet)."""
-        return [slot.pid_value.value for slot in self._slots if slot.process is not None]
+        """The worker processes' pids (0 for one still starting)."""
+        return [
+            slot.pid_value.value if slot.ready else 0
+            for slot in self._slots
+            if slot.process is not None
+        ]
 
     def status(self) -> dict[str, Any]:
         """Workers, how many are busy, tasks run and workers killed."""
@@ -331,6 +341,7 @@ class WorkerPool:
         lost_stage = STAGES[slot.stage_value.value]
         with self._cond:
             slot.stage_value.value = CODES["idle"]
+            slot.dead_pid = slot.pid_value.value  # not ready until its replacement says its pid
             slot.affinities.clear()
         if kill is None:
             return WorkerLost(lost_stage)
@@ -380,6 +391,8 @@ class WorkerPool:
         mine = [slot for slot in free if slot.accepts(ticket.lane)]
         if not mine:
             return None
+        # a worker that is still starting (a replacement takes seconds) only when no other is free
+        mine = [slot for slot in mine if slot.ready] or mine
         if affinity is not None:
             for slot in mine:
                 if affinity in slot.affinities:

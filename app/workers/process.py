@@ -15,9 +15,9 @@ def initialize(pid_value: Any, stage_value: Any, setup: Callable | None, setup_a
     to the web process, then ``setup(*setup_args)`` (e.g. configure JAX's caches)."""
     stage_module._process_stage = stage_value
     stage_value.value = CODES["idle"]
-    pid_value.value = os.getpid()
     if setup is not None:
         setup(*setup_args)
+    pid_value.value = os.getpid()  # ready: the web process prefers it to a worker still starting
 
 
 def run_task(fn: Callable, args: tuple) -> Any:
