@@ -109,7 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="responsive-")
     process, base = serve_process(
-        data_dir=data, workers="3", max_run_seconds="3", warm_start="false"
+        data_dir=data,
+        workers="3",
+        max_run_seconds="3",
+        warm_start="false",
+        max_computations_per_client="0",  # every client here is 127.0.0.1
     )
     stop = threading.Event()
     heavy_status: Counter = Counter()
