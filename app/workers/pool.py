@@ -316,17 +316,14 @@ class WorkerPool:
         limit = self.max_run_seconds if timeout is None else timeout
         with self._cond:
             slot.limit = limit
-        if not slot.process.active:  # its process died while idle: pebble's pool is broken
+        if not slot.process.active:  # broken: its process died while idle, or could not start
             slot.process.stop()
             slot.process = self._new_process(slot.pid_value, slot.stage_value)
         future = slot.process.schedule(run_task, args=(fn, args))
         try:
             return future.result()
-        except (ProcessExpired, CancelledError) as error:
-            raise self._ended(slot, limit) from error
-        except BrokenProcessPool as error:  # its process could not even start: begin anew
-            slot.process.stop()
-            slot.process = self._new_process(slot.pid_value, slot.stage_value)
+        except (ProcessExpired, CancelledError, BrokenProcessPool) as error:
+            # a broken pool is renewed above, before its next task
             raise self._ended(slot, limit) from error
         except Exception as error:
             if slot.kill is not None:  # killed while its error was on the way
