@@ -41,8 +41,9 @@
  * text of its `[data-frame-text=KEY]` elements, its <progress>, and redraws its
  * `[data-frame-figure=KEY]` plots (Plotly.react, as above). When the state changes (paused,
  * stopping, ended) or a figure appears that it has no place for, the element is asked for again
- * with htmx (`hx-trigger="refresh"`); the keyboard focus stays on the control that had it. The
- * element's `data-frames` counts the frames drawn.
+ * with htmx (`hx-trigger="refresh"`); the keyboard focus stays on the control that had it (or
+ * the one that took its place: Play for Pause, the form's Train for its Stop). The element's
+ * `data-frames` counts the frames drawn.
  *
  * ERRORS: 4xx/5xx answers are swapped where they were asked for (htmx-config in base.html);
  * timeouts and network failures put a message in #alerts, so nothing spins forever. An element
@@ -427,12 +428,19 @@
 
   // Live training ---------------------------------------------------------------------------
 
-  var TWIN_CONTROLS = { "train-play": "train-pause", "train-pause": "train-play" };
+  // a control that the refreshed fragment may replace by its twin (the form's Stop becomes
+  // Train once the job ended: its buttons come along out of band)
+  var TWIN_CONTROLS = {
+    "train-play": "train-pause",
+    "train-pause": "train-play",
+    "train-stop-job": "train-start",
+  };
   var refocus = null;
 
   function refresh(element) {
     var active = document.activeElement;
-    refocus = active && active.id && element.contains(active) ? active.id : null;
+    var mine = active && (element.contains(active) || active.closest("#train-actions"));
+    refocus = mine && active.id ? active.id : null;
     element._framesClosed = true;
     if (element._frames) element._frames.close();
     if (window.htmx) window.htmx.trigger(element, "refresh");

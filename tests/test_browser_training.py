@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from helpers import build
 from htmx_settle import wait_for_htmx_settled
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
+STOP = re.compile(r"\bstop\b", re.IGNORECASE)
+"""The name of any stop control."""
 
 pytestmark = pytest.mark.browser
 
@@ -58,9 +61,11 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     panel.get_by_label("Steps", exact=True).fill("20000")
     panel.get_by_label("Watch over (s)").fill("60")
     panel.get_by_role("button", name="Train", exact=True).click()
-    # while the module trains, the form's Train button is Stop (one job per module)
+    # while the module trains, the form's Train button is Stop (one job per module): the one
+    # stop control on the page (the progress box has none of its own)
     panel.get_by_role("button", name="Stop", exact=True).wait_for(timeout=30_000)
     assert panel.get_by_role("button", name="Train", exact=True).count() == 0
+    assert page.get_by_role("button", name=STOP).count() == 1
 
     # Pause at once (the job may still be compiling: it then holds before its first step); the
     # keyboard focus moves to Play. Nothing here depends on how fast the machine is.
@@ -109,15 +114,29 @@ def test_train_from_the_page_play_pause_step_stop_and_reset(page, page_probe):
     page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOTS / "train_paused_1280x720.png"))
+    assert page.get_by_role("button", name=STOP).count() == 1
+    # on a phone too: one Stop, above the box's Play, Step one batch and Reset, nothing sideways
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("document.getElementById('train-actions').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOTS / "train_paused_390.png"))
+    assert page.get_by_role("button", name=STOP).count() == 1
+    stop, play = box(page, "#train-stop-job"), box(page, "#train-play")
+    assert stop["y"] + stop["height"] <= play["y"] and stop["x"] + stop["width"] <= 390
+    assert page.evaluate(f"{root}.scrollWidth <= {root}.clientWidth")
+    page.set_viewport_size({"width": 1280, "height": 720})
 
-    # Stopping ends the job; its parameters replace the module's and the tree panel reloads.
+    # Stop, from the keyboard, ends the job; its parameters replace the module's and the tree
+    # panel reloads; Train is back, and has the focus.
     with page.expect_response(lambda r: r.url.endswith(f"/m/{module}"), timeout=30_000) as tree:
-        panel.get_by_role("button", name="Stop training").click()
+        panel.get_by_role("button", name="Stop", exact=True).focus()
+        page.keyboard.press("Enter")
         page.locator('#train-progress[data-status="stopped"]').wait_for(timeout=30_000)
     assert tree.value.status == 200
-    assert page.get_by_role("button", name="Stop training").count() == 0
+    assert page.get_by_role("button", name=STOP).count() == 0
     assert "Stopped at step" in page.locator(".train-status").inner_text()
     panel.get_by_role("button", name="Train", exact=True).wait_for(timeout=30_000)
+    assert page.evaluate("document.activeElement.id") == "train-start"
     assert page.locator("table.train-diff tbody tr").count() == 6
     assert "replaced the module's" in page.locator(".train-saved").inner_text()
     page.wait_for_load_state("networkidle")

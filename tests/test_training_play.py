@@ -7,6 +7,7 @@ initial ones bit for bit.
 
 from __future__ import annotations
 
+import re
 import time
 
 import jax
@@ -188,3 +189,54 @@ def test_a_job_paused_too_long_is_stopped(tmp_path):
         client.get(f"/api/modules/{module}/jobs")  # any look at the jobs expires old pauses
         record = wait_for_job(client, job, job_ended)
         assert record["status"] == "stopped" and "max_paused_seconds" in record["note"]
+
+
+def stop_buttons(html: str) -> list[str]:
+    """The stop controls of a page or fragment: the text of each button that posts to a job's
+    ``/stop``."""
+    buttons = re.findall(r"<button\b([^>]*)>(.*?)</button>", html, re.S)
+    return [text.strip() for attrs, text in buttons if re.search(r'hx-post="[^"]*/stop\b', attrs)]
+
+
+def test_a_running_job_has_one_stop_control_on_the_module_page_and_one_in_a_lesson(client):
+    """The module page: the form's Train button is the job's Stop, the progress box has none
+    (its fragments, asked for with ?form=1, bring the form's buttons along); a lesson's box,
+    with no form beside it, has its own. The page's controls keep the form's mode."""
+    module = build(client, "eqx.nn.MLP", MLP)
+    job = client.post(
+        f"/api/modules/{module}/train", json={"dataset": CIRCLE, "steps": 100, "paused": True}
+    ).json()["job"]
+    wait_for_job(client, job, lambda r: r["status"] == "paused")
+
+    panel = client.get(f"/m/{module}/train-panel").text
+    assert stop_buttons(panel) == ["Stop"]
+    assert 'id="train-stop-job"' in panel and 'id="train-start"' not in panel
+    assert f'hx-get="/m/{module}/jobs/{job}/progress?form=1"' in panel
+
+    base = f"/m/{module}/jobs/{job}"
+    fragments = [
+        client.get(f"{base}/progress", params={"form": 1}).text,
+        client.post(f"{base}/resume?form=1").text,
+        client.post(f"{base}/pause?form=1").text,
+    ]
+    held = wait_for_job(client, job, lambda r: r["status"] == "paused")["step"]
+    fragments.append(client.post(f"{base}/step?form=1").text)
+    for fragment in fragments:
+        assert stop_buttons(fragment) == ["Stop"]  # the form's, out of band
+        assert 'id="train-actions" class="form-actions" hx-swap-oob="true"' in fragment
+        assert f'hx-post="{base}/step?form=1"' in fragment
+    assert client.get(f"/api/jobs/{job}").json()["step"] == held + 1  # the page's Step stepped
+
+    lesson = client.get(f"{base}/progress").text  # a lesson's box: its own Stop, no form
+    assert stop_buttons(lesson) == ["Stop training"]
+    assert "hx-swap-oob" not in lesson and "?form=1" not in lesson
+
+    stopped = client.post(f"{base}/stop?form=1").text  # the form's Stop
+    record = wait_for_job(client, job, job_ended)
+    assert record["status"] == "stopped" and record["step"] == held + 1
+    if 'data-status="stopped"' in stopped:  # ended at once: Train is back, and has the focus
+        assert stop_buttons(stopped) == [] and 'data-focus="train-start"' in stopped
+    else:  # stopping: the focus stays on Stop
+        assert stop_buttons(stopped) == ["Stop"] and 'data-focus="train-stop-job"' in stopped
+    after = client.get(f"/m/{module}/train-panel").text
+    assert stop_buttons(after) == [] and 'id="train-start"' in after

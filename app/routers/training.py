@@ -264,16 +264,23 @@ async def train_from_form(
     if single:
         await asyncio.to_thread(services.jobs.step, workspace, job["job"])
     job = find_job(services, workspace, job["job"], with_view=True)
-    context = {**progress_context(job), "actions_oob": True}
+    context = progress_context(job, form=True)
     return _render(request, "partials/train_job.html", context, 200)
+
+
+FormFlag = Annotated[bool, Query(description="The module page's fragment (beside its form).")]
 
 
 @router.get("/m/{module_id}/jobs/{job_id}/progress", include_in_schema=False)
 def job_progress(
-    request: Request, record: RecordDep, job_id: JobPath, services: ServicesDep
+    request: Request,
+    record: RecordDep,
+    job_id: JobPath,
+    services: ServicesDep,
+    form: FormFlag = False,
 ) -> HTMLResponse:
     job = module_job(services, record, job_id)
-    context = {**progress_context(job, polled=True), "actions_oob": True}
+    context = progress_context(job, polled=True, form=form)
     return _render(request, "partials/train_progress.html", context)
 
 
@@ -334,9 +341,10 @@ def play_from_page(
     action: Annotated[Literal["pause", "resume", "step", "stop"], Path()],
     services: ServicesDep,
     workspace: WorkspaceDep,
+    form: FormFlag = False,
 ) -> HTMLResponse:
-    """A control of the progress fragment; answers the fragment in its new state (a job that
-    ended meanwhile just shows that it ended)."""
+    """A control of the progress fragment (or the form's Stop); answers the fragment in its
+    new state (a job that ended meanwhile just shows that it ended)."""
     module_job(services, record, job_id)  # the job of this module, or a 404
     jobs = services.jobs
     try:
@@ -349,10 +357,13 @@ def play_from_page(
         if error.status_code != 409:
             raise
     job = module_job(services, record, job_id)
-    context = {**progress_context(job, polled=True), "actions_oob": True}
+    context = progress_context(job, polled=True, form=form)
     # the keyboard focus stays on the controls (the button pressed, or the one that took its
-    # place); once the job ended, on Reset
-    if context["finished"]:
+    # place): after the form's Stop, on that button (Train once the job ended); else once the
+    # job ended, on Reset
+    if action == "stop" and form:
+        context["focus"] = "train-start" if context["finished"] else "train-stop-job"
+    elif context["finished"]:
         context["focus"] = "train-reset"
     else:
         context["focus"] = FOCUS_AFTER[action]

@@ -78,8 +78,10 @@ def status_text(job: dict) -> str:
     return "Failed."
 
 
-def progress_context(job: dict, polled: bool = False) -> dict[str, Any]:
-    """What ``partials/train_progress.html`` needs."""
+def progress_context(job: dict, polled: bool = False, form: bool = False) -> dict[str, Any]:
+    """What ``partials/train_progress.html`` needs. ``form``: the fragment is the module
+    page's, whose training form holds the job's one Stop (its Train button); its own
+    requests then bring the form's buttons along, out of band."""
     finished = job["status"] in ("done", "failed", "stopped")
     metrics = job["metrics"]
     return {
@@ -90,6 +92,8 @@ def progress_context(job: dict, polled: bool = False) -> dict[str, Any]:
         "last": {name: _last(metrics, name) for name in METRIC_NAMES},
         "percent": percent(job),
         "polled": polled,
+        "form": form,
+        "actions_oob": form,
         "classification": job.get("dataset", {}).get("num_classes") is not None
         or bool(metrics.get("accuracy")),
     }
