@@ -92,12 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     lessons()  # every lesson file validated at start-up: a broken one stops the server here
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.mount("/vendor/plotly", StaticFiles(directory=PLOTLY_JS_DIR), name="plotly")
+    # Starlette tries the routes in order, and every try costs: the runs first (a small run's
+    # whole answer takes about a millisecond), then training (its progress is polled).
     for router in (
+        runs.router,
+        training.router,
         health.router,
         modules.router,
         pytree_ops.router,
-        runs.router,
-        training.router,
         sharing.router,
         lessons_router.router,
         rooms.router,

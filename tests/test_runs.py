@@ -470,6 +470,40 @@ def test_include_sends_only_the_named_parts(client, seed):
     assert bad.status_code == 422
     bare = client.post(f"/api/modules/{seed}/run", params={"include": "none"}, json={}).json()
     assert bare["values"] is None and bare["compiled"] is True and bare["timings"]["run_ms"] > 0
+    for name, limit in (("include", 200), ("run_id", 64)):
+        long = client.post(f"/api/modules/{seed}/run", params={name: "a" * (limit + 1)}, json={})
+        assert long.status_code == 422
+        assert long.json()["detail"][0]["loc"] == ["query", name]
+        assert f"at most {limit}" in long.json()["message"]
+    documented = client.get("/openapi.json").json()["paths"]["/api/modules/{module_id}/run"]
+    parameters = {p["name"]: p for p in documented["post"]["parameters"]}
+    assert parameters["include"]["schema"]["maxLength"] == 200
+    assert parameters["run_id"]["in"] == "query"
+
+
+def test_an_answer_without_values_says_the_same_warnings(client, seed):
+    """Without values and figure, the worker sends the result's digest, not its arrays: the
+    answer's warnings are those of the full answer, and so is everything else it sends."""
+    for loss in ("log(out)", "1 / (out - out)", "mean(out)"):
+        body = {"function": "loss", "loss": loss, "input": values_input(X)}
+        full = run(client, seed, **body)
+        for include in ("none", "code,jaxpr", "output"):
+            lean = client.post(
+                f"/api/modules/{seed}/run", params={"include": include}, json=body
+            ).json()
+            assert lean["warnings"] == full["warnings"]
+            assert lean["values"] is None and lean["plot"] is None
+            assert lean["input"] == full["input"] and lean["function"] == full["function"]
+            assert lean["cost"] == full["cost"]
+            assert (lean["output"] is None) == ("output" not in include)
+            assert (lean["jaxpr"] == full["jaxpr"]) == ("jaxpr" in include)
+    assert any("NaN" in w for w in run(client, seed, function="loss", loss="log(out)",
+                                        input=values_input(X))["warnings"])  # fmt: skip
+    empty = build(client, "eqx.nn.LayerNorm", shape=[4], use_weight=False, use_bias=False)
+    no_params = client.post(
+        f"/api/modules/{empty}/run", params={"include": "none"}, json={"transforms": ["grad"]}
+    ).json()
+    assert no_params["warnings"] == run(client, empty, transforms=["grad"])["warnings"]
 
 
 # The page's fragments -----------------------------------------------------------------------
@@ -577,3 +611,43 @@ def test_cut_values_say_so_with_and_without_nan(tmp_path):
         nan = run(client, seed, loss="log(-1 - out * out)", transforms=[], input=body["input"])
         assert nan["truncated"] is True and nan["warnings"]
         assert {v for row in nan["values"] for v in row} == {"NaN"}
+
+
+def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
+    """A gradient of 131,584 numbers comes back from the worker whole for an answer with
+    values, and as a few words (its digest) for ``include=none``."""
+    import pickle
+
+    from app.catalog import parse_spec
+    from app.runs.digest import ResultDigest
+    from app.runs.spec import RunRequest
+    from app.runs.worker import ModuleSource, RunJob, run_task
+
+    settings = Settings(data_dir=tmp_path)
+    params = {"in_size": 256, "out_size": 256, "width_size": 256, "depth": 1, "seed": 3}
+    spec = parse_spec("eqx.nn.MLP", params)
+    request = RunRequest(transforms=["grad"], loss="mean(out ** 2)", input={"shape": [256]})
+
+    def packed(shows):
+        job = RunJob(
+            token="sizes",
+            settings=settings,
+            spec=spec,
+            source=ModuleSource(("ModuleRecord", "sizes", 0), "eqx.nn.MLP", params),
+            request=request,
+            eager=False,
+            with_input=False,
+            shows=shows,
+        )
+        return run_task(job)
+
+    whole = packed(None)  # the weights' gradients beside the pickle, the biases' inside
+    assert sorted(a.shape for a in whole.arrays) == [(256, 256), (256, 256)]
+    assert len(whole.data) > 2 * 256 * 4
+    lean = packed(frozenset())
+    assert lean.arrays == () and len(pickle.dumps(lean)) < 8_000
+    from app import transfer
+
+    outcome = transfer.unpack(lean)
+    assert outcome.result == ResultDigest(single=False, arrays=4, warnings=())
+    assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""

@@ -17,7 +17,8 @@ from app.catalog import CatalogEntry
 from app.errors import PlaygroundError
 from app.lessons.library import lessons
 from app.lessons.model import Lesson, Step
-from app.runs.results import host_leaves, run_payload
+from app.runs.digest import host_leaves
+from app.runs.results import run_payload
 from app.runs.service import run_scopes
 from app.runs.spec import RunRequest
 from app.store import ModuleRecord, ModuleStore

@@ -13,12 +13,19 @@ from sqlalchemy import Integer, and_, delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from app.cache import BoundedCache
 from app.database import room_participants, room_progress, rooms, workspace_transaction
 from app.errors import PlaygroundError
 from app.rooms.tokens import key_hash, key_matches, new_code, new_key, new_room_id, normal_code
 from app.settings import Settings
 
 ROOM_ID_MAX = 32
+MAX_COMPILE_ROOMS = 65_536
+"""Workspaces whose compile room is remembered (a few dozen bytes each)."""
+COMPILE_ROOM_SECONDS = 10.0
+"""How long a workspace's compile room is remembered without asking the database again (it
+changes at once when this store creates or joins a room; this bounds how long a room deleted
+with its workspace, or a change made by another process, goes unnoticed)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,11 @@ class RoomStore:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
+        self._compile_rooms: BoundedCache[str, tuple[str | None, float, float]] = BoundedCache(
+            MAX_COMPILE_ROOMS
+        )
+        """Workspace -> its compile room, when that room was created and when this was asked
+        (every run asks; this store's :meth:`create` and :meth:`join` forget the answer)."""
 
     @property
     def lifetime(self) -> float:
@@ -90,6 +102,7 @@ class RoomStore:
                     connection.execute(insert(rooms).values(**row))
             except IntegrityError:
                 continue
+            self._compile_rooms.pop(workspace)
             return RoomRecord(**row), key
         raise PlaygroundError(503, "No free room code was found; try again.")
 
@@ -195,6 +208,7 @@ class RoomStore:
                     room=room.id, workspace=workspace, nickname=nickname, joined_at=time.time()
                 )
             )
+        self._compile_rooms.pop(workspace)
 
     def participant(self, room: RoomRecord, workspace: str) -> str | None:
         """The workspace's nickname in the room, or None if it has not joined."""
@@ -226,23 +240,38 @@ class RoomStore:
     def compile_room(self, workspace: str) -> str | None:
         """The id of the live room whose compile scope the workspace's runs use: the room it
         joined or created most recently (any lesson), else None."""
-        cutoff = time.time() - self.lifetime
+        now = time.time()
+        cutoff = now - self.lifetime
+        found = self._compile_rooms.get(workspace)
+        if (
+            found is None
+            or now - found[2] > COMPILE_ROOM_SECONDS
+            or (found[0] is not None and found[1] < cutoff)
+        ):
+            found = (*self._find_compile_room(workspace, cutoff), now)
+            self._compile_rooms.put(workspace, found)
+        return found[0]
+
+    def _find_compile_room(self, workspace: str, cutoff: float) -> tuple[str | None, float]:
         with self.engine.connect() as connection:
             joined = connection.execute(
-                select(rooms.c.id, room_participants.c.joined_at)
+                select(rooms.c.id, room_participants.c.joined_at, rooms.c.created_at)
                 .join(room_participants, room_participants.c.room == rooms.c.id)
                 .where(room_participants.c.workspace == workspace, rooms.c.created_at >= cutoff)
                 .order_by(room_participants.c.joined_at.desc())
                 .limit(1)
             ).first()
             created = connection.execute(
-                select(rooms.c.id, rooms.c.created_at)
+                select(rooms.c.id, rooms.c.created_at, rooms.c.created_at)
                 .where(rooms.c.workspace == workspace, rooms.c.created_at >= cutoff)
                 .order_by(rooms.c.created_at.desc())
                 .limit(1)
             ).first()
         found = [row for row in (joined, created) if row is not None]
-        return max(found, key=lambda row: row[1])[0] if found else None
+        if not found:
+            return None, 0.0
+        room, _, created_at = max(found, key=lambda row: row[1])
+        return room, created_at
 
     # Progress -------------------------------------------------------------------------------
     def record(

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
@@ -129,6 +129,7 @@ def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, par
         body,
         compile_scope=compile_scope(services, workspace),
         with_input=False,
+        shows=parts,
         handle=handle,
     )
     if isinstance(body, SweepRequest):
@@ -152,11 +153,10 @@ async def _watched(request: Request, handle: Any, work: Callable, *args: Any) ->
             handle.cancel()
 
 
-async def _answer_in_thread(
-    request: Request, module_id: str, body, include, run_id
-) -> FastJSONResponse:
-    """Parse ``include``, then run or sweep in the thread pool, in one trip, watched."""
-    parts = parse_include(include)
+async def _answer_in_thread(request: Request, module_id: str, body) -> FastJSONResponse:
+    """Read the query, then run or sweep in the thread pool, in one trip, watched."""
+    parts = parse_include(_query(request, "include"))
+    run_id = _query(request, "run_id")
     services: Services = request.app.state.services
     workspace = request.state.workspace
     handle = run_handle(services, workspace, run_id, "query.run_id")
@@ -165,16 +165,49 @@ async def _answer_in_thread(
     )
 
 
-IncludeQuery = Query(
-    None, max_length=200, description="Comma-separated heavy parts to send (default all)."
-)
-RunIdQuery = Query(
-    None,
-    max_length=64,
-    description="An id of your choosing (1 to 64 letters, digits, - or _, e.g. a UUID) to "
-    "follow the run while it runs (GET /api/runs/{run_id}) or cancel it "
-    "(POST /api/runs/{run_id}/cancel).",
-)
+QUERY = {
+    "include": (
+        200,
+        "Comma-separated heavy parts to send (default all): output, values, plot, code, "
+        "jaxpr, hlo; or none.",
+    ),
+    "run_id": (
+        64,
+        "An id of your choosing (1 to 64 letters, digits, - or _, e.g. a UUID) to follow the "
+        "run while it runs (GET /api/runs/{run_id}) or cancel it "
+        "(POST /api/runs/{run_id}/cancel).",
+    ),
+}
+"""The run endpoints' query parameters: their longest length and what they mean. They are read
+by :func:`_query`, not declared to FastAPI, whose per-request work for declared parameters
+costs more than a small run's trip to its worker; ``openapi_extra`` documents them."""
+QUERY_DOCS = {
+    "parameters": [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string", "maxLength": limit},
+        }
+        for name, (limit, description) in QUERY.items()
+    ]
+}
+
+
+def _query(request: Request, name: str) -> str | None:
+    """The query parameter ``name`` of :data:`QUERY`, or None; a 422 past its length."""
+    value = request.query_params.get(name)
+    limit = QUERY[name][0]
+    if value is not None and len(value) > limit:
+        raise PlaygroundError(
+            422,
+            f"The query parameter {name} is {len(value)} characters long; at most {limit}.",
+            field=f"query.{name}",
+        )
+    return value
+
+
 RUN_ERRORS = {
     404: {"description": "No such module here."},
     409: {"description": "The run was cancelled (POST /api/runs/{run_id}/cancel)."},
@@ -191,31 +224,29 @@ RUN_ERRORS = {
 @router.post(
     "/api/modules/{module_id}/run",
     responses={200: {"model": RunOut}, **RUN_ERRORS},
+    openapi_extra=QUERY_DOCS,
 )
 async def run_module(
     module_id: str,
     request: Request,
     body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
-    include: str | None = IncludeQuery,
-    run_id: str | None = RunIdQuery,
 ) -> FastJSONResponse:
     """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
-    return await _answer_in_thread(request, module_id, body, include, run_id)
+    return await _answer_in_thread(request, module_id, body)
 
 
 @router.post(
     "/api/modules/{module_id}/sweep",
     responses={200: {"model": SweepOut}, **RUN_ERRORS},
+    openapi_extra=QUERY_DOCS,
 )
 async def sweep_module(
     module_id: str,
     request: Request,
     body: SweepRequest = Body(default_factory=SweepRequest),  # noqa: B008
-    include: str | None = IncludeQuery,
-    run_id: str | None = RunIdQuery,
 ) -> FastJSONResponse:
     """f (a scalar loss) and df/dx_i along one coordinate of a scalar or vector input."""
-    return await _answer_in_thread(request, module_id, body, include, run_id)
+    return await _answer_in_thread(request, module_id, body)
 
 
 class RunStatusOut(BaseModel):

@@ -43,6 +43,8 @@ SEND_MODULE_BYTES = 262_144
 (the web process has it built): the worker then runs no random initialisation of its own, which
 on a fresh worker compiles a dozen small programs within the run's time limit. A larger module
 is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
+MAX_SENT, SENT_BYTES = 1024, 32 * 1024 * 1024
+"""Small stored modules kept pickled for the workers: at most this many, and bytes."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 STRIKE_SECONDS = 600.0
@@ -76,6 +78,10 @@ class RunClient:
         self._lock = threading.Lock()
         self.strikes: BoundedCache[str, float] = BoundedCache(MAX_STRIKES)
         """Client address -> when one of its runs last went past a worker's limit."""
+        self._sent: BoundedCache[tuple, bytes] = BoundedCache(
+            MAX_SENT, max_bytes=SENT_BYTES, cost=len
+        )
+        """Small stored modules as sent to the workers, by id and revision (pickled once)."""
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
 
@@ -96,6 +102,7 @@ class RunClient:
         compile_scope: str | None = None,
         eager: bool = True,
         with_input: bool = True,
+        shows: frozenset[str] | None = None,
         handle: Any = None,
     ) -> RunOutcome:
         """Run ``request`` on ``module`` (a stored module's record, or a module) in a worker.
@@ -103,8 +110,12 @@ class RunClient:
         ``scopes``: where the run's key is remembered for "what changed"; ``compile_scope``
         (``app.runs.scopes.scope_of``): whose view of compiling the answer tells; ``eager``:
         also time the pipeline without jit; ``with_input``: send the input's values back;
-        ``handle``: the pool's task handle, to follow or cancel the run."""
-        return self._run(spec, module, request, scopes, compile_scope, eager, with_input, handle)
+        ``shows``: the parts of the answer that will be shown (``app.runs.results.FIELDS``;
+        None: all), the worker sends nothing else; ``handle``: the pool's task handle, to follow or
+        cancel the run."""
+        return self._run(
+            spec, module, request, scopes, compile_scope, eager, with_input, shows, handle
+        )
 
     def sweep(
         self,
@@ -117,7 +128,7 @@ class RunClient:
         handle: Any = None,
     ) -> RunOutcome:
         """f and df/dx_i along one input coordinate, in a worker."""
-        return self._run(spec, module, request, scopes, None, False, with_input, handle)
+        return self._run(spec, module, request, scopes, None, False, with_input, None, handle)
 
     def _run(
         self,
@@ -128,6 +139,7 @@ class RunClient:
         compile_scope: str | None,
         eager: bool,
         with_input: bool,
+        shows: frozenset[str] | None,
         handle: Any,
     ) -> RunOutcome:
         estimate = self.check_cost(spec, request)
@@ -142,6 +154,7 @@ class RunClient:
             reset_at=self.scopes.reset_time(compile_scope),
             eager=eager,
             with_input=with_input,
+            shows=shows,
         )
         lane = lane_of(estimate, self.settings)
         outcome = self._call(job, lane, _affinity(spec, request), handle)
@@ -179,8 +192,11 @@ class RunClient:
         if isinstance(module, ModuleRecord | ShareRecord):
             key = (type(module).__name__, module.id, getattr(module, "revision", 0))
             built = self.store.load(module) if module.trained else self.store.built(module)
-            if built is not None and (module.trained or tree_nbytes(built) <= SEND_MODULE_BYTES):
+            if built is not None and module.trained:
                 return ModuleSource(key, module.kind, module.params, transfer.dumps(built))
+            if built is not None and tree_nbytes(built) <= SEND_MODULE_BYTES:
+                sent = self._sent.get_or_make(key, lambda: transfer.dumps(built))
+                return ModuleSource(key, module.kind, module.params, sent)
             return ModuleSource(key, module.kind, module.params)
         return ModuleSource(None, "", {}, transfer.dumps(module))
 

@@ -15,11 +15,17 @@ import numpy as np
 import orjson
 import pydantic_core
 from fastapi.responses import JSONResponse
-from jax.tree_util import keystr, tree_flatten_with_path
 
 from app.devices import device_label
 from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
 from app.runs.code import run_code, run_expression, sweep_code
+from app.runs.digest import (
+    ResultDigest,
+    host_leaves,
+    is_single_array,
+    leaf_norms,
+    nonfinite_warnings,
+)
 from app.runs.engine import RunOutcome
 from app.text import array_summary
 from app.trees import json_number, kept_shape
@@ -51,18 +57,6 @@ FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo")
 """The parts of an answer that ``?include=`` can leave out (all are sent by default)."""
 MAX_BAR_LEAVES = 60
 MAX_LINE_POINTS = 2000
-
-
-def is_single_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype")
-
-
-def host_leaves(result: Any) -> list[tuple[str, np.ndarray]]:
-    """Every array of ``result`` on the host, with its keystr path (``""`` for an array)."""
-    if is_single_array(result):
-        return [("", np.asarray(result))]
-    flat, _ = tree_flatten_with_path(result)
-    return [(keystr(path), np.asarray(leaf)) for path, leaf in flat if is_single_array(leaf)]
 
 
 _ORJSON_DTYPES = frozenset(
@@ -155,46 +149,6 @@ def _json_safe(values: Any) -> Any:
     return json_number(values)
 
 
-def leaf_norms(leaves: list[tuple[str, np.ndarray]]) -> list[float]:
-    """The 2-norm of every leaf (NaN or infinite when the leaf holds such values)."""
-    norms = []
-    for _, array in leaves:
-        if array.size == 0:
-            norms.append(0.0)
-        elif array.dtype.kind in "fc":
-            norms.append(float(np.linalg.norm(array.reshape(-1))))
-        else:
-            norms.append(float(np.linalg.norm(array.reshape(-1).astype(np.float64))))
-    return norms
-
-
-def nonfinite_warnings(
-    leaves: list[tuple[str, np.ndarray]], norms: list[float] | None = None
-) -> list[str]:
-    """A warning for every leaf that holds NaN or infinity (found through its norm)."""
-    norms = leaf_norms(leaves) if norms is None else norms
-    warnings = []
-    for (path, array), norm in zip(leaves, norms, strict=True):
-        if array.dtype.kind not in "fc" or array.size == 0 or math.isfinite(norm):
-            continue
-        nan = int(np.isnan(array).sum())
-        inf = int(np.isinf(array).sum())
-        if nan == 0 and inf == 0:
-            continue  # a finite array whose norm overflowed
-        where = f"{path}" if path else "The result"
-        parts = []
-        if nan:
-            parts.append(f"{nan} NaN")
-        if inf:
-            parts.append(f"{inf} infinite")
-        warnings.append(
-            f"{where} ({array_summary(array)}) has {' and '.join(parts)} of {array.size} "
-            "values: a log or sqrt of a negative number, a division by zero or an overflow "
-            "somewhere in the function."
-        )
-    return warnings
-
-
 def _norm(array: np.ndarray, axis=None) -> Any:
     values = np.abs(array) if array.dtype.kind == "c" else array
     return np.sqrt(np.sum(np.square(values.astype(np.float64)), axis=axis))
@@ -256,22 +210,26 @@ def run_payload(
     request = outcome.request
     entry = outcome.entry
     result = outcome.result
-    leaves = host_leaves(result)
-    single = is_single_array(result)
-    limit = settings.leaf_values_limit
     truncated = False
     values: Any = None
+    if isinstance(result, ResultDigest):  # the worker kept the arrays: neither values nor plot
+        include = include - {"values", "plot"}
+        single, arrays, warnings = result.single, result.arrays, list(result.warnings)
+    else:
+        leaves = host_leaves(result)
+        single, arrays = is_single_array(result), len(leaves)
+        norms = leaf_norms(leaves)
+        warnings = nonfinite_warnings(leaves, norms)
     if "values" in include:
+        limit = settings.leaf_values_limit
         converted = nested_values_many([array for _, array in leaves], limit, as_arrays=True)
         if single:
             values, truncated = converted[0]
         else:
             values = {path: found for (path, _), (found, _) in zip(leaves, converted, strict=True)}
             truncated = any(cut for _, cut in converted)
-    norms = leaf_norms(leaves)
-    warnings = nonfinite_warnings(leaves, norms)
     transforms = list(request.transforms)
-    if request.wrt == "params" and not single and not leaves and transforms:
+    if request.wrt == "params" and not single and not arrays and transforms:
         warnings.append("This module has no trained parameters, so the gradient is empty.")
     loss_text = outcome.expression.to_python() if outcome.expression is not None else None
     payload: dict[str, Any] = {

@@ -34,12 +34,15 @@ def run_stored(
     compile_scope: str | None = None,
     *,
     with_input: bool = True,
+    shows: frozenset[str] | None = None,
     handle: Any = None,
 ) -> tuple[RunOutcome, Any]:
     """Run (a :class:`RunRequest`) or sweep (a :class:`SweepRequest`) the module of ``record``:
     ``(outcome, catalog spec)``. A run tells ``compile_scope``'s view of compiling
     (:func:`app.runs.scopes.scope_of`); ``with_input``: the outcome holds the input's values
-    (the panel shows them); ``handle``: the pool's task handle (to follow or cancel it)."""
+    (the panel shows them); ``shows``: the parts of a run's answer that will be shown
+    (``app.runs.results.FIELDS``; None: all), the worker sends nothing else;
+    ``handle``: the pool's task handle (to follow or cancel it)."""
     spec = record.spec()
     services.runs.check_cost(spec, body)  # refused before a slot is taken
     scopes = run_scopes(record)
@@ -56,6 +59,7 @@ def run_stored(
                 scopes=scopes,
                 compile_scope=compile_scope,
                 with_input=with_input,
+                shows=shows,
                 handle=handle,
             )
     return outcome, spec

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from app.errors import PlaygroundError, describe_validation_errors
 from app.formdata import parse_index
 from app.runs.code import run_expression
-from app.runs.results import host_leaves, is_single_array
+from app.runs.digest import host_leaves, is_single_array
 from app.runs.spec import DEFAULT_LOSS, MAX_TRANSFORMS, TRANSFORMS, RunRequest
 from app.text import array_summary, dims_text, number_text
 

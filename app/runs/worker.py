@@ -13,13 +13,14 @@ keeps it under ``key``) or, for trained parameters, the module itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app import transfer
 from app.cache import BoundedCache
 from app.catalog import parse_spec
-from app.runs.engine import RunEngine
+from app.runs.digest import digest
+from app.runs.engine import RunEngine, RunOutcome
 from app.runs.spec import RunRequest, SweepRequest
 from app.settings import Settings
 from app.store import BUILT_CACHE_BYTES, BUILT_CACHE_ENTRIES, tree_nbytes
@@ -59,6 +60,9 @@ class RunJob:
     reset_at: float | None = None
     eager: bool = True
     with_input: bool = True
+    shows: frozenset[str] | None = None
+    """The parts of the answer that will be shown (``app.runs.results.FIELDS``; None: all):
+    the outcome sent back holds nothing else (:func:`trimmed`)."""
 
 
 def engine_for(token: str, settings: Settings) -> RunEngine:
@@ -108,4 +112,21 @@ def run_task(job: RunJob) -> transfer.Packed:
             eager=job.eager,
             with_input=job.with_input,
         )
-    return transfer.pack(outcome)
+    return transfer.pack(trimmed(outcome, job.shows))
+
+
+def trimmed(outcome: RunOutcome, shows: frozenset[str] | None) -> RunOutcome:
+    """``outcome`` without what an answer showing only ``shows`` leaves out: the result's
+    arrays become its :class:`~app.runs.digest.ResultDigest` when neither values nor figure
+    are shown (a 4 x 512 MLP's gradient is 4 MB to copy between processes), and the output
+    tree, jaxpr and HLO text go when they are not shown."""
+    if shows is None:
+        return outcome
+    if not shows & {"values", "plot"}:
+        outcome.result = digest(outcome.result)
+    if "output" not in shows:
+        outcome.output = None
+    hidden = {part: "" for part in ("jaxpr", "hlo") if part not in shows}
+    if hidden:
+        outcome.entry = replace(outcome.entry, **hidden)
+    return outcome
