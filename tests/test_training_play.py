@@ -203,9 +203,8 @@ def test_a_running_job_has_one_stop_control_on_the_module_page_and_one_in_a_less
     (its fragments, asked for with ?form=1, bring the form's buttons along); a lesson's box,
     with no form beside it, has its own. The page's controls keep the form's mode."""
     module = build(client, "eqx.nn.MLP", MLP)
-    job = client.post(
-        f"/api/modules/{module}/train", json={"dataset": CIRCLE, "steps": 100, "paused": True}
-    ).json()["job"]
+    body = {"dataset": CIRCLE, "steps": 4000, "watch_seconds": 60, "paused": True}
+    job = client.post(f"/api/modules/{module}/train", json=body).json()["job"]
     wait_for_job(client, job, lambda r: r["status"] == "paused")
 
     panel = client.get(f"/m/{module}/train-panel").text
