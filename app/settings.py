@@ -112,8 +112,10 @@ class Settings(BaseSettings):
         120.0,
         gt=0,
         description="Seconds of computing one training job may use as a whole (compiling left "
-        "out), measured on its first steps: a job whose steps would take longer is refused, and "
-        "one that runs past it fails.",
+        "out): a job whose steps would take longer (measured for a structure trained before, "
+        "else estimated from a step's flops at the machine's measured speed) is refused before "
+        "it starts, one measured on its first steps to be longer fails then, and one that runs "
+        "past it fails.",
     )
     workers: int = Field(
         3,

@@ -414,22 +414,75 @@ def test_a_library_network_job_is_budgeted_in_flops_with_its_sweeps(tmp_path):
 
 
 def test_a_training_job_is_budgeted_in_seconds(tmp_path):
-    app = create_app(Settings(data_dir=tmp_path / "seconds", max_job_seconds=0.2))
+    """The backstop: a job whose steps the estimate lets through (it counts only what a step
+    must cost: here about 0.6 s for 20,000 steps) but which its first chunks measure to be
+    too long fails at once, and its structure is refused up front from then on."""
+    app = create_app(Settings(data_dir=tmp_path / "seconds", max_job_seconds=3.0))
     with TestClient(app) as client:
         module = client.post("/api/modules", json=mlp(2, 16, 2, 1)).json()["id"]
         body = {"dataset": "circle", "steps": 20_000}
-        job = client.post(f"/api/modules/{module}/train", json=body).json()["job"]
-        record = wait_for_job(client, job)
+        response = client.post(f"/api/modules/{module}/train", json=body)
+        assert response.status_code == 202, response.text
+        record = wait_for_job(client, response.json()["job"])
         # measured on its first steps, far from the end: failed, in words, the module unchanged
         assert record["status"] == "failed" and record["step"] < 5_000, record
-        assert "max_job_seconds" in record["error"] and "0.2 s" in record["error"]
+        assert "max_job_seconds" in record["error"] and "3 s" in record["error"]
+        assert "measured on its first steps" in record["error"]
         assert record["revision"] is None
         assert client.get(f"/api/modules/{module}").json()["trained"] is False
         fits = int(re.search(r"at most ([0-9,]+) steps", record["error"]).group(1).replace(",", ""))
         assert 0 < fits < 20_000
         # measured once, the next job of this structure is refused at once
         again, elapsed = timed(client.post, f"/api/modules/{module}/train", json=body)
-        refused(again, 422, "max_job_seconds", "PLAYGROUND_MAX_JOB_SECONDS", elapsed=elapsed)
+        message = refused(
+            again, 422, "max_job_seconds", "PLAYGROUND_MAX_JOB_SECONDS", elapsed=elapsed
+        )
+        assert "measured on its first steps" in message
         small = client.post(f"/api/modules/{module}/train", json={**body, "steps": 10})
         assert small.status_code == 202, small.text
         assert wait_for_job(client, small.json()["job"])["status"] == "done"
+
+
+def number(pattern: str, text: str) -> float:
+    found = re.search(pattern, text)
+    assert found is not None, (pattern, text)
+    return float(found.group(1).replace(",", ""))
+
+
+def test_a_job_that_cannot_fit_is_refused_before_its_structure_was_ever_timed(tmp_path):
+    """A structure never trained: its steps' seconds are estimated from the compiler's flops
+    and this machine's measured speed, so 20,000 steps of a 2-256-256-1 MLP on batches of
+    1,024 are refused before any chunk runs, with the numbers; 20 steps train, and take at
+    least the estimate."""
+    settings = Settings(data_dir=tmp_path / "estimate", max_job_seconds=1.0, max_train_flops=1e15)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        module = client.post("/api/modules", json=mlp(2, 256, 2, 1)).json()["id"]
+        body = {"dataset": {"name": "circle", "num_examples": 2000}, "batch_size": 1024}
+        response, elapsed = timed(
+            client.post, f"/api/modules/{module}/train", json={**body, "steps": 20_000}
+        )
+        message = refused(
+            response, 422, "max_job_seconds", "PLAYGROUND_MAX_JOB_SECONDS", "1 s", elapsed=elapsed
+        )
+        assert response.json()["detail"][0]["loc"] == ["steps"]
+        assert client.get(f"/api/modules/{module}/jobs").json() == []  # nothing was queued
+        assert client.get(f"/api/modules/{module}").json()["trained"] is False
+        # the numbers: the estimate is the steps times a step's seconds; a step's flops are
+        # at least forward and backward of the three layers by hand (2 x 3 flops per weight
+        # and row), and at most twice that (the loss, Adam)
+        estimate = number(r"compute for about ([0-9.e+]+) s", message)
+        per_step = number(r"20,000 steps of ([0-9.e+]+) ms", message) / 1000
+        assert estimate == pytest.approx(20_000 * per_step, rel=0.01)
+        flops = number(r"([0-9.e+]+) floating-point operations", message)
+        by_hand = 6 * 1024 * (2 * 256 + 256 * 256 + 256)
+        assert by_hand <= flops <= 2 * by_hand, (flops, by_hand)
+        fits = number(r"at most ([0-9,]+) steps", message)
+        assert fits == pytest.approx(1.0 / per_step, abs=1)
+
+        small = client.post(f"/api/modules/{module}/train", json={**body, "steps": 20})
+        assert small.status_code == 202, small.text
+        record = wait_for_job(client, small.json()["job"])
+        assert record["status"] == "done" and record["step"] == 20, record
+        # the estimate is what a step must at least cost: the steps computed longer
+        assert record["compute_seconds"] / 19 >= per_step, (record["compute_seconds"], per_step)

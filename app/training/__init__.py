@@ -13,8 +13,11 @@
   module, flops and seconds per job) and persistence; a job's state lives there, its steps run
   in chunks in worker processes;
 - ``chunks``: one chunk of a job as a worker runs it (the model rebuilt from its spec and the
-  state's arrays, compiled steps kept warm per structure); ``scheduler``: the turn in which
-  the running jobs' chunks go to the workers (round robin; a watched job when it is due);
+  state's arrays, compiled steps kept warm per structure); ``plan``: what the two kinds of
+  plan share (a chunk's driver, a step's cost as a worker's task); ``scheduler``: the turn in
+  which the running jobs' chunks go to the workers (round robin; a watched job when it is due);
+- ``speed``: the workers' measured speed, and a step's cost by it (the seconds of a job never
+  timed, so that one that cannot fit in ``max_job_seconds`` is refused before it starts);
 - ``storage``: uploaded CSV files and the records of jobs in the database;
 - ``figures``, ``views``: what a job shows (loss and accuracy curves, the decision boundary or
   the fit, the parameters' diff);

@@ -14,9 +14,11 @@ pickled all the same.)
 Limits: a workspace may have ``max_jobs_per_workspace`` jobs queued, running or paused, and a
 client address ``max_jobs_per_client`` whatever its workspaces (one more is a 429); a module
 one (a second is a 409 naming the first). A job is budgeted as a
-whole: its flops before it is queued (``app.training.service``), and its seconds of computing
-(``max_job_seconds``): estimated from its first chunks' measured time (and refused at once for
-a module whose steps were measured before), then enforced while it runs. A job whose worker
+whole before it is queued (``app.training.service.check_job_budget``): its flops
+(``max_train_flops``) and its seconds of computing (``max_job_seconds``), at the seconds a step
+of its structure was measured to take, or, for a structure never timed, at least its flops at
+this machine's measured speed (:mod:`app.training.speed`). While it runs, its first chunks'
+measured time is checked again, and the seconds it computed are the backstop. A job whose worker
 died or ran past the run limits fails with a message in words.
 
 Play, pause, step, stop and reset act between chunks. A paused job is *parked*: it holds no
@@ -52,6 +54,7 @@ from app.store import ModuleRecord, ModuleStore, new_id
 from app.training.chunks import replace_arrays, train_chunk
 from app.training.gradient import VIEW_SECONDS
 from app.training.scheduler import ChunkScheduler
+from app.training.speed import StepCost
 from app.training.storage import TrainingStorage
 from app.workers import RunLimitExceeded, WorkerLost, WorkerPool, WorkersBusy
 from library import trainable_filter
@@ -354,32 +357,34 @@ class JobManager:
                 "module",
             )
 
-    def check_seconds(self, plan: Any) -> None:
-        """422 when a module of this structure was measured before and the job's steps would
-        take longer than ``max_job_seconds``."""
+    def check_seconds(self, plan: Any, cost: StepCost | None = None) -> None:
+        """422 when the job's steps would compute for longer than ``max_job_seconds``: at the
+        seconds a step of this structure was measured to take, or, never timed, at least
+        ``cost.seconds()`` (its flops and arrays at this machine's measured speed)."""
         per_step = self._step_seconds.get(plan.cost_key)
         if per_step is not None:
-            self._check_estimate(plan.total, per_step, plan.mode)
+            self._check_estimate(plan, plan.total, per_step, f"measured on its first {plan.unit}")
+        elif cost is not None:
+            basis = (
+                f"or more: {cost.flops:.3g} floating-point operations and {cost.arrays:,} "
+                "arrays each, at this machine's measured speed"
+            )
+            self._check_estimate(plan, plan.total, cost.seconds(), basis)
 
-    def _check_estimate(self, total: int, per_step: float, mode: str) -> None:
-        """422 when ``total`` steps of ``per_step`` seconds are over ``max_job_seconds``."""
+    def _check_estimate(self, plan: Any, total: int, per_step: float, basis: str) -> None:
+        """422 when ``total`` steps of ``per_step`` seconds (``basis`` says how that is known)
+        are over ``max_job_seconds``."""
         limit = self.settings.max_job_seconds
         estimate = per_step * total
         if estimate <= limit:
             return
-        unit = "batches" if mode == "local" else "steps"
-        fits = int(limit / per_step)
-        advice = (
-            f"Use at most {fits:,} {unit}, a smaller batch or a smaller module"
-            if fits > 0
-            else "Use a smaller batch, dataset or module"
-        )
         raise PlaygroundError(
             422,
-            f"This training job would compute for about {estimate:.3g} s ({total:,} {unit} of "
-            f"{per_step * 1000:.3g} ms, measured on its first {unit}); the limit is "
-            f"{limit:g} s per job (max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). {advice}.",
-            "steps",
+            f"This training job would compute for about {estimate:.3g} s ({total:,} "
+            f"{plan.unit} of {per_step * 1000:.3g} ms, {basis}); the limit is {limit:g} s per "
+            f"job (max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). "
+            f"{plan.advice(int(limit / per_step))}.",
+            plan.length_field,
         )
 
     def _check_running(self, job: Job, step_seconds: float | None, timed_steps: int) -> None:
@@ -389,19 +394,20 @@ class JobManager:
         if step_seconds is not None:
             job.step_seconds = min(step_seconds, job.step_seconds or step_seconds)
             job.timed_steps += timed_steps
+        plan = job.plan
         if job.step_seconds is not None and job.timed_steps >= MIN_TIMED_STEPS:
-            self._step_seconds.put(job.plan.cost_key, job.step_seconds)
-            self._check_estimate(job.total, job.step_seconds, job.mode)
+            self._step_seconds.put(plan.cost_key, job.step_seconds)
+            basis = f"measured on its first {plan.unit}"
+            self._check_estimate(plan, job.total, job.step_seconds, basis)
         limit = self.settings.max_job_seconds
         if job.compute_seconds > limit:
-            unit = "batches" if job.mode == "local" else "steps"
             raise PlaygroundError(
                 422,
                 f"This training job computed for {job.compute_seconds:.3g} s ({job.step:,} of "
-                f"its {job.total:,} {unit}); the limit is {limit:g} s per job "
-                f"(max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). Use fewer {unit}, a smaller "
-                "batch or a smaller module.",
-                "steps",
+                f"its {job.total:,} {plan.unit}); the limit is {limit:g} s per job "
+                f"(max_job_seconds, PLAYGROUND_MAX_JOB_SECONDS). Use fewer {plan.unit}, a "
+                "smaller batch or a smaller module.",
+                plan.length_field,
             )
 
     def submit(
@@ -415,10 +421,9 @@ class JobManager:
     ) -> Job:
         """Queue a job for ``record`` (``paused``: it stops before its first step, for Step);
         429 when its workspace, or its client address ``client``, already runs the most it
-        may, 409 when the module has a job,
-        422 when its steps were measured to take longer than ``max_job_seconds``."""
+        may, 409 when the module has a job. (Its budgets were checked when it was planned:
+        ``app.training.service.check_job_budget``.)"""
         self.expire_paused()
-        self.check_seconds(plan)
         job = Job(
             workspace=record.workspace,
             module_id=record.id,

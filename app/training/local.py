@@ -127,6 +127,8 @@ class LocalPlan(ChunkedPlan):
     """
 
     mode = "local"
+    unit = "batches"
+    length_field = "epochs"
 
     def __init__(
         self,
@@ -178,6 +180,17 @@ class LocalPlan(ChunkedPlan):
         out = super().__getstate__()
         out["state"] = None  # the state template: rebuilt (once per structure) by the worker
         return out
+
+    def advice(self, fits: int) -> str:
+        """Advice in epochs (what a request gives); fewer sweeps when not even one fits."""
+        if fits <= 0:
+            return super().advice(fits)
+        if fits < self.batches_per_epoch:
+            return "Use fewer sweeps, a smaller batch or a smaller module"
+        return (
+            f"Use at most {fits // self.batches_per_epoch:,} epochs, a smaller batch or a "
+            "smaller module"
+        )
 
     @property
     def cost_key(self) -> tuple:

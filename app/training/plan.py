@@ -12,17 +12,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 
 from app.training.chunks import ChunkClock, ChunkReport, array_leaves, model_from_leaves
-from app.training.optimizers import optimizer_state
+from app.training.optimizers import init_optimizer, optimizer_state
+from app.training.speed import StepCost, measure_speed
 
 
-def plan_flops(plan: Any, leaves: list[np.ndarray]) -> tuple[float, float] | None:
-    """``plan.flops()`` as a worker's task (tracing happens in workers): the model rebuilt
-    from the plan's spec and ``leaves``."""
+def plan_cost(plan: Any, leaves: list[np.ndarray]) -> StepCost | None:
+    """What one step of ``plan`` costs, as a worker's task (tracing happens in workers): the
+    model rebuilt from the plan's spec and ``leaves``, its flops by ``plan.flops()`` (None
+    when the compiler does not say), the arrays a step passes (the model's and the optimiser
+    state's) and this worker's measured speed."""
     plan.model = model_from_leaves(plan.entry, leaves)
-    return plan.flops()
+    flops = plan.flops()
+    if flops is None:
+        return None
+    _, opt_state = init_optimizer(
+        plan.optimizer_name, plan.model, plan.learning_rate, plan.weight_decay
+    )
+    arrays = len(jax.tree.leaves(eqx.filter((plan.model, opt_state), eqx.is_array)))
+    return StepCost(*flops, arrays=arrays, speed=measure_speed())
 
 
 class ChunkedPlan:
@@ -43,9 +55,20 @@ class ChunkedPlan:
         state["model"] = None  # a job's arrays travel in its state; the worker rebuilds it
         return state
 
+    unit = "steps"
+    """What a job counts (library networks: batches)."""
+    length_field = "steps"
+    """The request's field that sets a job's length."""
+
     @property
     def cost_key(self) -> tuple:
         raise NotImplementedError
+
+    def advice(self, fits: int) -> str:
+        """What to change, for a job over a budget that ``fits`` steps would meet."""
+        if fits <= 0:
+            return "Use a smaller batch, dataset or module"
+        return f"Use at most {fits:,} {self.unit}, a smaller batch or a smaller module"
 
     def start_extra(self) -> dict:
         """What the plan keeps in a job's state beyond the step, arrays and RNG."""

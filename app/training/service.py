@@ -47,13 +47,14 @@ from app.training.local import (
     state_template,
 )
 from app.training.losses import LossName
-from app.training.plan import plan_flops
+from app.training.plan import plan_cost
+from app.training.speed import StepCost
 from app.training.views import finite_list
 from library.orchestrators import SequentialOrchestrator
 
 MAX_BATCH_SIZE = 4096
-FLOPS_KEPT = 256
-"""Flop counts of jobs' steps kept (one per structure, batch and data shapes)."""
+COSTS_KEPT = 256
+"""Costs of jobs' steps kept (one per structure, batch and data shapes)."""
 MISSING = object()
 MAX_WATCH_SECONDS = 60.0
 MAX_DYNAMICS_SWEEPS = 100
@@ -315,57 +316,53 @@ def plan_training(
     return plan, resolved, data.summary()
 
 
-_flops: BoundedCache[tuple, tuple[float, float] | None] = BoundedCache(FLOPS_KEPT)
-_flops_locks: BoundedCache[tuple, threading.Lock] = BoundedCache(FLOPS_KEPT)
+_costs: BoundedCache[tuple, StepCost | None] = BoundedCache(COSTS_KEPT)
+_costs_locks: BoundedCache[tuple, threading.Lock] = BoundedCache(COSTS_KEPT)
 
 
-def job_flops(services: Services, plan: GradientPlan | LocalPlan) -> tuple[float, float] | None:
-    """``(one step, one evaluation)`` of ``plan`` in flops, traced in a worker once per
-    structure, batch and data shapes (thirty identical jobs asked at once trace it once: the
-    others wait for the first)."""
+def job_cost(services: Services, plan: GradientPlan | LocalPlan) -> StepCost | None:
+    """What one step of ``plan`` costs (None when the compiler does not say), traced in a
+    worker once per structure, batch and data shapes (thirty identical jobs asked at once
+    trace it once: the others wait for the first)."""
     key = (plan.cost_key, plan.data.x_test.shape)
-    with _flops_locks.get_or_make(key, threading.Lock):
-        found = _flops.get(key, MISSING)
+    with _costs_locks.get_or_make(key, threading.Lock):
+        found = _costs.get(key, MISSING)
         if found is MISSING:
             leaves = array_leaves(plan.model)
-            found = _flops.put(key, services.workers.call(plan_flops, plan, leaves, lane="heavy"))
+            found = _costs.put(key, services.workers.call(plan_cost, plan, leaves, lane="heavy"))
         return found
 
 
 def check_job_budget(services: Services, plan: GradientPlan | LocalPlan, settings: Any) -> None:
     """Refuse a job whose steps (batches, for a library network) and evaluations together
-    are over ``max_train_flops``: a job is budgeted as a whole, so many cheap steps cannot buy
-    what one run is refused."""
-    flops = job_flops(services, plan)
-    if flops is None:
-        return
-    step, evaluation = flops
+    are over ``max_train_flops``, or whose steps would compute for longer than
+    ``max_job_seconds`` (measured for a structure timed before, else estimated from its
+    cost): a job is budgeted as a whole, so many cheap steps cannot buy what one run is
+    refused, and a job that cannot fit never starts."""
+    cost = job_cost(services, plan)
+    if cost is not None:
+        check_job_flops(plan, cost, settings.max_train_flops)
+    services.jobs.check_seconds(plan, cost)
+
+
+def check_job_flops(plan: GradientPlan | LocalPlan, cost: StepCost, limit: float) -> None:
+    """422 when the job's steps and evaluations are over ``limit`` flops."""
+    step, evaluation = cost.flops, cost.evaluation_flops
 
     def total(steps: int) -> float:
         return steps * step + plan.records(steps) * evaluation
 
-    limit = settings.max_train_flops
     if total(plan.total) <= limit:
         return
-    unit = "batches" if plan.mode == "local" else "steps"
     # the most steps that fit (records thin out as jobs grow, so total() is not monotonic)
     low = next((n for n in range(plan.total - 1, 0, -1) if total(n) <= limit), 0)
-    if plan.mode == "local" and low >= plan.batches_per_epoch:
-        fits = f"at most {low // plan.batches_per_epoch:,} epochs"
-    else:
-        fits = f"at most {low:,} {unit}" if plan.mode != "local" else "fewer sweeps"
-    advice = (
-        f"Use {fits}, a smaller batch or a smaller module"
-        if low > 0
-        else "Use a smaller batch, dataset or module"
-    )
     raise PlaygroundError(
         422,
         f"This training job would take about {total(plan.total):.3g} floating-point operations "
-        f"({plan.total:,} {unit} of {step:.3g}, and {plan.records():,} evaluations on every "
-        f"row of {evaluation:.3g}; the compiler's estimate); the limit is {limit:.3g} per job "
-        f"(max_train_flops, PLAYGROUND_MAX_TRAIN_FLOPS). {advice}.",
-        "epochs" if plan.mode == "local" else "steps",
+        f"({plan.total:,} {plan.unit} of {step:.3g}, and {plan.records():,} evaluations on "
+        f"every row of {evaluation:.3g}; the compiler's estimate); the limit is {limit:.3g} per "
+        f"job (max_train_flops, PLAYGROUND_MAX_TRAIN_FLOPS). {plan.advice(low)}.",
+        plan.length_field,
     )
 
 
