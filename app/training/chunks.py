@@ -5,8 +5,14 @@ lives in the web process, as NumPy arrays and plain data. Each *chunk* is one ta
 :func:`train_chunk`, that a worker runs: it rebuilds the model from the module's spec and the
 state's arrays, takes up to ``steps`` steps (ending early once ``seconds`` have passed, so a
 chunk lasts about as long whatever the module), and returns the new state with what the job
-shows (metrics recorded, the boundary or fit). The plan (``GradientPlan`` or ``LocalPlan``)
-travels with every chunk; it pickles without its model.
+shows (metrics recorded, the boundary or fit).
+
+The plan (``GradientPlan`` or ``LocalPlan``: the dataset, the arrays derived from it, the
+objective) is the bulk of a job (hundreds of kB for a 20,000-row dataset), and it never
+changes: it goes to a worker once, as a :class:`PlanParcel` keyed by the digest of its pickle,
+and the worker keeps it (``PLANS_KEPT``, ``PLANS_BYTES``); later chunks carry only the key. A
+worker that has not got it (a new or replaced one, or one that let it go) answers
+:class:`PlanMissing`, and the job sends that chunk again with the plan.
 
 Compiled steps stay warm in the worker: the steps are ``eqx.filter_jit`` functions whose
 static parts (the objective, the optimiser, the model's structure) compare equal for modules of
@@ -16,7 +22,9 @@ build per structure) are kept in :func:`app.workers.worker_state`, the worker's 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +41,10 @@ SKELETONS_KEPT = 64
 """Module skeletons (one per structure) a worker keeps."""
 WARM_KEPT = 1024
 """Compiled calls (structure and part) a worker remembers having run."""
+PLANS_KEPT = 64
+"""Jobs' plans a worker keeps (a room's jobs at once, and then some)."""
+PLANS_BYTES = 256 * 2**20
+"""What the plans a worker keeps may weigh together (their pickles' bytes)."""
 
 
 def structure_key(entry: Any) -> tuple[str, str]:
@@ -125,12 +137,51 @@ class ChunkClock:
         return self.report
 
 
+class PlanMissing(Exception):
+    """This worker has not got the plan a chunk names (the chunk carried only its key)."""
+
+
+@dataclass(frozen=True)
+class PlanParcel:
+    """A job's plan as a chunk carries it: its ``key`` (the digest of its pickle) always, the
+    pickle itself only when the worker may not have it yet."""
+
+    key: str
+    payload: bytes | None = None
+
+    @classmethod
+    def of(cls, plan: Any) -> PlanParcel:
+        payload = pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)
+        return cls(hashlib.sha256(payload).hexdigest(), payload)
+
+    def bare(self) -> PlanParcel:
+        """The same plan by its key only."""
+        return PlanParcel(self.key)
+
+    def open(self) -> Any:
+        """The plan, in a worker: the one carried (then kept), else the one kept, else
+        :class:`PlanMissing`."""
+        plans = worker_state().setdefault(
+            "training.plans",
+            BoundedCache(PLANS_KEPT, max_bytes=PLANS_BYTES, cost=lambda held: held[1]),
+        )
+        if self.payload is not None:
+            return plans.get_or_make(
+                self.key, lambda: (pickle.loads(self.payload), len(self.payload))
+            )[0]
+        held = plans.get(self.key)
+        if held is None:
+            raise PlanMissing(self.key)
+        return held[0]
+
+
 def train_chunk(
-    plan: Any, state: dict | None, steps: int, seconds: float, view: bool, single: bool
+    parcel: PlanParcel, state: dict | None, steps: int, seconds: float, view: bool, single: bool
 ) -> tuple[dict, ChunkReport]:
-    """Run one chunk of a job in this (worker) process: up to ``steps`` steps of ``plan`` from
-    ``state`` (None: the job's start), ending once ``seconds`` have passed (after one step at
-    least); ``view``: compute the boundary or fit at the end; ``single``: record and show
-    every step (a paused job's single step). ``steps=0`` ends the job: what is left to record
-    and the last view. Returns ``(state, report)``."""
-    return plan.advance(state, steps, seconds, view, single)
+    """Run one chunk of a job in this (worker) process: up to ``steps`` steps of the parcel's
+    plan from ``state`` (None: the job's start), ending once ``seconds`` have passed (after
+    one step at least); ``view``: compute the boundary or fit at the end; ``single``: record
+    and show every step (a paused job's single step). ``steps=0`` ends the job: what is left
+    to record and the last view. Returns ``(state, report)``; :class:`PlanMissing` when the
+    parcel has only the key of a plan this worker has not got."""
+    return parcel.open().advance(state, steps, seconds, view, single)

@@ -331,15 +331,16 @@ class GradientPlan(ChunkedPlan):
         }
 
     def start_extra(self) -> dict:
-        return {"order": None, "position": 0, "losses": []}
+        return {"epoch_rng": None, "position": 0, "losses": []}
 
     def one_step(
         self, clock: ChunkClock, model: Any, opt: Any, opt_state: Any, state: dict, single: bool
     ) -> tuple[Any, Any]:
         d, batch, n = self.data, self.batch_size, len(self.data.x_train)
-        if state["order"] is None or state["position"] + batch > n:
-            state["order"], state["position"] = state["rng"].permutation(n), 0
-        index = state["order"][state["position"] : state["position"] + batch]
+        if state["epoch_rng"] is None or state["position"] + batch > n:
+            self.new_epoch(state, n)
+            state["position"] = 0
+        index = self.order(state, n)[state["position"] : state["position"] + batch]
         state["position"] += batch
         model, opt_state, loss = clock.timed(
             "step",

@@ -4,7 +4,8 @@ they end.
 A job's state (the model's arrays, the optimiser's state, the batches' order, the step) lives
 here, in the web process. Its steps run in *chunks* (:mod:`app.training.chunks`): one chunk is
 one task for a worker process of the pool (lane ``"train"``), lasting about ``CHUNK_SECONDS``,
-that takes the state and gives back the next one with the metrics and the view. The
+that takes the state and gives back the next one with the metrics and the view; the job's plan
+(its data) goes to a worker once, and later chunks name it by its key. The
 :class:`~app.training.scheduler.ChunkScheduler` interleaves the chunks of every running job in
 turn, so no job waits for another to finish; a watched job (``watch_seconds``) is paced by when
 its next chunk is scheduled, never by a worker that waits. (With ``workers=0``, the tests'
@@ -51,7 +52,7 @@ from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.serving import YOUR_ADDRESS
 from app.store import ModuleRecord, ModuleStore, new_id
-from app.training.chunks import replace_arrays, train_chunk
+from app.training.chunks import PlanMissing, PlanParcel, replace_arrays, train_chunk
 from app.training.gradient import VIEW_SECONDS
 from app.training.scheduler import ChunkScheduler
 from app.training.speed import StepCost
@@ -181,6 +182,9 @@ class Job:
         """Set by a reset: the job's parameters are not saved when it ends."""
         self.state: dict | None = None
         """Where the training is (see :mod:`app.training.chunks`); None once it ended."""
+        self.parcel: PlanParcel | None = PlanParcel.of(plan)
+        """The plan as chunks carry it: whole until a worker has it, then by its key."""
+        self._plan_sent = False
         self.cond = threading.Condition()
         """Guards the pause state below and the status; notified on every change."""
         self._pause = False
@@ -701,7 +705,8 @@ class JobManager:
                 view = single or stopping or time.monotonic() - job._last_view >= VIEW_SECONDS
                 job._in_flight = True
                 job._final = steps == 0
-                args = (job.plan, job.state, steps, CHUNK_SECONDS, view, single)
+                parcel = job.parcel.bare() if job._plan_sent else job.parcel
+                args = (parcel, job.state, steps, CHUNK_SECONDS, view, single)
         if stop_now:
             self._finish(job, self._model(job) if started else None, "stopped")
             return None
@@ -729,6 +734,12 @@ class JobManager:
                 job._in_flight = False
             self._scheduler.add(job, time.monotonic() + BUSY_RETRY_SECONDS)
             return None
+        except PlanMissing:  # that worker has not got the plan: this chunk again, with it
+            with job.cond:
+                job._in_flight = False
+                job._plan_sent = False
+            self._scheduler.add(job)
+            return None
         except PlaygroundError as error:
             return self._fail(job, worker_failure(error) or error.message)
         except Exception as error:  # noqa: BLE001 - reported on the job, in words
@@ -739,6 +750,7 @@ class JobManager:
             return self._fail(job, message)
         with job.cond:
             job._in_flight = False
+            job._plan_sent = True
             job.state = state
             job.step = state["step"]
             for values in report.records:
@@ -791,7 +803,7 @@ class JobManager:
                 logger.exception("saving the parameters of job %s failed", job.id)
                 job.error = f"The parameters could not be saved: {type(error).__name__}: {error}"
                 status = "failed"
-        job.plan = None  # let the data and the models go
+        job.plan = job.parcel = None  # let the data and the models go
         job.state = None
         with job.cond:
             job.finished_at = time.time()

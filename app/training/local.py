@@ -297,7 +297,7 @@ class LocalPlan(ChunkedPlan):
     def start_extra(self) -> dict:
         return {
             "key": np.asarray(jax.random.PRNGKey(self.seed)),
-            "order": None,
+            "epoch_rng": None,
             "batch_keys": None,
             "recorded": None,
         }
@@ -312,12 +312,13 @@ class LocalPlan(ChunkedPlan):
     ) -> tuple[Any, Any]:
         """One batch; a new epoch begins with a new order and new keys."""
         b, batch = state["step"] % self.batches_per_epoch, self.batch_size
+        rows = len(self.x_train)
         if b == 0:
-            state["order"] = state["rng"].permutation(len(self.x_train))
+            self.new_epoch(state, rows)
             key, epoch_key = jax.random.split(jnp.asarray(state["key"]))
             state["key"] = np.asarray(key)
             state["batch_keys"] = np.asarray(jax.random.split(epoch_key, self.batches_per_epoch))
-        index = state["order"][b * batch : (b + 1) * batch]
+        index = self.order(state, rows)[b * batch : (b + 1) * batch]
         model, opt_state = clock.timed(
             "step",
             train_step,

@@ -53,6 +53,7 @@ class ChunkedPlan:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["model"] = None  # a job's arrays travel in its state; the worker rebuilds it
+        state.pop("_order", None)
         return state
 
     unit = "steps"
@@ -89,6 +90,22 @@ class ChunkedPlan:
 
     def view(self, model: Any) -> dict | None:
         raise NotImplementedError
+
+    def new_epoch(self, state: dict, rows: int) -> None:
+        """A new pass over the ``rows`` training rows in a new order, drawn from the job's RNG.
+        The state keeps where the RNG was before the draw (a few bytes), not the order (8
+        bytes a row, sent with every chunk); :meth:`order` draws it again when needed."""
+        state["epoch_rng"] = state["rng"].bit_generator.state
+        self._order = (state["epoch_rng"], state["rng"].permutation(rows))
+
+    def order(self, state: dict, rows: int) -> np.ndarray:
+        """The epoch's order of the training rows (kept for the last epoch asked)."""
+        kept = self.__dict__.get("_order")
+        if kept is None or kept[0] != state["epoch_rng"]:
+            rng = np.random.Generator(type(state["rng"].bit_generator)())
+            rng.bit_generator.state = state["epoch_rng"]
+            kept = self._order = (state["epoch_rng"], rng.permutation(rows))
+        return kept[1]
 
     def flops(self) -> tuple[float, float] | None:
         """``(one step, one evaluation on every row)`` by the compiler's cost analysis."""
