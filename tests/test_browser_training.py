@@ -179,3 +179,25 @@ def test_the_reference_network_trains_and_its_dynamics_show(page, page_probe):
     assert "sweeps of" in page.locator(".dynamics-summary").inner_text()
     panel.screenshot(path=str(SCREENSHOTS / "dynamics.png"))
     page_probe.assert_clean()
+
+
+def test_a_lessons_training_has_its_own_one_stop_control(page, page_probe):
+    """A lesson's step has no training form: its progress box keeps its own Stop training, the
+    one stop control there, at 1280x720 and 390 px wide, and it works from the keyboard."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for width, height in ((1280, 720), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto("/lessons/spiral/1")
+        wait_for_htmx_settled(page)
+        page.locator("#lesson-run-button").click()
+        page.locator("#lesson-result .train-job").wait_for()
+        wait_for_htmx_settled(page)
+        assert page.get_by_role("button", name=STOP).count() == 1
+        page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(SCREENSHOTS / f"lesson_training_{width}.png"))
+        page.get_by_role("button", name="Stop training").focus()
+        page.keyboard.press("Enter")
+        ended = '#train-progress[data-status="stopped"], #train-progress[data-status="done"]'
+        page.locator(ended).wait_for(timeout=30_000)
+        assert page.get_by_role("button", name=STOP).count() == 0
+    page_probe.assert_clean()
