@@ -23,7 +23,7 @@ from app.database import create_database_engine
 from app.rooms import RoomStore
 from app.runs.client import RunClient
 from app.runs.warmup import Warmup, configure_compilation_cache, prepare_worker
-from app.serving import KeyedSlots
+from app.serving import KeyedSlots, current_client
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore
 from app.training.jobs import JobManager
@@ -74,6 +74,8 @@ class Services:
             inline_slots=settings.max_concurrent_computations,
             setup=prepare_worker,
             setup_args=(settings,),
+            heavy_nice=settings.heavy_worker_nice,
+            client_of=current_client,
         ).start()
         runs = RunClient(settings, store, workers)
         return cls(

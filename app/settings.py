@@ -125,6 +125,15 @@ class Settings(BaseSettings):
         "light work when there are two or more). 0 runs everything inline in the web process, "
         "for tests only: no time limit, no memory limit, no killing.",
     )
+    heavy_worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower the CPU priority (nice) of the workers that take heavy runs "
+        "and training is than that of the web process and of the worker kept for light work: "
+        "on a machine of a few cores, compile bombs then slow pages and small runs little. "
+        "0: all at the same priority.",
+    )
     max_run_seconds: float = Field(
         20.0,
         gt=0,

@@ -8,8 +8,9 @@ temporary data directory, and stops it at the end. Only loopback addresses are a
 Each user has its own cookie jar (so its own workspace) and walks the workshop flow in a loop,
 with a think time between clicks: open the page, build the seed's Linear (or a small MLP),
 inspect its tree, click a leaf, run ``jit(grad)`` of the loss (the first run of a structure
-compiles, the next are warm), run per-example gradients, train a little and watch the job,
-share the module, open the shared link and fork it. Every user stops after ``--max-requests``
+compiles, the next are warm), run per-example gradients, train a little and watch the job until
+it ends (pressing Stop after ``--watch`` seconds: a job stopped is counted as an error), share
+the module, open the shared link and fork it. Every user stops after ``--max-requests``
 requests or when the time is up, whichever comes first.
 
 Each simulated user is a different client: it connects from its own loopback address
@@ -243,14 +244,7 @@ class User:
                 "train", "POST", f"/api/modules/{module}/train", json=TRAIN, expect=(202,)
             )
             if response is not None:
-                job = response.json()["job"]
-                for _ in range(60):
-                    await asyncio.sleep(0.5)
-                    status = await self.call("job", "GET", f"/api/jobs/{job}")
-                    if status is None or status.json()["status"] in {"done", "failed", "stopped"}:
-                        if status is not None and status.json()["status"] != "done":
-                            self.stats.error("train", f"job ended {status.json()['status']}")
-                        break
+                await self.watch(response.json()["job"])
                 await self.think()
         response = await self.call("share", "POST", f"/api/modules/{module}/share", expect=(201,))
         if response is None:
@@ -263,6 +257,28 @@ class User:
         await self.think()
         await self.call("fork", "POST", f"/api/shared/{share}/fork", expect=(201,))
         await self.think()
+
+    async def watch(self, job: str) -> None:
+        """Watch the job as the page does (its progress every half second) until it ends. After
+        ``--watch`` seconds the user presses Stop, as a person would, and waits for the job to
+        say so: the page offers no second Train while a job runs. A job that fails, or that
+        had to be stopped, is an error."""
+        deadline = time.monotonic() + self.args.watch
+        stopped = False
+        while True:
+            await asyncio.sleep(0.5)
+            status = await self.call("job", "GET", f"/api/jobs/{job}")
+            if status is None:
+                return
+            state = status.json()["status"]
+            if state in {"done", "failed", "stopped"}:
+                if state != "done":
+                    self.stats.error("train", f"job ended {state}")
+                return
+            if not stopped and time.monotonic() > deadline:
+                stopped = await self.call("stop", "POST", f"/api/jobs/{job}/stop") is not None
+                if not stopped:
+                    return
 
     async def run(self) -> None:
         # users arrive over the first seconds, as people in a room do
@@ -591,6 +607,9 @@ def main() -> None:
         "--train-fraction", type=float, default=0.6, help="MLP flows that train (half build one)"
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    parser.add_argument(
+        "--watch", type=float, default=30.0, help="seconds a user watches its job before Stop"
+    )
     parser.add_argument("--memory-every", type=float, default=5.0, help="seconds")
     parser.add_argument("--hostile", type=int, default=0, help="hostile users among --users")
     parser.add_argument(

@@ -14,6 +14,7 @@ import worker_tasks as tasks
 
 from app.errors import PlaygroundError
 from app.workers import (
+    ClientUsage,
     RunCancelled,
     RunLimitExceeded,
     WorkerLost,
@@ -207,3 +208,60 @@ def test_a_task_goes_to_a_ready_worker_rather_than_one_still_starting(pool):
         pool.call(tasks.sleep_in, "compiling", 30)  # light: on the worker kept for light work
     survivor = pool.pids()[0]
     assert pool.call(tasks.pid) == survivor
+
+
+def test_recent_worker_time_halves_every_minute():
+    usage = ClientUsage()
+    usage.add("a", 8.0, 100.0)
+    assert usage.get("a", 100.0) == 8.0
+    assert usage.get("a", 160.0) == pytest.approx(4.0)
+    assert usage.get("a", 220.0) == pytest.approx(2.0)
+    assert usage.step("a", 160.0) == 2 and usage.step("a", 220.0) == 1
+    usage.add("a", 1.0, 160.0)
+    assert usage.get("a", 160.0) == pytest.approx(5.0)
+    assert usage.get("nobody", 160.0) == 0.0 and usage.step(None, 160.0) == 0
+
+
+@pytest.mark.parametrize("hog_seconds, first", [(0.0, "heavy run"), (30.0, "training chunk")])
+def test_a_client_that_used_the_workers_lately_waits_behind_the_others(hog_seconds, first):
+    """Runs go before training chunks, unless the run's client used the workers a lot lately:
+    a few clients sending heavy work in a loop cannot starve the room's training."""
+    pool = WorkerPool(0, max_run_seconds=5, memory_mb=100, wait_seconds=10, inline_slots=1)
+    pool.usage.add("hog", hog_seconds, time.monotonic())
+    busy = pool.submit(tasks.sleep_in, "running", 0.5, client="someone")
+    wait_for(lambda: pool.status()["busy"] == 1)
+    order = []
+    heavy = pool.submit(tasks.add, 1, 1, lane="heavy", client="hog")
+    heavy.add_done_callback(lambda _: order.append("heavy run"))
+    wait_for(lambda: pool.status()["waiting"] == 1)
+    train = pool.submit(tasks.add, 2, 2, lane="train", client="learner")
+    train.add_done_callback(lambda _: order.append("training chunk"))
+    wait_for(lambda: pool.status()["waiting"] == 2)
+    assert (busy.result(5), heavy.result(5), train.result(5)) == (0.5, 2, 4)
+    assert order[0] == first and len(order) == 2
+    assert pool.usage.get("someone", time.monotonic()) == pytest.approx(0.5, abs=0.2)
+    pool.close()
+
+
+def test_the_workers_for_heavy_work_run_at_a_lower_cpu_priority():
+    pool = WorkerPool(3, max_run_seconds=5, memory_mb=400, wait_seconds=20, heavy_nice=7)
+    try:
+        pool.start()
+        wait_for(lambda: all(pool.pids()), seconds=30)
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        niceness = [os.getpriority(os.PRIO_PROCESS, pid) - mine for pid in pool.pids()]
+        assert niceness == [7, 7, 0]  # the last worker is kept for light work
+        # a worker killed and replaced comes back at its priority
+        killed = pool.pids()[0]
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: resident_bytes(killed) == 0)
+        with pytest.raises(WorkerLost):  # the task sent to the dead worker says so
+            pool.call(tasks.pid, lane="heavy")
+        other = pool.submit(tasks.sleep_in, "running", 1.0, lane="heavy")  # the other one busy
+        wait_for(lambda: pool.status()["busy"] == 1)
+        replaced = pool.call(tasks.pid, lane="heavy")
+        assert other.result(10) == 1.0
+        assert replaced not in (0, killed) and replaced == pool.pids()[0]
+        assert os.getpriority(os.PRIO_PROCESS, replaced) - mine == 7
+    finally:
+        pool.close()

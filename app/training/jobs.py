@@ -721,7 +721,12 @@ class JobManager:
 
     def _submit(self, job: Job, *args: Any) -> Future:
         return self.pool.submit(
-            train_chunk, *args, lane="train", affinity=job.plan.cost_key, wait=BUSY_WAIT_SECONDS
+            train_chunk,
+            *args,
+            lane="train",
+            affinity=job.plan.cost_key,
+            wait=BUSY_WAIT_SECONDS,
+            client=job.client,
         )
 
     def _complete(self, job: Job, future: Future) -> None:

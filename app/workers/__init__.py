@@ -15,11 +15,19 @@ whole pool).
 """
 
 from app.workers.errors import RunCancelled, RunLimitExceeded, WorkerLost, WorkersBusy
-from app.workers.pool import Lane, RunTracker, TaskHandle, WorkerPool, resident_bytes
+from app.workers.pool import (
+    ClientUsage,
+    Lane,
+    RunTracker,
+    TaskHandle,
+    WorkerPool,
+    resident_bytes,
+)
 from app.workers.stage import STAGES, stage, worker_state
 
 __all__ = [
     "STAGES",
+    "ClientUsage",
     "Lane",
     "RunCancelled",
     "RunLimitExceeded",

@@ -7,10 +7,18 @@ lets the dispatcher here choose *which* worker takes a task:
 - **lanes**: ``light`` tasks may use any worker; ``heavy`` and ``train`` tasks never use the
   last worker (kept for light work) when there are two or more, so a slow compile or a room's
   training never queues a small run behind it;
-- **priority**: runs (``light``, ``heavy``) before training chunks (``train``), first come first
-  served within a priority;
+- **fairness**: the tasks of a client address that used the workers little lately go first
+  (:class:`ClientUsage`: seconds of worker time, halved every :data:`USAGE_HALF_LIFE_SECONDS`,
+  counted in steps of :data:`USAGE_STEP_SECONDS`), so a few clients sending heavy work in a
+  loop wait behind everyone else's runs and training rather than before them;
+- **priority**: then runs (``light``, ``heavy``) before training chunks (``train``), first come
+  first served within a priority;
 - **affinity**: a free worker that ran the same affinity before (its compiled functions are
   warm) is preferred.
+
+The workers that take heavy runs and training run at a lower CPU priority (``heavy_nice``, a
+``nice`` value) than the web process and the worker kept for light work: on a machine with a
+core or two, a compile bomb then slows the room's pages and small runs little.
 
 A supervisor thread checks every busy worker every :data:`SUPERVISE_SECONDS`: past its task's
 time limit or past ``worker_memory_mb`` of resident memory, the worker is killed (SIGKILL) and
@@ -53,6 +61,13 @@ Lane = Literal["light", "heavy", "train"]
 PRIORITY = {"light": 0, "heavy": 0, "train": 1}
 SUPERVISE_SECONDS = 0.05
 """How often the supervisor looks at busy workers' time and memory."""
+USAGE_HALF_LIFE_SECONDS = 60.0
+"""A client's worker time counts half as much after this long."""
+USAGE_STEP_SECONDS = 2.0
+"""Clients whose recent worker time is within one step of each other are served in the same
+turn (by priority, then first come first served)."""
+MAX_CLIENTS = 4096
+"""Client addresses whose recent worker time is remembered."""
 MAX_AFFINITIES = 256
 """Affinities each worker remembers."""
 MAX_WAITING_THREADS = 128
@@ -111,6 +126,8 @@ class _Slot:
 
     index: int
     reserved: bool
+    nice: int
+    """The CPU priority its worker process runs at (``os.nice``)."""
     process: pebble.ProcessPool | None
     pid_value: Any
     stage_value: Any
@@ -138,6 +155,34 @@ class _Ticket:
     priority: int
     order: int
     lane: Lane
+    client: Hashable | None = None
+    rank: tuple = ()
+
+
+class ClientUsage:
+    """Each client's recent worker time: seconds, halved every
+    :data:`USAGE_HALF_LIFE_SECONDS` (not thread-safe: the pool calls it under its lock)."""
+
+    def __init__(self, max_clients: int = MAX_CLIENTS):
+        self._seconds: dict[Hashable, tuple[float, float]] = {}
+        self._max = max_clients
+
+    def add(self, client: Hashable, seconds: float, now: float) -> None:
+        self._seconds[client] = (self.get(client, now) + seconds, now)
+        if len(self._seconds) > self._max:  # forget the clients with the least left
+            kept = sorted(self._seconds, key=lambda c: self.get(c, now))[-self._max // 2 :]
+            self._seconds = {c: self._seconds[c] for c in kept}
+
+    def get(self, client: Hashable | None, now: float) -> float:
+        if client is None or client not in self._seconds:
+            return 0.0
+        seconds, when = self._seconds[client]
+        return seconds * 0.5 ** ((now - when) / USAGE_HALF_LIFE_SECONDS)
+
+    def step(self, client: Hashable | None, now: float) -> int:
+        """The client's turn: 0 for little recent worker time, one more per
+        :data:`USAGE_STEP_SECONDS`."""
+        return int(self.get(client, now) // USAGE_STEP_SECONDS)
 
 
 class RunTracker:
@@ -164,7 +209,9 @@ class WorkerPool:
     """``workers`` supervised worker processes (``0``: inline); see the module's docstring.
 
     ``setup(*setup_args)`` runs in each worker before its first task (a module-level
-    function: it travels by reference)."""
+    function: it travels by reference). ``heavy_nice``: the CPU priority (``nice``) of the
+    workers that take heavy runs and training. ``client_of()``: the client a task is for when
+    :meth:`call` is not told (e.g. the request's address), for fairness."""
 
     def __init__(
         self,
@@ -176,6 +223,8 @@ class WorkerPool:
         inline_slots: int = 2,
         setup: Callable | None = None,
         setup_args: tuple = (),
+        heavy_nice: int = 0,
+        client_of: Callable[[], Hashable | None] | None = None,
     ):
         self.workers = workers
         self.max_run_seconds = max_run_seconds
@@ -188,6 +237,8 @@ class WorkerPool:
         self._closed = False
         self.tasks = 0
         self.killed = 0
+        self.usage = ClientUsage()
+        self._client_of = client_of
         self._setup = (setup, setup_args)
         count = workers if workers > 0 else max(1, inline_slots)
         self._slots = []
@@ -195,12 +246,12 @@ class WorkerPool:
             # Every worker shares one accelerator: none may take most of its memory up front.
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         for index in range(count):
+            reserved = count >= 2 and index == count - 1
+            nice = 0 if reserved else heavy_nice
             pid_value = SPAWN.Value("i", 0, lock=False)
             stage_value = SPAWN.Value("i", CODES["idle"], lock=False)
-            process = self._new_process(pid_value, stage_value) if workers > 0 else None
-            self._slots.append(
-                _Slot(index, count >= 2 and index == count - 1, process, pid_value, stage_value)
-            )
+            process = self._new_process(pid_value, stage_value, nice) if workers > 0 else None
+            self._slots.append(_Slot(index, reserved, nice, process, pid_value, stage_value))
         self._waiters = ThreadPoolExecutor(MAX_WAITING_THREADS, thread_name_prefix="worker-wait")
         self._supervisor = None
         if workers > 0:
@@ -209,11 +260,11 @@ class WorkerPool:
             )
             self._supervisor.start()
 
-    def _new_process(self, pid_value: Any, stage_value: Any) -> pebble.ProcessPool:
+    def _new_process(self, pid_value: Any, stage_value: Any, nice: int) -> pebble.ProcessPool:
         return pebble.ProcessPool(
             max_workers=1,
             initializer=initialize,
-            initargs=(pid_value, stage_value, *self._setup),
+            initargs=(pid_value, stage_value, nice, *self._setup),
             context=SPAWN,
         )
 
@@ -266,22 +317,31 @@ class WorkerPool:
         handle: TaskHandle | None = None,
         affinity: Hashable | None = None,
         wait: float | None = None,
+        client: Hashable | None = None,
     ) -> Any:
         """Run ``fn(*args)`` in a worker and answer its result (see the package docstring for
         what it raises). ``wait``: how long to wait for a free worker (default
-        ``wait_seconds``), then :class:`WorkersBusy`."""
+        ``wait_seconds``), then :class:`WorkersBusy`; ``client``: whose worker time it is
+        (default ``client_of()``)."""
         handle = handle or self.handle()
-        slot = self._acquire(handle, lane, affinity, self.wait_seconds if wait is None else wait)
+        if client is None and self._client_of is not None:
+            client = self._client_of()
+        wait = self.wait_seconds if wait is None else wait
+        slot = self._acquire(handle, lane, affinity, wait, client)
+        started = time.monotonic()
         try:
             if slot.process is None:
                 return self._inline(slot, handle, fn, args)
             return self._in_worker(slot, handle, fn, args, timeout)
         finally:
             handle.done = True
-            self._release(slot, affinity)
+            self._release(slot, affinity, client, started)
 
     def submit(self, fn: Callable, *args: Any, **options: Any) -> Future:
-        """:meth:`call` without blocking: a future of its result."""
+        """:meth:`call` without blocking: a future of its result (its client is the caller's,
+        unless ``client`` is given)."""
+        if options.get("client") is None and self._client_of is not None:
+            options["client"] = self._client_of()
         return self._waiters.submit(self.call, fn, *args, **options)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -318,7 +378,7 @@ class WorkerPool:
             slot.limit = limit
         if not slot.process.active:  # broken: its process died while idle, or could not start
             slot.process.stop()
-            slot.process = self._new_process(slot.pid_value, slot.stage_value)
+            slot.process = self._new_process(slot.pid_value, slot.stage_value, slot.nice)
         future = slot.process.schedule(run_task, args=(fn, args))
         try:
             return future.result()
@@ -351,13 +411,18 @@ class WorkerPool:
 
     # -- dispatch
     def _acquire(
-        self, handle: TaskHandle, lane: Lane, affinity: Hashable | None, wait: float
+        self,
+        handle: TaskHandle,
+        lane: Lane,
+        affinity: Hashable | None,
+        wait: float,
+        client: Hashable | None,
     ) -> _Slot:
-        ticket = _Ticket(PRIORITY[lane], next(self._order), lane)
+        ticket = _Ticket(PRIORITY[lane], next(self._order), lane, client)
         deadline = time.monotonic() + wait
         with self._cond:
             self._waiting.append(ticket)
-            self._waiting.sort(key=lambda t: (t.priority, t.order))
+            self._reorder()
             try:
                 while True:
                     if handle.cancelled:
@@ -378,6 +443,15 @@ class WorkerPool:
                 self._waiting.remove(ticket)
                 self._cond.notify_all()
 
+    def _reorder(self) -> None:
+        """Put the waiting tasks in the order they are served (under the lock; every waiting
+        thread then reads the same order): the clients that used the workers least lately
+        first, then runs before training chunks, then first come first served."""
+        now = time.monotonic()
+        for ticket in self._waiting:
+            ticket.rank = (self.usage.step(ticket.client, now), ticket.priority, ticket.order)
+        self._waiting.sort(key=lambda t: t.rank)
+
     def _pick(self, ticket: _Ticket, affinity: Hashable | None) -> _Slot | None:
         free = [slot for slot in self._slots if slot.handle is None]
         for other in self._waiting:  # those ahead in line go first
@@ -397,8 +471,14 @@ class WorkerPool:
         # light work fills the kept worker first, leaving the others to heavy work
         return mine[-1] if ticket.lane == "light" else mine[0]
 
-    def _release(self, slot: _Slot, affinity: Hashable | None) -> None:
+    def _release(
+        self, slot: _Slot, affinity: Hashable | None, client: Hashable | None, started: float
+    ) -> None:
         with self._cond:
+            if client is not None:
+                now = time.monotonic()
+                self.usage.add(client, now - started, now)
+                self._reorder()
             if slot.kill is None and affinity is not None:
                 slot.affinities[affinity] = True
                 slot.affinities.move_to_end(affinity)

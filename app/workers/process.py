@@ -10,9 +10,14 @@ from app.workers import stage as stage_module
 from app.workers.stage import CODES
 
 
-def initialize(pid_value: Any, stage_value: Any, setup: Callable | None, setup_args: tuple) -> None:
-    """Run once in each new worker process, before its first task: publish its pid and stage
-    to the web process, then ``setup(*setup_args)`` (e.g. configure JAX's caches)."""
+def initialize(
+    pid_value: Any, stage_value: Any, nice: int, setup: Callable | None, setup_args: tuple
+) -> None:
+    """Run once in each new worker process, before its first task: lower its CPU priority by
+    ``nice`` (before JAX starts its threads, which inherit it), publish its pid and stage to
+    the web process, then ``setup(*setup_args)`` (e.g. configure JAX's caches)."""
+    if nice:
+        os.nice(nice)
     stage_module._process_stage = stage_value
     stage_value.value = CODES["idle"]
     if setup is not None:
