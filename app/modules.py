@@ -7,6 +7,7 @@ module's answer as JSON, and the node or array leaf at a path (422 for a path th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from app.cache import BoundedCache
@@ -19,6 +20,7 @@ from app.store import ModuleRecord
 from app.trees import (
     TreePathError,
     array_payload,
+    built_tree,
     describe_tree,
     find_child,
     find_node,
@@ -67,24 +69,41 @@ def check_limits(spec: CatalogEntry, settings: Settings, field: str = "body.para
 
 def build_module(
     services: Services, workspace: str, spec: CatalogEntry
-) -> tuple[ModuleRecord, Any]:
-    """Check the limits, then store and build ``spec`` in a compute slot; the record and model.
+) -> tuple[ModuleRecord, dict]:
+    """Check the limits, then build and store ``spec``; the record and its tree
+    (:func:`~app.trees.describe_tree`, roles included).
 
-    A spec that validates but cannot be built (a bug, or a constructor's own check) is a 422
-    with the constructor's message, and nothing is kept.
+    A small module is built here, in a compute slot, and kept for its pages. A large one (not
+    :func:`~app.runs.limits.is_light`: a deep MLP takes seconds of Python, which in the web
+    process would slow every other request) is built in a worker, in the heavy lane, which
+    answers its tree; its page builds it here when someone opens it. A spec that validates but
+    cannot be built (a bug, or a constructor's own check) is a 422 with the constructor's
+    message, and nothing is kept.
     """
     check_limits(spec, services.settings)
-    heavy = not is_light(spec.estimated_leaves(), services.settings)
-    with services.compute.slot(heavy=heavy):
+    if not is_light(spec.estimated_leaves(), services.settings):
+        with services.compute.client_slot(), _built_or_422(spec):
+            tree = services.workers.call(built_tree, spec, lane="heavy")
+        return services.store.create(workspace, spec), tree
+    with services.compute.slot():
         record = services.store.create(workspace, spec)
         try:
-            model = services.store.load(record)
-        except (ValueError, TypeError) as error:
+            with _built_or_422(spec):
+                model = services.store.load(record)
+        except PlaygroundError:
             services.store.delete(record)
-            raise PlaygroundError(
-                422, f"{spec.kind} could not be built: {error}", field="body.params"
-            ) from error
-    return record, model
+            raise
+    return record, describe_tree(model, roles=model_roles(model))
+
+
+@contextmanager
+def _built_or_422(spec: CatalogEntry):
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise PlaygroundError(
+            422, f"{spec.kind} could not be built: {error}", field="body.params"
+        ) from error
 
 
 def subtree(model: Any, path: str) -> tuple[Any, Any, bool]:
@@ -97,7 +116,10 @@ def subtree(model: Any, path: str) -> tuple[Any, Any, bool]:
     return node, roles, static_field
 
 
-def module_out(record: ModuleRecord, model: Any, notices: list[str] | None = None) -> dict:
+def module_out(
+    record: ModuleRecord, model: Any, notices: list[str] | None = None, tree: dict | None = None
+) -> dict:
+    """A module's JSON answer; ``tree``: its tree when already described (else ``model``'s)."""
     spec = record.spec()
     return {
         "id": record.id,
@@ -106,7 +128,7 @@ def module_out(record: ModuleRecord, model: Any, notices: list[str] | None = Non
         "title": type(spec).title,
         "created_at": record.created_at,
         "trained": record.trained,
-        "tree": describe_tree(model, roles=model_roles(model)),
+        "tree": tree if tree is not None else describe_tree(model, roles=model_roles(model)),
         "code": spec.code(),
         "notices": notices or [],
     }

@@ -904,3 +904,11 @@ def array_payload(array: Any, limit: int) -> dict:
         "truncated": truncated,
         "kept_shape": list(kept),
     }
+
+
+def built_tree(spec: Any) -> dict:
+    """The tree (:func:`describe_tree`, trainable roles included) of the module that catalog
+    ``spec`` builds: a worker's task, so that the web process never spends seconds building a
+    large module only to describe it."""
+    model = spec.build()
+    return describe_tree(model, roles=trainable_spec(model))

@@ -289,3 +289,23 @@ def test_openapi_documents_the_models(client):
     post = schema["paths"]["/api/modules"]["post"]
     examples = post["requestBody"]["content"]["application/json"]["examples"]
     assert set(examples) == set(CATALOG)
+
+
+def test_a_large_module_is_built_by_a_worker_not_the_web_process(app, client):
+    """A deep MLP (a heavy trace estimate) is built in the worker pool, which answers its tree;
+    the web process builds it only when its page or tree is asked for, and the trees agree."""
+    services = app.state.services
+    tasks = services.workers.status()["tasks"]
+    spec = {"kind": "eqx.nn.MLP", "params": {"in_size": 2, "out_size": 1, "width_size": 3,
+                                             "depth": 200, "seed": 4}}  # fmt: skip
+    made = client.post("/api/modules", json=spec)
+    assert made.status_code == 201, made.text
+    assert services.workers.status()["tasks"] == tasks + 1
+    record = services.store.find(next(iter(client.cookies.values())), made.json()["id"])
+    assert services.store.built(record) is None
+    tree = made.json()["tree"]
+    assert tree == client.get(f"/api/modules/{record.id}").json()["tree"]
+    assert services.store.built(record) is not None
+    assert tree["type"] == "MLP" and tree["params"] == (2 * 3 + 3) + 199 * (3 * 3 + 3) + (3 + 1)
+    small = client.post("/api/modules", json={"kind": "library.Linear", "params": {}})
+    assert small.status_code == 201 and services.workers.status()["tasks"] == tasks + 1

@@ -250,7 +250,7 @@ def test_the_workers_for_heavy_work_run_at_a_lower_cpu_priority():
         wait_for(lambda: all(pool.pids()), seconds=30)
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         niceness = [os.getpriority(os.PRIO_PROCESS, pid) - mine for pid in pool.pids()]
-        assert niceness == [7, 7, 0]  # the last worker is kept for light work
+        assert niceness == [7, 7, 0]  # the last worker is kept for light work, at 0
         # a worker killed and replaced comes back at its priority
         killed = pool.pids()[0]
         os.kill(killed, signal.SIGKILL)
@@ -265,3 +265,20 @@ def test_the_workers_for_heavy_work_run_at_a_lower_cpu_priority():
         assert os.getpriority(os.PRIO_PROCESS, replaced) - mine == 7
     finally:
         pool.close()
+
+
+def test_with_three_workers_heavy_runs_leave_one_for_training_and_one_for_light_work():
+    pool = WorkerPool(0, max_run_seconds=5, memory_mb=100, wait_seconds=10, inline_slots=3)
+    assert [sorted(slot.lanes) for slot in pool._slots] == [
+        ["heavy", "light", "train"],
+        ["light", "train"],
+        ["light"],
+    ]
+    heavy = [pool.submit(tasks.sleep_in, "compiling", 0.6, lane="heavy") for _ in range(2)]
+    wait_for(lambda: pool.status()["busy"] == 1 and pool.status()["waiting"] == 1)
+    started = time.monotonic()
+    assert pool.call(tasks.add, 1, 2, lane="train") == 3  # the worker kept for training
+    assert pool.call(tasks.add, 3, 4) == 7  # a light run
+    assert time.monotonic() - started < 0.5
+    assert [future.result(10) for future in heavy] == [0.6, 0.6]  # one after the other
+    pool.close()

@@ -211,9 +211,9 @@ def create_module(
         raise PlaygroundError(422, str(error), field="body.kind") from error
     except ValidationError as error:
         raise params_error(error) from error
-    record, model = build_module(services, workspace, spec)
+    record, tree = build_module(services, workspace, spec)
     notices = services.store.pop_notices(workspace)
-    return module_out(record, model, notices)
+    return module_out(record, None, notices, tree=tree)
 
 
 @router.get("/api/modules", response_model=list[ModuleSummary])

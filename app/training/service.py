@@ -329,7 +329,7 @@ def job_cost(services: Services, plan: GradientPlan | LocalPlan) -> StepCost | N
         found = _costs.get(key, MISSING)
         if found is MISSING:
             leaves = array_leaves(plan.model)
-            found = _costs.put(key, services.workers.call(plan_cost, plan, leaves, lane="heavy"))
+            found = _costs.put(key, services.workers.call(plan_cost, plan, leaves, lane="train"))
         return found
 
 

@@ -4,9 +4,11 @@ Each worker is a ``pebble.ProcessPool`` of one process (pebble starts it, runs t
 reports a death as ``ProcessExpired`` and starts a replacement). Keeping one pool per worker
 lets the dispatcher here choose *which* worker takes a task:
 
-- **lanes**: ``light`` tasks may use any worker; ``heavy`` and ``train`` tasks never use the
-  last worker (kept for light work) when there are two or more, so a slow compile or a room's
-  training never queues a small run behind it;
+- **lanes** (:func:`lanes_of`): ``light`` tasks may use any worker; ``heavy`` and ``train``
+  tasks never use the last worker (kept for light work) when there are two or more, so a slow
+  compile or a room's training never queues a small run behind it; and with three or more,
+  ``heavy`` tasks never use the last but one either (kept for training and light work), so
+  heavy runs sent in a loop never hold every worker that training may use;
 - **fairness**: the tasks of a client address that used the workers little lately go first
   (:class:`ClientUsage`: seconds of worker time, halved every :data:`USAGE_HALF_LIFE_SECONDS`,
   counted in steps of :data:`USAGE_STEP_SECONDS`), so a few clients sending heavy work in a
@@ -16,7 +18,7 @@ lets the dispatcher here choose *which* worker takes a task:
 - **affinity**: a free worker that ran the same affinity before (its compiled functions are
   warm) is preferred.
 
-The workers that take heavy runs and training run at a lower CPU priority (``heavy_nice``, a
+The workers that take heavy runs or training run at a lower CPU priority (``heavy_nice``, a
 ``nice`` value) than the web process and the worker kept for light work: on a machine with a
 core or two, a compile bomb then slows the room's pages and small runs little.
 
@@ -125,7 +127,8 @@ class _Slot:
     the task it runs."""
 
     index: int
-    reserved: bool
+    lanes: frozenset[str]
+    """The lanes whose tasks it takes (:func:`lanes_of`)."""
     nice: int
     """The CPU priority its worker process runs at (``os.nice``)."""
     process: pebble.ProcessPool | None
@@ -147,7 +150,18 @@ class _Slot:
         return self.pid_value.value not in (0, self.dead_pid)
 
     def accepts(self, lane: Lane) -> bool:
-        return lane == "light" or not self.reserved
+        return lane in self.lanes
+
+
+def lanes_of(index: int, count: int) -> frozenset[str]:
+    """The lanes worker ``index`` of ``count`` takes: the last only light work (when there are
+    two or more), the last but one light work and training (when there are three or more),
+    the others everything."""
+    if count >= 2 and index == count - 1:
+        return frozenset({"light"})
+    if count >= 3 and index == count - 2:
+        return frozenset({"light", "train"})
+    return frozenset({"light", "heavy", "train"})
 
 
 @dataclass(eq=False)
@@ -246,12 +260,12 @@ class WorkerPool:
             # Every worker shares one accelerator: none may take most of its memory up front.
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         for index in range(count):
-            reserved = count >= 2 and index == count - 1
-            nice = 0 if reserved else heavy_nice
+            lanes = lanes_of(index, count)
+            nice = 0 if lanes == {"light"} else heavy_nice
             pid_value = SPAWN.Value("i", 0, lock=False)
             stage_value = SPAWN.Value("i", CODES["idle"], lock=False)
             process = self._new_process(pid_value, stage_value, nice) if workers > 0 else None
-            self._slots.append(_Slot(index, reserved, nice, process, pid_value, stage_value))
+            self._slots.append(_Slot(index, lanes, nice, process, pid_value, stage_value))
         self._waiters = ThreadPoolExecutor(MAX_WAITING_THREADS, thread_name_prefix="worker-wait")
         self._supervisor = None
         if workers > 0:
@@ -468,8 +482,8 @@ class WorkerPool:
             for slot in mine:
                 if affinity in slot.affinities:
                     return slot
-        # light work fills the kept worker first, leaving the others to heavy work
-        return mine[-1] if ticket.lane == "light" else mine[0]
+        # light work and training fill the workers kept for them first, leaving the others
+        return mine[0] if ticket.lane == "heavy" else mine[-1]
 
     def _release(
         self, slot: _Slot, affinity: Hashable | None, client: Hashable | None, started: float
