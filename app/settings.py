@@ -122,8 +122,9 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Worker processes that trace, compile, run and train (the last is kept for "
-        "light work when there are two or more). 0 runs everything inline in the web process, "
-        "for tests only: no time limit, no memory limit, no killing.",
+        "light work when there are two or more, the last but one for training and light work "
+        "when there are three or more). 0 runs everything inline in the web process, for tests "
+        "only: no time limit, no memory limit, no killing.",
     )
     heavy_worker_nice: int = Field(
         10,

@@ -651,3 +651,27 @@ def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
     outcome = transfer.unpack(lean)
     assert outcome.result == ResultDigest(single=False, arrays=4, warnings=())
     assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""
+
+
+def test_a_run_is_light_by_its_trace_estimate_and_by_its_input(tmp_path):
+    from app.catalog import parse_spec
+    from app.runs.client import LIGHT_INPUT_ELEMENTS, RunClient, input_elements, lane_of
+    from app.runs.spec import RunRequest
+
+    settings = Settings(data_dir=tmp_path)
+    runs = RunClient(settings, store=None)
+    seed = parse_spec("library.Linear", {"in_dim": 2, "out_dim": 3})
+
+    def lane(spec, **body):
+        request = RunRequest(**body)
+        return lane_of(runs.check_cost(spec, request), settings, input_elements(spec, request))
+
+    assert input_elements(seed, RunRequest()) == 10  # the example input, ones of shape (5, 2)
+    assert input_elements(seed, RunRequest(input={"shape": [5, 2]})) == 10
+    assert lane(seed, transforms=["grad"], input={"shape": [5, 2]}) == "light"
+    side = int(LIGHT_INPUT_ELEMENTS**0.5)
+    assert lane(seed, input={"shape": [side, 2]}) == "light"  # 512 x 2 numbers
+    assert lane(seed, input={"shape": [LIGHT_INPUT_ELEMENTS // 2 + 1, 2]}) == "heavy"
+    assert lane(seed, input={"init": "values", "values": [[1, 2]]}) == "light"
+    deep = parse_spec("eqx.nn.MLP", {"in_size": 2, "out_size": 1, "width_size": 2, "depth": 200})
+    assert lane(deep, transforms=["grad"], input={"shape": [2]}) == "heavy"
