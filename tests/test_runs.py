@@ -675,3 +675,30 @@ def test_a_run_is_light_by_its_trace_estimate_and_by_its_input(tmp_path):
     assert lane(seed, input={"init": "values", "values": [[1, 2]]}) == "light"
     deep = parse_spec("eqx.nn.MLP", {"in_size": 2, "out_size": 1, "width_size": 2, "depth": 200})
     assert lane(deep, transforms=["grad"], input={"shape": [2]}) == "heavy"
+
+
+def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(
+    app, client, monkeypatch
+):
+    """Three traced operations may compute a lot (x's outer product, sorted): after compiling,
+    a run of the light lane over LIGHT_BYTES is refused there and sent to the heavy lane, whose
+    answer is the same as JAX's."""
+    import app.runs.limits as limits
+
+    monkeypatch.setattr(limits, "LIGHT_BYTES", 1_000_000)  # 1 MB instead of 256
+    module = client.post("/api/modules", json={"kind": "custom", "params": {
+        "name": "Identity", "seed": 0, "fields": [], "call": "x"}})  # fmt: skip
+    assert module.status_code == 201, module.text
+    x = np.linspace(-1, 1, 1000).tolist()
+    body = {"function": "loss", "loss": "sum(sort(outer(x, x)))", "transforms": [],
+            "input": {"init": "values", "values": x}}  # fmt: skip
+    pool = app.state.services.workers
+    tasks = pool.status()["tasks"]
+    answer = run(client, module.json()["id"], **body)
+    assert pool.status()["tasks"] == tasks + 2  # the light lane refused it, the heavy ran it
+    assert answer["values"] == pytest.approx(float(np.sum(np.outer(x, x))), rel=1e-4, abs=1e-3)
+    small = run(client, module.json()["id"], **{**body, "input": {"shape": [10]}})
+    assert pool.status()["tasks"] == tasks + 3 and small["values"] == 100.0
+    with limits.light_lane(True), pytest.raises(limits.NotLight):
+        limits.check_light({"flops": 2e9}, None)
+    limits.check_light({"flops": 2e9}, {"temporaries": 10**9})  # outside the light lane

@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from app import transfer
@@ -30,7 +31,7 @@ from app.cache import BoundedCache
 from app.errors import PlaygroundError
 from app.runs.engine import Losses, RunOutcome, run_transforms
 from app.runs.keys import KeyRecord, key_changes
-from app.runs.limits import is_light
+from app.runs.limits import NotLight, is_light
 from app.runs.scopes import CompileScopes
 from app.runs.spec import RunRequest, SweepRequest
 from app.runs.structure import StructureMemo
@@ -193,7 +194,15 @@ class RunClient:
         if client is not None and self._struck(client):
             lane = "heavy"  # it went past a limit lately: never again on the light worker
         try:
-            packed = self.workers.call(run_task, job, lane=lane, handle=handle, affinity=affinity)
+            try:
+                light = replace(job, light=lane == "light")
+                packed = self.workers.call(
+                    run_task, light, lane=lane, handle=handle, affinity=affinity
+                )
+            except NotLight:  # its compiled program is not light work: the heavy lane
+                packed = self.workers.call(
+                    run_task, job, lane="heavy", handle=handle, affinity=affinity
+                )
         except PlaygroundError as error:
             # past a worker's limit, or refused by one only after tracing and compiling
             limit = getattr(error, "setting", None) or getattr(error, "limit", None)

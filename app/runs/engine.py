@@ -52,7 +52,7 @@ from app.runs.eager import eager_skip_reason, measure_eager, without_jit
 from app.runs.errors import RunError, jax_message
 from app.runs.inputs import InputCache, PreparedInput
 from app.runs.keys import KeyRecord, RunKey
-from app.runs.limits import MB, check_trace_size
+from app.runs.limits import MB, check_light, check_trace_size
 from app.runs.pipeline import LOSS_VARIABLES, PipelineBuilder, make_top
 from app.runs.scopes import ScopeWord
 from app.runs.spec import DIFFERENTIATING, InputSpec, RunRequest, SweepRequest, shape_text
@@ -358,6 +358,7 @@ class RunEngine:
             return reset_at is not None and entry.compiled_at < reset_at
 
         entry, compiled = self.cache.get_or_compile(key, compile_fn, stale)
+        check_light(entry.cost, entry.memory)
         result, run_ms = execute(entry, args, timing=compiled)
         sent = replace(prepared, array=jax.device_get(prepared.array) if with_input else None)
         outcome = RunOutcome(

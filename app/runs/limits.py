@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import jax
@@ -118,6 +120,42 @@ def check_budget(cost: dict | None, settings: Settings) -> None:
             field="input.shape",
             limit="max_run_flops",
         )
+
+
+LIGHT_FLOPS = 1e9
+"""A compiled run of more flops than this is not light work (a few hundred ms on one core)."""
+LIGHT_BYTES = 256 * MB
+"""A compiled run that needs more memory than this (arguments, result, temporaries) is not
+light work."""
+_light_lane: ContextVar[bool] = ContextVar("light_lane", default=False)
+
+
+class NotLight(Exception):  # noqa: N818 - not an error: the run goes to the heavy lane
+    """A run sent to the light lane whose compiled program turned out not to be light (its
+    caller sends it again in the heavy lane, where it may take seconds)."""
+
+
+@contextmanager
+def light_lane(light: bool):
+    """Within it, :func:`check_light` refuses what is not light work (a task of the light
+    lane runs in it)."""
+    token = _light_lane.set(light)
+    try:
+        yield
+    finally:
+        _light_lane.reset(token)
+
+
+def check_light(cost: dict | None, memory: dict[str, int] | None) -> None:
+    """In :func:`light_lane`, raise :class:`NotLight` for a compiled run over
+    :data:`LIGHT_FLOPS` or :data:`LIGHT_BYTES`, before it runs: its trace was small, but what
+    it computes is not (``max(sort(outer(x, x)))``: three operations, 1.6 GB)."""
+    if not _light_lane.get():
+        return
+    flops = (cost or {}).get("flops") or 0
+    total = sum((memory or {}).values())
+    if flops > LIGHT_FLOPS or total > LIGHT_BYTES:
+        raise NotLight(f"{flops:.3g} flops, {total / MB:,.0f} MB")
 
 
 def memory_bytes(executable: Any) -> dict[str, int] | None:

@@ -21,6 +21,7 @@ from app.cache import BoundedCache
 from app.catalog import parse_spec
 from app.runs.digest import digest
 from app.runs.engine import RunEngine, RunOutcome
+from app.runs.limits import light_lane
 from app.runs.spec import RunRequest, SweepRequest
 from app.settings import Settings
 from app.store import BUILT_CACHE_BYTES, BUILT_CACHE_ENTRIES, tree_nbytes
@@ -60,6 +61,9 @@ class RunJob:
     reset_at: float | None = None
     eager: bool = True
     with_input: bool = True
+    light: bool = False
+    """Sent to the light lane: refuse to run what its compiled program says is not light
+    (:func:`app.runs.limits.check_light`)."""
     shows: frozenset[str] | None = None
     """The parts of the answer that will be shown (``app.runs.results.FIELDS``; None: all):
     the outcome sent back holds nothing else (:func:`trimmed`)."""
@@ -99,6 +103,11 @@ def run_task(job: RunJob) -> transfer.Packed:
     """Run ``job`` in this process: the outcome, packed by :mod:`app.transfer`."""
     engine = engine_for(job.token, job.settings)
     model = _model(job)
+    with light_lane(job.light):
+        return _run(engine, model, job)
+
+
+def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
     if isinstance(job.request, SweepRequest):
         outcome = engine.sweep(
             job.spec, model, job.request, reset_at=job.reset_at, with_input=job.with_input
