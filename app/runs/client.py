@@ -72,12 +72,14 @@ def lane_of(estimate: int, settings: Settings, input_elements: int = 0) -> str:
 
 
 def input_elements(spec: Any, request: RunRequest | SweepRequest) -> int:
-    """How many numbers the run's input holds, when its shape says (typed values: 0, they are
-    bounded by the body's size)."""
-    shape = request.input.shape
-    if shape is None and request.input.values is None:
+    """How many numbers the run's input holds (a sweep's: its base input at each point), when
+    its shape says (typed values: 0, they are bounded by the body's size)."""
+    given = request.base_input if isinstance(request, SweepRequest) else request.input
+    shape = given.shape if given is not None else None
+    if shape is None and (given is None or given.values is None):
         shape = spec.example_input_shape()
-    return math.prod(shape) if shape is not None else 0
+    count = math.prod(shape) if shape is not None else 0
+    return count * request.points if isinstance(request, SweepRequest) else count
 
 
 class RunClient:
