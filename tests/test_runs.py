@@ -653,39 +653,15 @@ def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
     assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""
 
 
-def test_a_run_is_light_by_its_trace_estimate_and_by_its_input(tmp_path):
-    from app.catalog import parse_spec
-    from app.runs.client import LIGHT_INPUT_ELEMENTS, RunClient, input_elements, lane_of
-    from app.runs.spec import RunRequest
-
-    settings = Settings(data_dir=tmp_path)
-    runs = RunClient(settings, store=None)
-    seed = parse_spec("library.Linear", {"in_dim": 2, "out_dim": 3})
-
-    def lane(spec, **body):
-        request = RunRequest(**body)
-        return lane_of(runs.check_cost(spec, request), settings, input_elements(spec, request))
-
-    assert input_elements(seed, RunRequest()) == 10  # the example input, ones of shape (5, 2)
-    assert input_elements(seed, RunRequest(input={"shape": [5, 2]})) == 10
-    assert lane(seed, transforms=["grad"], input={"shape": [5, 2]}) == "light"
-    side = int(LIGHT_INPUT_ELEMENTS**0.5)
-    assert lane(seed, input={"shape": [side, 2]}) == "light"  # 512 x 2 numbers
-    assert lane(seed, input={"shape": [LIGHT_INPUT_ELEMENTS // 2 + 1, 2]}) == "heavy"
-    assert lane(seed, input={"init": "values", "values": [[1, 2]]}) == "light"
-    deep = parse_spec("eqx.nn.MLP", {"in_size": 2, "out_size": 1, "width_size": 2, "depth": 200})
-    assert lane(deep, transforms=["grad"], input={"shape": [2]}) == "heavy"
-
-
-def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(
-    app, client, monkeypatch
-):
+def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(tmp_path):
     """Three traced operations may compute a lot (x's outer product, sorted): after compiling,
     a run of the light lane over LIGHT_BYTES is refused there and sent to the heavy lane, whose
     answer is the same as JAX's."""
     import app.runs.limits as limits
 
-    monkeypatch.setattr(limits, "LIGHT_BYTES", 1_000_000)  # 1 MB instead of 256
+    settings = Settings(data_dir=tmp_path, worker_memory_mb=5)  # light: at most 1 MB
+    app = create_app(settings)
+    client = TestClient(app, base_url="http://testserver").__enter__()
     module = client.post("/api/modules", json={"kind": "custom", "params": {
         "name": "Identity", "seed": 0, "fields": [], "call": "x"}})  # fmt: skip
     assert module.status_code == 201, module.text
@@ -700,5 +676,8 @@ def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(
     small = run(client, module.json()["id"], **{**body, "input": {"shape": [10]}})
     assert pool.status()["tasks"] == tasks + 3 and small["values"] == 100.0
     with limits.light_lane(True), pytest.raises(limits.NotLight):
-        limits.check_light({"flops": 2e9}, None)
-    limits.check_light({"flops": 2e9}, {"temporaries": 10**9})  # outside the light lane
+        limits.check_light({"flops": 5e9}, None, Settings(data_dir=tmp_path))  # a fifth: 4e9
+    with limits.light_lane(True):
+        limits.check_light({"flops": 3e9}, {"temporaries": 300 * 10**6}, Settings())
+    limits.check_light({"flops": 5e9}, {"temporaries": 10**9}, settings)  # not the light lane
+    client.__exit__(None, None, None)

@@ -18,7 +18,6 @@ pool:
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import threading
 import time
@@ -56,30 +55,12 @@ MAX_STRIKES = 4096
 """Client addresses whose last strike is remembered."""
 
 
-LIGHT_INPUT_ELEMENTS = 65_536
-"""A run whose input holds more numbers than this is heavy whatever its trace estimate: what it
-computes grows with its input (``max(sort(outer(x, x)))`` of 20,000 numbers traces three
-operations and sorts 400 million)."""
-
-
-def lane_of(estimate: int, settings: Settings, input_elements: int = 0) -> str:
+def lane_of(estimate: int, settings: Settings) -> str:
     """The pool's lane for a run whose trace estimate is ``estimate``: ``"light"`` when
-    :func:`app.runs.limits.is_light` says so and its input holds at most
-    :data:`LIGHT_INPUT_ELEMENTS` numbers, else ``"heavy"`` (it may compile or run for seconds
-    and must never hold the worker kept for light work)."""
-    small = input_elements <= LIGHT_INPUT_ELEMENTS
-    return "light" if small and is_light(estimate, settings) else "heavy"
-
-
-def input_elements(spec: Any, request: RunRequest | SweepRequest) -> int:
-    """How many numbers the run's input holds (a sweep's: its base input at each point), when
-    its shape says (typed values: 0, they are bounded by the body's size)."""
-    given = request.base_input if isinstance(request, SweepRequest) else request.input
-    shape = given.shape if given is not None else None
-    if shape is None and (given is None or given.values is None):
-        shape = spec.example_input_shape()
-    count = math.prod(shape) if shape is not None else 0
-    return count * request.points if isinstance(request, SweepRequest) else count
+    :func:`app.runs.limits.is_light` says so, else ``"heavy"`` (it may compile for seconds and
+    must never hold the worker kept for light work). A light run whose compiled program is
+    not light goes to the heavy lane after compiling (:func:`app.runs.limits.check_light`)."""
+    return "light" if is_light(estimate, settings) else "heavy"
 
 
 class RunClient:
@@ -177,7 +158,7 @@ class RunClient:
             with_input=with_input,
             shows=shows,
         )
-        lane = lane_of(estimate, self.settings, input_elements(spec, request))
+        lane = lane_of(estimate, self.settings)
         outcome = self._call(job, lane, _affinity(spec, request), handle)
         outcome.request = request
         outcome.expression = expression

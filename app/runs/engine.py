@@ -358,7 +358,7 @@ class RunEngine:
             return reset_at is not None and entry.compiled_at < reset_at
 
         entry, compiled = self.cache.get_or_compile(key, compile_fn, stale)
-        check_light(entry.cost, entry.memory)
+        check_light(entry.cost, entry.memory, self.settings)
         result, run_ms = execute(entry, args, timing=compiled)
         sent = replace(prepared, array=jax.device_get(prepared.array) if with_input else None)
         outcome = RunOutcome(

@@ -122,11 +122,9 @@ def check_budget(cost: dict | None, settings: Settings) -> None:
         )
 
 
-LIGHT_FLOPS = 1e9
-"""A compiled run of more flops than this is not light work (a few hundred ms on one core)."""
-LIGHT_BYTES = 256 * MB
-"""A compiled run that needs more memory than this (arguments, result, temporaries) is not
-light work."""
+LIGHT_SHARE_OF_COST = 5
+"""A compiled run over a fifth of ``max_run_flops`` or of ``worker_memory_mb`` is not light
+work (:func:`check_light`)."""
 _light_lane: ContextVar[bool] = ContextVar("light_lane", default=False)
 
 
@@ -146,15 +144,18 @@ def light_lane(light: bool):
         _light_lane.reset(token)
 
 
-def check_light(cost: dict | None, memory: dict[str, int] | None) -> None:
-    """In :func:`light_lane`, raise :class:`NotLight` for a compiled run over
-    :data:`LIGHT_FLOPS` or :data:`LIGHT_BYTES`, before it runs: its trace was small, but what
-    it computes is not (``max(sort(outer(x, x)))``: three operations, 1.6 GB)."""
+def check_light(cost: dict | None, memory: dict[str, int] | None, settings: Settings) -> None:
+    """In :func:`light_lane`, raise :class:`NotLight` for a compiled run over a fifth of
+    ``max_run_flops`` (4e9 by default) or of ``worker_memory_mb`` (its arguments, result and
+    temporaries: 400 MB), before it runs: its trace was small, but what it computes is not
+    (``max(sort(outer(x, x)))`` of 20,000 numbers: three operations, 1.6 GB)."""
     if not _light_lane.get():
         return
     flops = (cost or {}).get("flops") or 0
     total = sum((memory or {}).values())
-    if flops > LIGHT_FLOPS or total > LIGHT_BYTES:
+    light_flops = settings.max_run_flops / LIGHT_SHARE_OF_COST
+    light_bytes = settings.worker_memory_mb * MB / LIGHT_SHARE_OF_COST
+    if flops > light_flops or total > light_bytes:
         raise NotLight(f"{flops:.3g} flops, {total / MB:,.0f} MB")
 
 
