@@ -131,9 +131,9 @@ class Settings(BaseSettings):
         ge=0,
         le=19,
         description="How much lower the CPU priority (nice) of the workers that take heavy runs "
-        "and training is than that of the web process and of the worker kept for light work: "
-        "on a machine of a few cores, compile bombs then slow pages and small runs little. "
-        "0: all at the same priority.",
+        "is than that of the web process and of the workers kept for training and light work: "
+        "on a machine of a few cores, compile bombs then slow pages, small runs and training "
+        "little. 0: all at the same priority.",
     )
     max_run_seconds: float = Field(
         20.0,

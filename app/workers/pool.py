@@ -18,9 +18,10 @@ lets the dispatcher here choose *which* worker takes a task:
 - **affinity**: a free worker that ran the same affinity before (its compiled functions are
   warm) is preferred.
 
-The workers that take heavy runs or training run at a lower CPU priority (``heavy_nice``, a
-``nice`` value) than the web process and the worker kept for light work: on a machine with a
-core or two, a compile bomb then slows the room's pages and small runs little.
+The workers that take heavy runs run at a lower CPU priority (``heavy_nice``, a ``nice``
+value) than the web process and the workers kept for light work and training: on a machine
+with a core or two, a compile bomb then slows the room's pages, small runs and training
+little.
 
 A supervisor thread checks every busy worker every :data:`SUPERVISE_SECONDS`: past its task's
 time limit or past ``worker_memory_mb`` of resident memory, the worker is killed (SIGKILL) and
@@ -224,7 +225,7 @@ class WorkerPool:
 
     ``setup(*setup_args)`` runs in each worker before its first task (a module-level
     function: it travels by reference). ``heavy_nice``: the CPU priority (``nice``) of the
-    workers that take heavy runs and training. ``client_of()``: the client a task is for when
+    workers that take heavy runs. ``client_of()``: the client a task is for when
     :meth:`call` is not told (e.g. the request's address), for fairness."""
 
     def __init__(
@@ -261,7 +262,7 @@ class WorkerPool:
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         for index in range(count):
             lanes = lanes_of(index, count)
-            nice = 0 if lanes == {"light"} else heavy_nice
+            nice = heavy_nice if "heavy" in lanes else 0
             pid_value = SPAWN.Value("i", 0, lock=False)
             stage_value = SPAWN.Value("i", CODES["idle"], lock=False)
             process = self._new_process(pid_value, stage_value, nice) if workers > 0 else None
