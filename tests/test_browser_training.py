@@ -193,9 +193,11 @@ def test_a_lessons_training_has_its_own_one_stop_control(page, page_probe):
         page.locator("#lesson-result .train-job").wait_for()
         wait_for_htmx_settled(page)
         assert page.get_by_role("button", name=STOP).count() == 1
+        # focused at once: the step's job is paced over 3 s, and on a busy machine the
+        # screenshot alone may take longer (the job then ends before its Stop is pressed)
+        page.get_by_role("button", name="Stop training").focus()
         page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
         page.screenshot(path=str(SCREENSHOTS / f"lesson_training_{width}.png"))
-        page.get_by_role("button", name="Stop training").focus()
         page.keyboard.press("Enter")
         ended = '#train-progress[data-status="stopped"], #train-progress[data-status="done"]'
         page.locator(ended).wait_for(timeout=30_000)
