@@ -51,8 +51,6 @@ class ComputeSlots:
         self.limit = limit
         self.wait_seconds = wait_seconds
         self._semaphore = threading.BoundedSemaphore(limit)
-        self._heavy = threading.BoundedSemaphore(max(1, limit - 1))
-        """Heavy work takes one of these first: with two slots or more, one stays for light."""
         self._lock = threading.Lock()
         self.running = 0
         self.refused = 0
@@ -90,26 +88,15 @@ class ComputeSlots:
                 release()
 
     @contextmanager
-    def slot(self, heavy: bool = False):
-        """A server-wide slot (and the client's). ``heavy`` (building a large module, say):
-        never the last free slot, which stays for light work such as a small module's build
-        or a first page."""
+    def slot(self):
+        """A server-wide slot (and the client's)."""
         with self.client_slot():
-            if heavy:
-                if not self._heavy.acquire(timeout=self.wait_seconds):
-                    with self._lock:
-                        self.refused += 1
-                    raise ComputeBusy(self.limit, self.wait_seconds)
+            if not self._acquire():
+                raise ComputeBusy(self.limit, self.wait_seconds)
             try:
-                if not self._acquire():
-                    raise ComputeBusy(self.limit, self.wait_seconds)
-                try:
-                    yield
-                finally:
-                    self._release()
+                yield
             finally:
-                if heavy:
-                    self._heavy.release()
+                self._release()
 
     @asynccontextmanager
     async def async_slot(self):

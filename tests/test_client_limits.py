@@ -183,18 +183,3 @@ def test_a_client_whose_run_went_past_a_workers_limit_runs_heavy_for_a_while(tmp
         yours = other.post("/api/modules", json=LINEAR).json()["id"]
         other.post(f"/api/modules/{yours}/run", json=SEED_RUN)
         assert lanes == ["light", "heavy", "light"]
-
-
-def test_a_large_build_never_takes_the_last_compute_slot():
-    """Heavy work waits for one of ``limit - 1`` slots; the last stays for light work."""
-    from app.compute import ComputeBusy, ComputeSlots
-
-    slots = ComputeSlots(2, wait_seconds=0.2)
-    with slots.slot(heavy=True):
-        with pytest.raises(ComputeBusy):
-            with slots.slot(heavy=True):
-                pass
-        with slots.slot():  # light work still finds a slot
-            assert slots.running == 2
-    with slots.slot(heavy=True), slots.slot():
-        assert slots.running == 2

@@ -45,7 +45,7 @@ SEND_MODULE_BYTES = 262_144
 on a fresh worker compiles a dozen small programs within the run's time limit. A larger module
 is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
 MAX_SENT, SENT_BYTES = 1024, 32 * 1024 * 1024
-"""Small stored modules kept pickled for the workers: at most this many, and bytes."""
+"""Stored modules kept pickled for the workers: at most this many, and bytes."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 STRIKE_SECONDS = 600.0
@@ -83,7 +83,8 @@ class RunClient:
         self._sent: BoundedCache[tuple, bytes] = BoundedCache(
             MAX_SENT, max_bytes=SENT_BYTES, cost=len
         )
-        """Small stored modules as sent to the workers, by id and revision (pickled once)."""
+        """Trained and small stored modules as sent to the workers, by id and revision
+        (pickled once: a revision's parameters never change)."""
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
 
@@ -201,13 +202,14 @@ class RunClient:
     def _source(self, module: Any) -> ModuleSource:
         if isinstance(module, ModuleRecord | ShareRecord):
             key = (type(module).__name__, module.id, getattr(module, "revision", 0))
-            built = self.store.load(module) if module.trained else self.store.built(module)
-            if built is not None and module.trained:
-                return ModuleSource(key, module.kind, module.params, transfer.dumps(built))
-            if built is not None and tree_nbytes(built) <= SEND_MODULE_BYTES:
-                sent = self._sent.get_or_make(key, lambda: transfer.dumps(built))
-                return ModuleSource(key, module.kind, module.params, sent)
-            return ModuleSource(key, module.kind, module.params)
+            sent = self._sent.get(key)
+            if sent is None:
+                built = self.store.load(module) if module.trained else self.store.built(module)
+                if built is not None and (
+                    module.trained or tree_nbytes(built) <= SEND_MODULE_BYTES
+                ):
+                    sent = self._sent.get_or_make(key, lambda: transfer.dumps(built))
+            return ModuleSource(key, module.kind, module.params, sent)
         return ModuleSource(None, "", {}, transfer.dumps(module))
 
     def _remember(
