@@ -62,9 +62,9 @@ def test_a_refused_run_says_why_in_the_result_area(page, page_probe):
     text = alert.inner_text()
     assert text.startswith("This run cannot be done.")
     assert "the limit is 10 per run" in text and "PLAYGROUND_MAX_RUN_FLOPS" in text
+    wait_for_htmx_settled(page)  # the result takes the focus once htmx has settled it
     assert page.evaluate("document.activeElement.id") == "run-result"  # in view, read out
     assert page.locator("#run-progress").is_hidden()
-    wait_for_htmx_settled(page)
     shots(page, "run_refused")
     page_probe.assert_clean()
 
@@ -78,6 +78,7 @@ def test_a_refused_run_says_why_in_the_result_area(page, page_probe):
     assert "the limit is 20000 bytes" in refused.inner_text()
     assert page.locator("#run-form #run-values").input_value().startswith("1 1 1")
     assert page.locator("#alerts").inner_text().strip() == ""
+    wait_for_htmx_settled(page)
     assert page.evaluate("document.activeElement.id") == "run-result"
     # the browser reports the refused request itself in its console; nothing else went wrong
     assert all("413" in line for line in page_probe.console_errors), page_probe.console_errors
@@ -148,6 +149,7 @@ def test_a_slow_run_shows_its_stage_and_time_and_cancel_stops_it(page, page_prob
     assert text.startswith("You cancelled this run.") and "Run it again when you are ready" in text
     assert "while tracing" in text or "while compiling" in text
     assert progress.is_hidden()
+    wait_for_htmx_settled(page)
     assert page.evaluate("document.activeElement.id") == "run-result"
     assert live_server.app.state.services.workers.killed == 1
     wait_for_htmx_settled(page)
