@@ -15,6 +15,7 @@ forks hold, counted once); each is checked and the row written in one
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import threading
 import time
@@ -210,6 +211,14 @@ class ModuleStore:
         max_stored_bytes: int | None = None,
     ):
         self.engine = engine
+        compiled = _GET_RECORD.compile(dialect=engine.dialect)
+        self._get_record = str(compiled)
+        names = compiled.positiontup
+        self._record_args = (
+            (lambda values: tuple(values[name] for name in names))
+            if compiled.positional
+            else (lambda values: values)
+        )
         self.max_modules_per_workspace = max_modules_per_workspace
         self.max_shares = max_shares
         self.max_stored_bytes = max_stored_bytes
@@ -461,13 +470,30 @@ class ModuleStore:
         collect_snapshots(connection, [row[0] for row in held])
 
     def get(self, workspace: str, module_id: str) -> ModuleRecord | None:
-        """The module's record (every run starts here, so its bytes stay in the database)."""
+        """The module's record (every run starts here, so its bytes stay in the database).
+
+        Every run reads it, so it goes straight to the database driver with the statement
+        compiled once: a third of the time of SQLAlchemy's own execution and result rows."""
         self.touch(workspace)
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                _GET_RECORD, {"module_id": module_id, "workspace": workspace}
-            ).first()
-        return ModuleRecord(*row) if row else None
+        values = {"module_id": module_id, "workspace": workspace}
+        connection = self.engine.raw_connection()  # from the engine's pool, rolled back on close
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._get_record, self._record_args(values))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        id_, workspace_, kind, params, saved, created, updated, revision, trained = row
+        if isinstance(params, str | bytes):  # SQLite's JSON is text; PostgreSQL's driver decodes
+            params = json.loads(params)
+        return ModuleRecord(
+            id_, workspace_, kind, params, bool(saved), created, updated, revision, bool(trained)
+        )
 
     def find(self, workspace: str, module_id: str, field: str | None = None) -> ModuleRecord:
         """The module ``module_id`` of ``workspace``; a 404 for any other (the same answer as

@@ -487,11 +487,12 @@ def test_an_answer_without_values_says_the_same_warnings(client, seed):
     for loss in ("log(out)", "1 / (out - out)", "mean(out)"):
         body = {"function": "loss", "loss": loss, "input": values_input(X)}
         full = run(client, seed, **body)
-        for include in ("none", "code,jaxpr", "output"):
+        for include in ("warnings", "code,jaxpr,warnings", "output", "none"):
             lean = client.post(
                 f"/api/modules/{seed}/run", params={"include": include}, json=body
             ).json()
-            assert lean["warnings"] == full["warnings"]
+            # without "warnings" the result is never read, so nothing is said of NaN either
+            assert lean["warnings"] == (full["warnings"] if "warnings" in include else None)
             assert lean["values"] is None and lean["plot"] is None
             assert lean["input"] == full["input"] and lean["function"] == full["function"]
             assert lean["cost"] == full["cost"]
@@ -501,7 +502,7 @@ def test_an_answer_without_values_says_the_same_warnings(client, seed):
                                         input=values_input(X))["warnings"])  # fmt: skip
     empty = build(client, "eqx.nn.LayerNorm", shape=[4], use_weight=False, use_bias=False)
     no_params = client.post(
-        f"/api/modules/{empty}/run", params={"include": "none"}, json={"transforms": ["grad"]}
+        f"/api/modules/{empty}/run", params={"include": "warnings"}, json={"transforms": ["grad"]}
     ).json()
     assert no_params["warnings"] == run(client, empty, transforms=["grad"])["warnings"]
 
@@ -615,7 +616,7 @@ def test_cut_values_say_so_with_and_without_nan(tmp_path):
 
 def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
     """A gradient of 131,584 numbers comes back from the worker whole for an answer with
-    values, and as a few words (its digest) for ``include=none``."""
+    values, and as a few words (its digest) for ``include=warnings`` or ``none``."""
     import pickle
 
     from app.catalog import parse_spec
@@ -642,14 +643,16 @@ def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
         return run_task(job)
 
     whole = packed(None)  # the weights' gradients beside the pickle, the biases' inside
-    assert sorted(a.shape for a in whole.arrays) == [(256, 256), (256, 256)]
+    assert sorted(a.nbytes for a in whole.arrays) == [256 * 256 * 4, 256 * 256 * 4]
     assert len(whole.data) > 2 * 256 * 4
-    lean = packed(frozenset())
+    lean = packed(frozenset({"warnings"}))
     assert lean.arrays == () and len(pickle.dumps(lean)) < 8_000
     from app import transfer
 
     outcome = transfer.unpack(lean)
     assert outcome.result == ResultDigest(single=False, arrays=4, warnings=())
+    unread = transfer.unpack(packed(frozenset()))  # no warnings asked: the values are not read
+    assert unread.result == ResultDigest(single=False, arrays=4, warnings=None)
     assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""
 
 
@@ -681,3 +684,29 @@ def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(t
         limits.check_light({"flops": 3e9}, {"temporaries": 300 * 10**6}, Settings())
     limits.check_light({"flops": 5e9}, {"temporaries": 10**9}, settings)  # not the light lane
     client.__exit__(None, None, None)
+
+
+def test_an_outcome_is_packed_plainly_its_large_arrays_apart():
+    """``transfer.pack``: plain pickling, arrays of 64 KiB or more as out-of-band buffers
+    (what crosses the pipe once), the same values back; by the transfer's own rules for what
+    plain pickling cannot do (a function JAX holds, such as ``jax.nn.relu``)."""
+    import pickle
+
+    import jax
+
+    from app import transfer
+
+    big = np.arange(65_536, dtype=np.float32).reshape(256, 256)
+    value = {"big": big, "small": np.ones(3), "text": "x"}
+    packed = transfer.pack(value)
+    assert packed.plain and [a.nbytes for a in packed.arrays] == [big.nbytes]
+    assert len(packed.data) < 1_000
+    back = transfer.unpack(pickle.loads(pickle.dumps(packed)))  # as the pool sends it
+    np.testing.assert_array_equal(back["big"], big)
+    assert back["big"].dtype == np.float32 and back["big"].shape == (256, 256)
+    np.testing.assert_array_equal(back["small"], np.ones(3))
+    held = transfer.pack({"activation": jax.nn.relu, "big": big})
+    assert not held.plain
+    back = transfer.unpack(pickle.loads(pickle.dumps(held)))
+    assert back["activation"] is jax.nn.relu
+    np.testing.assert_array_equal(back["big"], big)

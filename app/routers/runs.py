@@ -4,8 +4,9 @@
   the module through a pipeline of transformations; answers the output tree, its values, a
   plotly figure, the timings, whether this call compiled, the jaxpr, the StableHLO text, the
   cost analysis, the device and the equivalent Python. ``?include=values,plot`` sends only
-  the named heavy parts (of ``output, values, plot, code, jaxpr, hlo``; the rest is always
-  sent); ``?include=none`` sends none of them (timings, cost and the cache's verdict only).
+  the named heavy parts (of ``output, values, plot, code, jaxpr, hlo, warnings``; the rest is
+  always sent); ``?include=none`` sends none of them (timings, cost and the cache's verdict
+  only: the result's values are then never read, not even for NaN).
 - ``POST /api/modules/{id}/sweep`` (JSON :class:`~app.runs.spec.SweepRequest`): ``f`` and its
   derivative along one input coordinate, computed with ``vmap`` of ``grad``.
 - ``GET /api/runs/{run_id}``, ``POST /api/runs/{run_id}/cancel``: a run in progress, by the
@@ -98,7 +99,10 @@ class RunOut(BaseModel):
     device: str = Field(description="The device the run used.")
     code: str | None = Field(description="Python equivalent to the run, after the module's code.")
     plot: dict | None = Field(description="A plotly figure (JSON).")
-    warnings: list[str] = Field(description="NaN or infinity in the result, and the like.")
+    warnings: list[str] | None = Field(
+        description="NaN or infinity in the result, and the like (None when not included: "
+        "finding them reads every value of the result)."
+    )
     cache_key_changes: list[str] = Field(
         description="What changed in the compile key since the previous run (of this module, "
         "else of the workspace): 'input shape (5, 2) -> (6, 2)'."
@@ -118,7 +122,7 @@ class SweepOut(BaseModel):
     compiles: int
     plot: dict | None
     code: str | None
-    warnings: list[str]
+    warnings: list[str] | None
 
 
 def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, parts, handle):
@@ -169,7 +173,7 @@ QUERY = {
     "include": (
         200,
         "Comma-separated heavy parts to send (default all): output, values, plot, code, "
-        "jaxpr, hlo; or none.",
+        "jaxpr, hlo, warnings; or none.",
     ),
     "run_id": (
         64,

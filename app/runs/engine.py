@@ -73,7 +73,8 @@ class RunOutcome:
     first part (it pickles: NumPy arrays, no executable); the web process the rest."""
 
     result: Any
-    """The result, its arrays as NumPy arrays."""
+    """The result: JAX arrays as the engine computed them; NumPy arrays, or a digest, once
+    the worker sends it (``app.runs.worker.trimmed``)."""
     entry: CompiledInfo
     compiled: bool
     input: PreparedInput
@@ -362,7 +363,7 @@ class RunEngine:
         result, run_ms = execute(entry, args, timing=compiled)
         sent = replace(prepared, array=jax.device_get(prepared.array) if with_input else None)
         outcome = RunOutcome(
-            result=jax.device_get(result),
+            result=result,
             entry=entry.info(),
             compiled=compiled,
             input=sent,

@@ -53,7 +53,7 @@ def _fallback(value: Any) -> Any:
     return str(value)
 
 
-FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo")
+FIELDS = ("output", "values", "plot", "code", "jaxpr", "hlo", "warnings")
 """The parts of an answer that ``?include=`` can leave out (all are sent by default)."""
 MAX_BAR_LEAVES = 60
 MAX_LINE_POINTS = 2000
@@ -214,7 +214,7 @@ def run_payload(
     values: Any = None
     if isinstance(result, ResultDigest):  # the worker kept the arrays: neither values nor plot
         include = include - {"values", "plot"}
-        single, arrays, warnings = result.single, result.arrays, list(result.warnings)
+        single, arrays, warnings = result.single, result.arrays, list(result.warnings or ())
     else:
         leaves = host_leaves(result)
         single, arrays = is_single_array(result), len(leaves)
@@ -231,6 +231,8 @@ def run_payload(
     transforms = list(request.transforms)
     if request.wrt == "params" and not single and not arrays and transforms:
         warnings.append("This module has no trained parameters, so the gradient is empty.")
+    if "warnings" not in include:
+        warnings = None
     loss_text = outcome.expression.to_python() if outcome.expression is not None else None
     payload: dict[str, Any] = {
         "output": outcome.output if "output" in include else None,
@@ -313,7 +315,7 @@ def sweep_payload(outcome: RunOutcome, spec: Any, include: frozenset[str] | None
         "compiles": outcome.compiles,
         "cost": entry.cost,
         "device": device_label(),
-        "warnings": nonfinite_warnings(leaves),
+        "warnings": nonfinite_warnings(leaves) if "warnings" in include else None,
         "cache_key_changes": outcome.changes,
         "jaxpr": entry.jaxpr if "jaxpr" in include else None,
         "hlo": entry.hlo if "hlo" in include else None,

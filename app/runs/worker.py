@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jax
+
 from app import transfer
 from app.cache import BoundedCache
 from app.catalog import parse_spec
@@ -125,14 +127,18 @@ def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
 
 
 def trimmed(outcome: RunOutcome, shows: frozenset[str] | None) -> RunOutcome:
-    """``outcome`` without what an answer showing only ``shows`` leaves out: the result's
-    arrays become its :class:`~app.runs.digest.ResultDigest` when neither values nor figure
-    are shown (a 4 x 512 MLP's gradient is 4 MB to copy between processes), and the output
-    tree, jaxpr and HLO text go when they are not shown."""
+    """``outcome`` as the web process needs it for an answer showing only ``shows`` (None:
+    all): the result's arrays copied to the host (NumPy), or only its
+    :class:`~app.runs.digest.ResultDigest` when neither values nor figure are shown (a 4 x 512
+    MLP's gradient is 4 MB to copy, then to send between processes; it is read for NaN and
+    infinity only when ``warnings`` are shown); the output tree, jaxpr and HLO text go when
+    they are not shown."""
+    if shows is not None and not shows & {"values", "plot"}:
+        outcome.result = digest(outcome.result, check="warnings" in shows)
+    else:
+        outcome.result = jax.device_get(outcome.result)
     if shows is None:
         return outcome
-    if not shows & {"values", "plot"}:
-        outcome.result = digest(outcome.result)
     if "output" not in shows:
         outcome.output = None
     hidden = {part: "" for part in ("jaxpr", "hlo") if part not in shows}
