@@ -247,6 +247,15 @@ class ModuleStore:
         if self.after_touch is not None:
             self.after_touch()
 
+    def reads_at_once(self, workspace: str) -> bool:
+        """Whether :meth:`find` is one quick read: the database is a local file (SQLite, in
+        WAL mode: a read never waits for a writer), and no note of the workspace's use is due
+        (a write, which may clean idle workspaces). The event loop may then call it."""
+        if self.engine.dialect.name != "sqlite":
+            return False
+        with self._seen_lock:
+            return time.time() - self._seen.get(workspace, 0.0) < self.TOUCH_EVERY_SECONDS
+
     @staticmethod
     def _touch(connection: Connection, workspace: str, now: float) -> None:
         updated = connection.execute(

@@ -13,10 +13,11 @@ as what is measured):
 - **HTTP**: ``POST /api/modules/{id}/run`` through the playground and its worker (the full
   default answer: output tree, values, figure, code, jaxpr, HLO);
 - **bare**: a FastAPI app of one route served the same way, whose route calls a worker of the
-  same kind (a :class:`~app.workers.WorkerPool` of one process) to do the same work as the
-  direct call (:func:`bare_run`: the same compiled program, called in the worker with arrays
-  it keeps) and answers ``{"ok": true}``: what uvicorn, Starlette, the thread pool and a
-  computation in a worker process cost on this machine, with no playground around them.
+  same kind (a :class:`~app.workers.WorkerPool` of one process, awaited in the event loop with
+  ``call_async`` as the playground's run endpoint does) to do the same work as the direct
+  call (:func:`bare_run`: the same compiled program, called in the worker with arrays it
+  keeps) and answers ``{"ok": true}``: what uvicorn, Starlette and a computation in a worker
+  process cost on this machine, with no playground around them.
 
 Where the pool's own cost goes is printed too: the bare route calling a trivial task
 (``app.workers.process.ping``), ``pool.call(ping)`` from Python (no HTTP), and the bare route
@@ -160,8 +161,9 @@ def bare_run(settings, module: dict, body: dict) -> None:
 
 class BareServer(LiveServer):
     """A FastAPI app with three routes: ``/compute`` calls :func:`bare_run` in a worker of
-    ``pool``, ``/worker`` calls ``ping`` there, ``/nothing`` calls nothing in the thread
-    pool."""
+    ``pool``, ``/worker`` calls ``ping`` there (both as the playground's run endpoint calls
+    its workers, awaiting ``WorkerPool.call_async`` in the event loop), ``/nothing`` calls
+    nothing in the thread pool."""
 
     def __init__(self, pool, settings):
         from fastapi import Body, FastAPI
@@ -173,12 +175,12 @@ class BareServer(LiveServer):
 
         @bare.post("/compute")
         async def compute(case: dict = Body()) -> dict:  # noqa: B008
-            await run_in_threadpool(pool.call, bare_run, settings, case["module"], case["body"])
+            await pool.call_async(bare_run, settings, case["module"], case["body"])
             return {"ok": True}
 
         @bare.post("/worker")
         async def worker() -> dict:
-            await run_in_threadpool(pool.call, ping)
+            await pool.call_async(ping)
             return {"ok": True}
 
         @bare.post("/nothing")

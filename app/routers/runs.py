@@ -22,7 +22,7 @@ Every computation takes one of the server's compute slots and runs in a worker p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Request
@@ -32,7 +32,13 @@ from pydantic import BaseModel, Field
 
 from app.errors import PlaygroundError
 from app.runs.panel import render_form, render_run, render_sweep
-from app.runs.results import FIELDS, FastJSONResponse, run_payload, sweep_payload
+from app.runs.results import (
+    FIELDS,
+    FastJSONResponse,
+    quick_to_answer,
+    run_payload,
+    sweep_payload,
+)
 from app.runs.service import (
     cancel_run,
     compile_scope,
@@ -40,6 +46,7 @@ from app.runs.service import (
     run_handle,
     run_status,
     run_stored,
+    run_stored_async,
 )
 from app.runs.spec import RunRequest, SweepRequest
 from app.services import Services
@@ -145,10 +152,10 @@ DISCONNECT_POLL_SECONDS = 0.1
 """How often a request waiting for its run checks that its client is still there."""
 
 
-async def _watched(request: Request, handle: Any, work: Callable, *args: Any) -> Any:
-    """``work(*args)`` in the thread pool; if the client goes away meanwhile, the run is
-    cancelled (its worker stopped), so nobody's computation outlives the wait for it."""
-    task = asyncio.ensure_future(run_in_threadpool(work, *args))
+async def _watched(request: Request, handle: Any, work: Awaitable) -> Any:
+    """Await ``work``; if the client goes away meanwhile, the run is cancelled (its worker
+    stopped), so nobody's computation outlives the wait for it."""
+    task = asyncio.ensure_future(work)
     while True:
         done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
         if done:
@@ -159,14 +166,38 @@ async def _watched(request: Request, handle: Any, work: Callable, *args: Any) ->
 
 async def _answer_in_thread(request: Request, module_id: str, body) -> FastJSONResponse:
     """Read the query, then run or sweep in the thread pool, in one trip, watched."""
+    parts, services, workspace, handle = _run_context(request)
+    work = run_in_threadpool(_answer, services, workspace, module_id, body, parts, handle)
+    return await _watched(request, handle, work)
+
+
+async def _answer_run(request: Request, module_id: str, body: RunRequest) -> FastJSONResponse:
+    """A run, from the event loop when the module's record is one read of the local database
+    away (``ModuleStore.reads_at_once``): the loop sends it to a free worker and awaits the
+    answer, with no thread between them; otherwise as :func:`_answer_in_thread`."""
+    parts, services, workspace, handle = _run_context(request)
+    if not services.store.reads_at_once(workspace):
+        work = run_in_threadpool(_answer, services, workspace, module_id, body, parts, handle)
+        return await _watched(request, handle, work)
+    record = services.store.find(workspace, module_id)
+    scope = compile_scope(services, workspace)
+    work = run_stored_async(services, record, body, scope, shows=parts, handle=handle)
+    outcome, spec = await _watched(request, handle, work)
+    if quick_to_answer(outcome):
+        return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
+    return await run_in_threadpool(
+        lambda: FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
+    )
+
+
+def _run_context(request: Request) -> tuple[frozenset[str] | None, Services, str, Any]:
+    """The parts the answer shows (``include``), the services, the workspace and the run's
+    task handle (registered under ``run_id`` when the query gives one)."""
     parts = parse_include(_query(request, "include"))
     run_id = _query(request, "run_id")
     services: Services = request.app.state.services
     workspace = request.state.workspace
-    handle = run_handle(services, workspace, run_id, "query.run_id")
-    return await _watched(
-        request, handle, _answer, services, workspace, module_id, body, parts, handle
-    )
+    return parts, services, workspace, run_handle(services, workspace, run_id, "query.run_id")
 
 
 QUERY = {
@@ -236,7 +267,7 @@ async def run_module(
     body: RunRequest = Body(default_factory=RunRequest),  # noqa: B008
 ) -> FastJSONResponse:
     """Run the module's forward pass or a loss through grad, vmap, jit, jacfwd, jacrev."""
-    return await _answer_in_thread(request, module_id, body)
+    return await _answer_run(request, module_id, body)
 
 
 @router.post(
@@ -321,7 +352,9 @@ async def run_fragment(request: Request, module_id: str) -> Response:
     pairs = await _pairs(request)
     record = _record(request, module_id)
     handle = _fragment_handle(request, pairs)
-    return await _watched(request, handle, render_run, request, record, pairs, handle)
+    return await _watched(
+        request, handle, run_in_threadpool(render_run, request, record, pairs, handle)
+    )
 
 
 @router.post("/m/{module_id}/run/form", response_class=HTMLResponse, include_in_schema=False)
@@ -357,4 +390,6 @@ async def sweep_fragment(request: Request, module_id: str) -> Response:
     pairs = await _pairs(request)
     record = _record(request, module_id)
     handle = _fragment_handle(request, pairs)
-    return await _watched(request, handle, render_sweep, request, record, pairs, handle)
+    return await _watched(
+        request, handle, run_in_threadpool(render_sweep, request, record, pairs, handle)
+    )

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import anyio.to_thread
+
 from app import transfer
 from app.cache import BoundedCache
 from app.errors import PlaygroundError
@@ -133,6 +135,29 @@ class RunClient:
         """f and df/dx_i along one input coordinate, in a worker."""
         return self._run(spec, module, request, scopes, None, False, with_input, None, handle)
 
+    async def run_async(
+        self,
+        spec: Any,
+        module: Any,
+        request: RunRequest,
+        *,
+        scopes: Sequence[tuple] = (),
+        compile_scope: str | None = None,
+        with_input: bool = True,
+        shows: frozenset[str] | None = None,
+        handle: Any = None,
+    ) -> RunOutcome:
+        """:meth:`run` from the event loop: the worker's answer is awaited there, with no
+        thread waiting for it (``WorkerPool.call_async``)."""
+        job, lane, affinity, expression = self._prepare(
+            spec, module, request, compile_scope, True, with_input, shows
+        )
+        if self.workers is None:
+            packed = await anyio.to_thread.run_sync(run_task, job)
+        else:
+            packed = await self._call_async(job, lane, affinity, handle)
+        return self._finish(transfer.unpack(packed), request, expression, scopes, compile_scope)
+
     def _run(
         self,
         spec: Any,
@@ -145,6 +170,24 @@ class RunClient:
         shows: frozenset[str] | None,
         handle: Any,
     ) -> RunOutcome:
+        job, lane, affinity, expression = self._prepare(
+            spec, module, request, compile_scope, eager, with_input, shows
+        )
+        packed = run_task(job) if self.workers is None else self._call(job, lane, affinity, handle)
+        return self._finish(transfer.unpack(packed), request, expression, scopes, compile_scope)
+
+    def _prepare(
+        self,
+        spec: Any,
+        module: Any,
+        request: RunRequest | SweepRequest,
+        compile_scope: str | None,
+        eager: bool,
+        with_input: bool,
+        shows: frozenset[str] | None,
+    ) -> tuple[RunJob, str, Any, Any]:
+        """What the worker is sent (the refusals that need no module first): the job, its
+        lane, its affinity and the parsed loss."""
         estimate = self.check_cost(spec, request)
         _, loss = run_transforms(request)
         expression = self.parse_loss(loss) if loss is not None else None
@@ -159,8 +202,18 @@ class RunClient:
             with_input=with_input,
             shows=shows,
         )
-        lane = lane_of(estimate, self.settings)
-        outcome = self._call(job, lane, _affinity(spec, request), handle)
+        return job, lane_of(estimate, self.settings), _affinity(spec, request), expression
+
+    def _finish(
+        self,
+        outcome: RunOutcome,
+        request: RunRequest | SweepRequest,
+        expression: Any,
+        scopes: Sequence[tuple],
+        compile_scope: str | None,
+    ) -> RunOutcome:
+        """The worker's outcome with what the web process tells: the compile scope's view,
+        what changed since the scopes' previous run, and the count of compilations."""
         outcome.request = request
         outcome.expression = expression
         outcome.compile_scope = self.scopes.record(compile_scope, outcome.key, outcome.compiled)
@@ -171,29 +224,53 @@ class RunClient:
             outcome.compiles = self.compiles
         return outcome
 
-    def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> RunOutcome:
-        if self.workers is None:
-            return transfer.unpack(run_task(job))
+    def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> transfer.Packed:
         client = current_client()
-        if client is not None and self._struck(client):
-            lane = "heavy"  # it went past a limit lately: never again on the light worker
+        lane = self._lane(client, lane)
         try:
             try:
                 light = replace(job, light=lane == "light")
-                packed = self.workers.call(
+                return self.workers.call(
                     run_task, light, lane=lane, handle=handle, affinity=affinity
                 )
             except NotLight:  # its compiled program is not light work: the heavy lane
-                packed = self.workers.call(
+                return self.workers.call(
                     run_task, job, lane="heavy", handle=handle, affinity=affinity
                 )
         except PlaygroundError as error:
-            # past a worker's limit, or refused by one only after tracing and compiling
-            limit = getattr(error, "setting", None) or getattr(error, "limit", None)
-            if client is not None and limit is not None:
-                self.strikes.put(client, time.monotonic())
+            self._strike(client, error)
             raise
-        return transfer.unpack(packed)
+
+    async def _call_async(
+        self, job: RunJob, lane: str, affinity: Any, handle: Any
+    ) -> transfer.Packed:
+        client = current_client()
+        lane = self._lane(client, lane)
+        try:
+            try:
+                light = replace(job, light=lane == "light")
+                return await self.workers.call_async(
+                    run_task, light, lane=lane, handle=handle, affinity=affinity
+                )
+            except NotLight:
+                return await self.workers.call_async(
+                    run_task, job, lane="heavy", handle=handle, affinity=affinity
+                )
+        except PlaygroundError as error:
+            self._strike(client, error)
+            raise
+
+    def _lane(self, client: str | None, lane: str) -> str:
+        if client is not None and self._struck(client):
+            return "heavy"  # it went past a limit lately: never again on the light worker
+        return lane
+
+    def _strike(self, client: str | None, error: PlaygroundError) -> None:
+        """Past a worker's limit, or refused by one only after tracing and compiling: the
+        client's runs go to the heavy lane for a while."""
+        limit = getattr(error, "setting", None) or getattr(error, "limit", None)
+        if client is not None and limit is not None:
+            self.strikes.put(client, time.monotonic())
 
     def _struck(self, client: str) -> bool:
         when = self.strikes.get(client)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
 import numpy as np
 import orjson
 import pydantic_core
@@ -200,6 +201,25 @@ def result_figure(
     return bar_figure(
         labels, heights, f"Norm of each leaf of the result{more}{note}", value_title="2-norm"
     )
+
+
+QUICK_ELEMENTS = 4096
+"""A run's answer is made in the event loop (no thread hand-over) when its result holds at most
+this many numbers: a few tenths of a millisecond of work at most."""
+
+
+def quick_to_answer(outcome: RunOutcome) -> bool:
+    """Whether :func:`run_payload` of ``outcome`` is quick enough to make in the event loop:
+    a digest, or a result of at most :data:`QUICK_ELEMENTS` numbers."""
+    result = outcome.result
+    if isinstance(result, ResultDigest):
+        return True
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(result):
+        total += getattr(leaf, "size", 1)
+        if total > QUICK_ELEMENTS:
+            return False
+    return True
 
 
 def run_payload(

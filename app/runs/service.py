@@ -65,6 +65,33 @@ def run_stored(
     return outcome, spec
 
 
+async def run_stored_async(
+    services: Services,
+    record: ModuleRecord,
+    body: RunRequest,
+    compile_scope: str | None = None,
+    *,
+    shows: frozenset[str] | None = None,
+    handle: Any = None,
+) -> tuple[RunOutcome, Any]:
+    """:func:`run_stored` of a run from the event loop, without the input's values: the
+    worker's answer is awaited there (``RunClient.run_async``)."""
+    spec = record.spec()
+    services.runs.check_cost(spec, body)
+    with services.compute.client_slot():
+        outcome = await services.runs.run_async(
+            spec,
+            record,
+            body,
+            scopes=run_scopes(record),
+            compile_scope=compile_scope,
+            with_input=False,
+            shows=shows,
+            handle=handle,
+        )
+    return outcome, spec
+
+
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A run's id, chosen by the client (the page sends a fresh UUID with each run)."""
 
