@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -66,6 +67,10 @@ def services_lifespan(settings: Settings):
             state.services = Services.create(settings)
             # the idle-workspace cleaner runs on requests that note a workspace's use
             state.services.store.after_touch = IdleCleaner(state.services).maybe_clean
+            # What start-up made (JAX, Equinox, the catalog: millions of objects) lives as long
+            # as the server: the collector need not look at it again (a full collection of it
+            # held a request for 300 ms).
+            gc.freeze()
         state.lifespans = getattr(state, "lifespans", 0) + 1
         try:
             yield
