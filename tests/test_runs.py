@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 
+import jax
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -653,6 +654,14 @@ def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
     assert outcome.result == ResultDigest(single=False, arrays=4, warnings=())
     unread = transfer.unpack(packed(frozenset()))  # no warnings asked: the values are not read
     assert unread.result == ResultDigest(single=False, arrays=4, warnings=None)
+    # with values shown, the leaves by path, not the module-shaped tree: the same numbers
+    leaves = transfer.unpack(packed(frozenset({"values"}))).result
+    tree = transfer.unpack(whole).result
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    assert leaves.single is False
+    assert [path for path, _ in leaves.leaves] == [jax.tree_util.keystr(p) for p, _ in flat]
+    for (_, array), (_, expected) in zip(leaves.leaves, flat, strict=True):
+        np.testing.assert_array_equal(array, expected)
     assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""
 
 

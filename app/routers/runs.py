@@ -140,7 +140,7 @@ def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, par
         body,
         compile_scope=compile_scope(services, workspace),
         with_input=False,
-        shows=parts,
+        shows=frozenset(FIELDS) if parts is None else parts,
         handle=handle,
     )
     if isinstance(body, SweepRequest):
@@ -181,7 +181,8 @@ async def _answer_run(request: Request, module_id: str, body: RunRequest) -> Fas
         return await _watched(request, handle, work)
     record = services.store.find(workspace, module_id)
     scope = compile_scope(services, workspace)
-    work = run_stored_async(services, record, body, scope, shows=parts, handle=handle)
+    shows = frozenset(FIELDS) if parts is None else parts  # the answer's parts, never the tree
+    work = run_stored_async(services, record, body, scope, shows=shows, handle=handle)
     outcome, spec = await _watched(request, handle, work)
     if quick_to_answer(outcome):
         return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))

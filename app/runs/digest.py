@@ -31,6 +31,22 @@ class ResultDigest:
     """:func:`nonfinite_warnings` of its arrays; None when not checked."""
 
 
+@dataclass(frozen=True)
+class ResultLeaves:
+    """A result as :func:`flat` leaves it: its arrays on the host with their keystr paths,
+    without the tree around them (an answer shows leaves by path; rebuilding a module-shaped
+    gradient in the web process, a module of the user's class, costs more than the answer)."""
+
+    single: bool
+    """Whether the result is one array (its one leaf's path is ``""``)."""
+    leaves: tuple[tuple[str, np.ndarray], ...]
+
+
+def flat(result: Any) -> ResultLeaves:
+    """``result``'s :class:`ResultLeaves`."""
+    return ResultLeaves(is_single_array(result), tuple(host_leaves(result)))
+
+
 def digest(result: Any, check: bool = True) -> ResultDigest:
     """``result``'s :class:`ResultDigest`; ``check``: look for NaN and infinity (it reads
     every value: a few tenths of a millisecond for a 4 MB gradient)."""
@@ -43,11 +59,15 @@ def digest(result: Any, check: bool = True) -> ResultDigest:
 
 
 def is_single_array(value: Any) -> bool:
+    if isinstance(value, ResultLeaves):
+        return value.single
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
 def host_leaves(result: Any) -> list[tuple[str, np.ndarray]]:
     """Every array of ``result`` on the host, with its keystr path (``""`` for an array)."""
+    if isinstance(result, ResultLeaves):
+        return list(result.leaves)
     if is_single_array(result):
         return [("", np.asarray(result))]
     flat, _ = tree_flatten_with_path(result)

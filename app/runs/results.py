@@ -22,6 +22,7 @@ from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
 from app.runs.code import run_code, run_expression, sweep_code
 from app.runs.digest import (
     ResultDigest,
+    ResultLeaves,
     host_leaves,
     is_single_array,
     leaf_norms,
@@ -214,8 +215,9 @@ def quick_to_answer(outcome: RunOutcome) -> bool:
     result = outcome.result
     if isinstance(result, ResultDigest):
         return True
+    arrays = [a for _, a in result.leaves] if isinstance(result, ResultLeaves) else None
     total = 0
-    for leaf in jax.tree_util.tree_leaves(result):
+    for leaf in jax.tree_util.tree_leaves(result) if arrays is None else arrays:
         total += getattr(leaf, "size", 1)
         if total > QUICK_ELEMENTS:
             return False

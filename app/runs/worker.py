@@ -21,7 +21,7 @@ import jax
 from app import transfer
 from app.cache import BoundedCache
 from app.catalog import parse_spec
-from app.runs.digest import digest
+from app.runs.digest import digest, flat
 from app.runs.engine import RunEngine, RunOutcome
 from app.runs.limits import light_lane
 from app.runs.spec import RunRequest, SweepRequest
@@ -127,18 +127,20 @@ def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
 
 
 def trimmed(outcome: RunOutcome, shows: frozenset[str] | None) -> RunOutcome:
-    """``outcome`` as the web process needs it for an answer showing only ``shows`` (None:
-    all): the result's arrays copied to the host (NumPy), or only its
-    :class:`~app.runs.digest.ResultDigest` when neither values nor figure are shown (a 4 x 512
-    MLP's gradient is 4 MB to copy, then to send between processes; it is read for NaN and
-    infinity only when ``warnings`` are shown); the output tree, jaxpr and HLO text go when
-    they are not shown."""
-    if shows is not None and not shows & {"values", "plot"}:
-        outcome.result = digest(outcome.result, check="warnings" in shows)
-    else:
-        outcome.result = jax.device_get(outcome.result)
+    """``outcome`` as the web process needs it for an answer showing only ``shows``: with
+    None (the result itself is used, as a tree) its arrays copied to the host (NumPy);
+    otherwise the result's leaves by path (:class:`~app.runs.digest.ResultLeaves`), or only
+    its :class:`~app.runs.digest.ResultDigest` when neither values nor figure are shown (a
+    4 x 512 MLP's gradient is 4 MB to copy, then to send between processes; it is read for
+    NaN and infinity only when ``warnings`` are shown), and the output tree, jaxpr and HLO
+    text go when they are not shown."""
     if shows is None:
+        outcome.result = jax.device_get(outcome.result)
         return outcome
+    if shows & {"values", "plot"}:
+        outcome.result = flat(outcome.result)
+    else:
+        outcome.result = digest(outcome.result, check="warnings" in shows)
     if "output" not in shows:
         outcome.output = None
     hidden = {part: "" for part in ("jaxpr", "hlo") if part not in shows}
