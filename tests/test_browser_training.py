@@ -181,9 +181,16 @@ def test_the_reference_network_trains_and_its_dynamics_show(page, page_probe):
     page_probe.assert_clean()
 
 
-def test_a_lessons_training_has_its_own_one_stop_control(page, page_probe):
+def test_a_lessons_training_has_its_own_one_stop_control(page, page_probe, monkeypatch):
     """A lesson's step has no training form: its progress box keeps its own Stop training, the
     one stop control there, at 1280x720 and 390 px wide, and it works from the keyboard."""
+    from app.lessons.library import lessons
+
+    # The step's job is watched over 3 s; on a busy machine the page's steps may take longer,
+    # and the job would end before its Stop is pressed. Watched over a minute here, it runs
+    # until the test stops it (the live server shares this process's lessons).
+    training = lessons()["spiral"].steps[0].training
+    monkeypatch.setattr(training, "watch_seconds", 60)
     SCREENSHOTS.mkdir(exist_ok=True)
     for width, height in ((1280, 720), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
@@ -193,8 +200,6 @@ def test_a_lessons_training_has_its_own_one_stop_control(page, page_probe):
         page.locator("#lesson-result .train-job").wait_for()
         wait_for_htmx_settled(page)
         assert page.get_by_role("button", name=STOP).count() == 1
-        # focused at once: the step's job is paced over 3 s, and on a busy machine the
-        # screenshot alone may take longer (the job then ends before its Stop is pressed)
         page.get_by_role("button", name="Stop training").focus()
         page.evaluate("document.querySelector('.train-controls').scrollIntoView({block: 'start'})")
         page.screenshot(path=str(SCREENSHOTS / f"lesson_training_{width}.png"))
