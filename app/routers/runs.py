@@ -164,9 +164,12 @@ async def _watched(request: Request, handle: Any, work: Awaitable) -> Any:
             handle.cancel()
 
 
-async def _answer_in_thread(request: Request, module_id: str, body) -> FastJSONResponse:
-    """Read the query, then run or sweep in the thread pool, in one trip, watched."""
-    parts, services, workspace, handle = _run_context(request)
+async def _answer_in_thread(
+    request: Request, module_id: str, body, context: tuple | None = None
+) -> FastJSONResponse:
+    """Read the query (unless ``context`` has it: :func:`_run_context`), then run or sweep in
+    the thread pool, in one trip, watched."""
+    parts, services, workspace, handle = context or _run_context(request)
     work = run_in_threadpool(_answer, services, workspace, module_id, body, parts, handle)
     return await _watched(request, handle, work)
 
@@ -175,10 +178,10 @@ async def _answer_run(request: Request, module_id: str, body: RunRequest) -> Fas
     """A run, from the event loop when the module's record is one read of the local database
     away (``ModuleStore.reads_at_once``): the loop sends it to a free worker and awaits the
     answer, with no thread between them; otherwise as :func:`_answer_in_thread`."""
-    parts, services, workspace, handle = _run_context(request)
+    context = _run_context(request)
+    parts, services, workspace, handle = context
     if not services.store.reads_at_once(workspace):
-        work = run_in_threadpool(_answer, services, workspace, module_id, body, parts, handle)
-        return await _watched(request, handle, work)
+        return await _answer_in_thread(request, module_id, body, context)
     record = services.store.find(workspace, module_id)
     scope = compile_scope(services, workspace)
     shows = frozenset(FIELDS) if parts is None else parts  # the answer's parts, never the tree
