@@ -719,3 +719,24 @@ def test_an_outcome_is_packed_plainly_its_large_arrays_apart():
     back = transfer.unpack(pickle.loads(pickle.dumps(held)))
     assert back["activation"] is jax.nn.relu
     np.testing.assert_array_equal(back["big"], big)
+
+
+def test_a_run_goes_to_worker_processes_without_the_settings(tmp_path):
+    """Worker processes are set up with the app's settings (``prepare_worker``), so a run's job
+    leaves them out (they were most of its pickle); inline runs carry them."""
+    import pickle
+    from types import SimpleNamespace
+
+    from app.catalog import parse_spec
+    from app.runs.client import RunClient
+    from app.runs.spec import RunRequest
+
+    settings = Settings(data_dir=tmp_path)
+    spec = parse_spec("library.Linear", {"in_dim": 2, "out_dim": 3})
+    request = RunRequest(transforms=["grad"], loss="mean(out)")
+    jobs = {}
+    for workers in (2, 0):
+        runs = RunClient(settings, None, SimpleNamespace(workers=workers))
+        jobs[workers] = runs._prepare(spec, spec.build(), request, None, False, False, None)[0]
+    assert jobs[2].settings is None and jobs[0].settings is settings
+    assert len(pickle.dumps(jobs[2])) < len(pickle.dumps(jobs[0])) - 1000

@@ -89,6 +89,9 @@ class RunClient:
         (pickled once: a revision's parameters never change)."""
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
+        self._workers_have_settings = workers is not None and getattr(workers, "workers", 0) > 0
+        """Worker processes are set up with the app's settings (``prepare_worker``), so its
+        runs go without them; inline runs carry them."""
 
     def parse_loss(self, text: str, field_name: str = "loss") -> Any:
         return self.losses.parse(text, field_name)
@@ -193,7 +196,7 @@ class RunClient:
         expression = self.parse_loss(loss) if loss is not None else None
         job = RunJob(
             token=self.token,
-            settings=self.settings,
+            settings=None if self._workers_have_settings else self.settings,
             spec=spec,
             source=self._source(module),
             request=request,
@@ -286,7 +289,9 @@ class RunClient:
                     module.trained or tree_nbytes(built) <= SEND_MODULE_BYTES
                 ):
                     sent = self._sent.get_or_make(key, lambda: transfer.dumps(built))
-            return ModuleSource(key, module.kind, module.params, sent)
+                elif built is not None:
+                    self._sent.put(key, b"")  # too large to send: the worker builds it
+            return ModuleSource(key, module.kind, module.params, sent or None)
         return ModuleSource(None, "", {}, transfer.dumps(module))
 
     def _remember(

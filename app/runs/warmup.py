@@ -21,6 +21,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from app.catalog import SEED_KIND, parse_spec
 from app.runs.view import presets
 from app.settings import Settings
+from app.workers import worker_state
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,11 @@ def configure_compilation_cache(settings: Settings) -> Path | None:
 def prepare_worker(settings: Settings) -> None:
     """A worker process's set-up, before its first task: JAX's persistent compilation cache
     configured and its backend started (so no task pays for them within its time limit);
-    what that made is left out of the collector's full collections (``gc.freeze``)."""
+    what that made is left out of the collector's full collections (``gc.freeze``). The
+    settings stay in ``worker_state()`` for the runs, which then travel without them."""
     configure_compilation_cache(settings)
     jax.devices()
+    worker_state()["settings"] = settings
     gc.freeze()
 
 

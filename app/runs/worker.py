@@ -56,7 +56,9 @@ class RunJob:
 
     token: str
     """The app's runs (``RunClient.token``): which engine of the process runs it."""
-    settings: Settings
+    settings: Settings | None
+    """The app's settings; None in a worker process, which has them from its set-up
+    (``app.runs.warmup.prepare_worker``): they are not pickled with every run."""
     spec: Any
     source: ModuleSource
     request: RunRequest | SweepRequest
@@ -103,7 +105,7 @@ def _model(job: RunJob) -> Any:
 
 def run_task(job: RunJob) -> transfer.Packed:
     """Run ``job`` in this process: the outcome, packed by :mod:`app.transfer`."""
-    engine = engine_for(job.token, job.settings)
+    engine = engine_for(job.token, job.settings or worker_state()["settings"])
     model = _model(job)
     with light_lane(job.light):
         return _run(engine, model, job)
