@@ -140,7 +140,7 @@ def _answer(services, workspace, module_id, body: RunRequest | SweepRequest, par
         body,
         compile_scope=compile_scope(services, workspace),
         with_input=False,
-        shows=frozenset(FIELDS) if parts is None else parts,
+        shows=parts,
         handle=handle,
     )
     if isinstance(body, SweepRequest):
@@ -184,8 +184,7 @@ async def _answer_run(request: Request, module_id: str, body: RunRequest) -> Fas
         return await _answer_in_thread(request, module_id, body, context)
     record = services.store.find(workspace, module_id)
     scope = compile_scope(services, workspace)
-    shows = frozenset(FIELDS) if parts is None else parts  # the answer's parts, never the tree
-    work = run_stored_async(services, record, body, scope, shows=shows, handle=handle)
+    work = run_stored_async(services, record, body, scope, shows=parts, handle=handle)
     outcome, spec = await _watched(request, handle, work)
     if quick_to_answer(outcome):
         return FastJSONResponse(run_payload(outcome, spec, services.settings, parts))
@@ -194,10 +193,12 @@ async def _answer_run(request: Request, module_id: str, body: RunRequest) -> Fas
     )
 
 
-def _run_context(request: Request) -> tuple[frozenset[str] | None, Services, str, Any]:
-    """The parts the answer shows (``include``), the services, the workspace and the run's
-    task handle (registered under ``run_id`` when the query gives one)."""
+def _run_context(request: Request) -> tuple[frozenset[str], Services, str, Any]:
+    """The parts the answer shows (``include``, by name: the worker then sends them, never
+    the result's tree), the services, the workspace and the run's task handle (registered
+    under ``run_id`` when the query gives one)."""
     parts = parse_include(_query(request, "include"))
+    parts = frozenset(FIELDS) if parts is None else parts
     run_id = _query(request, "run_id")
     services: Services = request.app.state.services
     workspace = request.state.workspace

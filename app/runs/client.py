@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -230,7 +231,7 @@ class RunClient:
     def _call(self, job: RunJob, lane: str, affinity: Any, handle: Any) -> transfer.Packed:
         client = current_client()
         lane = self._lane(client, lane)
-        try:
+        with self._striking(client):
             try:
                 light = replace(job, light=lane == "light")
                 return self.workers.call(
@@ -240,16 +241,14 @@ class RunClient:
                 return self.workers.call(
                     run_task, job, lane="heavy", handle=handle, affinity=affinity
                 )
-        except PlaygroundError as error:
-            self._strike(client, error)
-            raise
 
     async def _call_async(
         self, job: RunJob, lane: str, affinity: Any, handle: Any
     ) -> transfer.Packed:
+        """:meth:`_call`, awaited in the event loop."""
         client = current_client()
         lane = self._lane(client, lane)
-        try:
+        with self._striking(client):
             try:
                 light = replace(job, light=lane == "light")
                 return await self.workers.call_async(
@@ -259,21 +258,23 @@ class RunClient:
                 return await self.workers.call_async(
                     run_task, job, lane="heavy", handle=handle, affinity=affinity
                 )
-        except PlaygroundError as error:
-            self._strike(client, error)
-            raise
 
     def _lane(self, client: str | None, lane: str) -> str:
         if client is not None and self._struck(client):
             return "heavy"  # it went past a limit lately: never again on the light worker
         return lane
 
-    def _strike(self, client: str | None, error: PlaygroundError) -> None:
-        """Past a worker's limit, or refused by one only after tracing and compiling: the
-        client's runs go to the heavy lane for a while."""
-        limit = getattr(error, "setting", None) or getattr(error, "limit", None)
-        if client is not None and limit is not None:
-            self.strikes.put(client, time.monotonic())
+    @contextmanager
+    def _striking(self, client: str | None):
+        """A run past a worker's limit, or refused by one only after tracing and compiling,
+        sends its client's runs to the heavy lane for a while."""
+        try:
+            yield
+        except PlaygroundError as error:
+            limit = getattr(error, "setting", None) or getattr(error, "limit", None)
+            if client is not None and limit is not None:
+                self.strikes.put(client, time.monotonic())
+            raise
 
     def _struck(self, client: str) -> bool:
         when = self.strikes.get(client)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import jax
 import numpy as np
 import orjson
 import pydantic_core
@@ -22,7 +21,6 @@ from app.plots import array_figure, bar_figure, heatmap_figure, line_figure
 from app.runs.code import run_code, run_expression, sweep_code
 from app.runs.digest import (
     ResultDigest,
-    ResultLeaves,
     host_leaves,
     is_single_array,
     leaf_norms,
@@ -212,16 +210,9 @@ this many numbers: a few tenths of a millisecond of work at most."""
 def quick_to_answer(outcome: RunOutcome) -> bool:
     """Whether :func:`run_payload` of ``outcome`` is quick enough to make in the event loop:
     a digest, or a result of at most :data:`QUICK_ELEMENTS` numbers."""
-    result = outcome.result
-    if isinstance(result, ResultDigest):
+    if isinstance(outcome.result, ResultDigest):
         return True
-    arrays = [a for _, a in result.leaves] if isinstance(result, ResultLeaves) else None
-    total = 0
-    for leaf in jax.tree_util.tree_leaves(result) if arrays is None else arrays:
-        total += getattr(leaf, "size", 1)
-        if total > QUICK_ELEMENTS:
-            return False
-    return True
+    return sum(array.size for _, array in host_leaves(outcome.result)) <= QUICK_ELEMENTS
 
 
 def run_payload(

@@ -391,21 +391,12 @@ class WorkerPool:
         try:
             limit, future = self._schedule(slot, fn, args, timeout)
             try:
-                return await asyncio.wrap_future(future)
-            except (ProcessExpired, CancelledError, BrokenProcessPool) as error:
-                raise self._ended(slot, limit) from error
-            except asyncio.CancelledError:
-                if not future.cancelled():
-                    raise
-                ended = self._ended(slot, limit)  # pebble stopped its worker
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # this request was cancelled
-                raise ended from None
-            except Exception as error:
-                if slot.kill is not None:  # killed while its error was on the way
-                    raise self._ended(slot, limit) from error
+                await asyncio.wait({asyncio.wrap_future(future)})
+            except asyncio.CancelledError:  # the request was cancelled: so is its task
+                if future.cancel():  # pebble stops its worker
+                    self._ended(slot, limit)
                 raise
+            return self._result(slot, limit, future)
         finally:
             handle.done = True
             self._release(slot, affinity, client, started)
@@ -459,6 +450,10 @@ class WorkerPool:
         self, slot: _Slot, handle: TaskHandle, fn: Callable, args: tuple, timeout: float | None
     ) -> Any:
         limit, future = self._schedule(slot, fn, args, timeout)
+        return self._result(slot, limit, future)
+
+    def _result(self, slot: _Slot, limit: float, future: Future) -> Any:
+        """The task's result (waiting for it), or what a task whose worker died answers."""
         try:
             return future.result()
         except (ProcessExpired, CancelledError, BrokenProcessPool) as error:
@@ -523,19 +518,11 @@ class WorkerPool:
         self, handle: TaskHandle, lane: Lane, affinity: Hashable | None, client: Hashable | None
     ) -> _Slot | None:
         """A worker for the task if one is free now (as :meth:`_acquire` would choose it),
-        else None; never waits."""
-        ticket = _Ticket(PRIORITY[lane], next(self._order), lane, client)
-        with self._cond:
-            if handle.cancelled or self._closed:
-                return None  # call() answers why
-            self._waiting.append(ticket)
-            self._reorder()
-            try:
-                slot = self._pick(ticket, affinity)
-                return None if slot is None else self._take(slot, handle)
-            finally:
-                self._waiting.remove(ticket)
-                self._cond.notify_all()
+        else None (:meth:`call` then waits, or answers why not)."""
+        try:
+            return self._acquire(handle, lane, affinity, 0, client)
+        except (WorkersBusy, RunCancelled):
+            return None
 
     def _take(self, slot: _Slot, handle: TaskHandle) -> _Slot:
         """Give ``slot`` to the task of ``handle`` (under the lock)."""
