@@ -16,6 +16,8 @@ IMMEDIATE``), so check-then-insert is exact under concurrent requests.
 from __future__ import annotations
 
 import hashlib
+import queue
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,6 +190,50 @@ def _enable_sqlite_durability(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+class SQLiteReader:
+    """SQLite connections of their own, outside SQLAlchemy's pool, for the one read every run
+    makes (a module's record): a checkout from the pool and its return cost more than the read.
+    Each read is its own transaction (autocommit), so it sees every committed write; there are
+    as many connections as reads happened at once, kept for the next reads."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._closed = False
+
+    @classmethod
+    def of(cls, engine: Engine) -> SQLiteReader | None:
+        """A reader of ``engine``'s database file (None for PostgreSQL or a database in
+        memory, which another connection would not see)."""
+        path = engine.url.database
+        if engine.dialect.name != "sqlite" or not path or path == ":memory:":
+            return None
+        return cls(path)
+
+    def one(self, statement: str, arguments: tuple) -> tuple | None:
+        """The first row of ``statement`` (SQLite's own SQL, ``?`` parameters), or None."""
+        try:
+            connection = self._idle.get_nowait()
+        except queue.Empty:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout=10000")
+        try:
+            return connection.execute(statement, arguments).fetchone()
+        finally:
+            if self._closed:
+                connection.close()
+            else:
+                self._idle.put(connection)
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 def create_database_engine(url: str) -> Engine:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 
+@functools.cache
 def device_label() -> str:
-    """The device runs use, in words: "CPU" or the GPU's name."""
+    """The device runs use, in words: "CPU" or the GPU's name (a process's devices never change)."""
     device = jax.devices()[0]
     if device.platform == "cpu":
         return "CPU"

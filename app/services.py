@@ -108,6 +108,7 @@ class Services:
         self.jobs.shutdown()
         self.workers.close()
         self.runs.close()
+        self.store.close()
         self.engine.dispose()
 
 

@@ -63,6 +63,48 @@ def test_errors_raised_in_a_worker_are_raised_in_the_caller(pool):
     assert pool.call(tasks.add, 1, 1) == 2
 
 
+def test_a_worker_error_carries_its_traceback_from_the_worker(pool):
+    with pytest.raises(ValueError) as failed:
+        pool.call(tasks.fail)
+    assert "worker_tasks.py" in str(failed.value.__cause__)  # where it was raised, in the worker
+
+
+def test_what_cannot_cross_between_processes_is_named_and_the_worker_goes_on(pool):
+    with pytest.raises(TypeError, match="result cannot be sent back"):
+        pool.call(tasks.unpicklable_result)
+    with pytest.raises(TypeError, match="error .*made in the worker.* cannot be sent back"):
+        pool.call(tasks.raise_unpicklable)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        pool.call(tasks.echo, lambda: None)  # the task itself: raised here, nothing sent
+    assert pool.call(tasks.add, 2, 5) == 7
+
+
+def test_large_arguments_and_results_cross_whole_both_ways(pool):
+    assert len(pool.call(tasks.large, 30)) == 30_000_000  # many times a socket's buffer
+    payload = bytes(range(256)) * 40_000
+    assert pool.call(tasks.echo, payload) == payload
+
+
+def test_tasks_from_the_event_loop_and_from_threads_share_the_workers(pool):
+    import asyncio
+
+    async def both() -> list:
+        loop = asyncio.get_running_loop()
+        from_thread = loop.run_in_executor(None, lambda: pool.call(tasks.add, 1, 2))
+        awaited = [pool.call_async(tasks.add, n, n) for n in range(6)]
+        return [await from_thread, *await asyncio.gather(*awaited)]
+
+    assert asyncio.run(both()) == [3, 0, 2, 4, 6, 8, 10]
+
+
+def test_a_worker_that_died_while_idle_is_replaced_for_the_next_task(pool):
+    pool.call(tasks.add, 0, 0, lane="heavy")
+    (slot,) = [slot for slot in pool._slots if slot.accepts("heavy")]
+    os.kill(slot.pid_value.value, signal.SIGKILL)
+    wait_for(lambda: slot.channel.served.done())  # pebble saw it die
+    assert pool.call(tasks.add, 3, 4, lane="heavy") == 7
+
+
 def test_workers_are_reused_and_keep_their_state(pool):
     first = pool.call(tasks.count_calls, lane="heavy")
     assert pool.call(tasks.count_calls, lane="heavy") == first + 1

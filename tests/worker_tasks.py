@@ -61,3 +61,22 @@ def prepare() -> None:
     import jax
 
     jax.devices()
+
+
+def unpicklable_result() -> object:
+    return lambda: None  # a lambda cannot be pickled
+
+
+def large(megabytes: int) -> bytes:
+    return b"x" * (megabytes * 1_000_000)
+
+
+def echo(value: object) -> object:
+    return value
+
+
+def raise_unpicklable() -> None:
+    class Local(Exception):  # a class made here cannot be pickled by name
+        pass
+
+    raise Local("made in the worker")

@@ -90,6 +90,8 @@ class RunClient:
         (pickled once: a revision's parameters never change)."""
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
+        self._module_affinities: BoundedCache[tuple, int] = BoundedCache(MAX_SENT)
+        """Stored modules' part of a run's affinity, by id and revision."""
         self._workers_have_settings = workers is not None and getattr(workers, "workers", 0) > 0
         """Worker processes are set up with the app's settings (``prepare_worker``), so its
         runs go without them; inline runs carry them."""
@@ -195,18 +197,20 @@ class RunClient:
         estimate = self.check_cost(spec, request)
         _, loss = run_transforms(request)
         expression = self.parse_loss(loss) if loss is not None else None
+        source = self._source(module)
         job = RunJob(
             token=self.token,
             settings=None if self._workers_have_settings else self.settings,
             spec=spec,
-            source=self._source(module),
+            source=source,
             request=request,
             reset_at=self.scopes.reset_time(compile_scope),
             eager=eager,
             with_input=with_input,
             shows=shows,
         )
-        return job, lane_of(estimate, self.settings), _affinity(spec, request), expression
+        affinity = self._affinity(spec, source, request)
+        return job, lane_of(estimate, self.settings), affinity, expression
 
     def _finish(
         self,
@@ -295,6 +299,15 @@ class RunClient:
             return ModuleSource(key, module.kind, module.params, sent or None)
         return ModuleSource(None, "", {}, transfer.dumps(module))
 
+    def _affinity(self, spec: Any, source: ModuleSource, request: RunRequest | SweepRequest) -> int:
+        """The same module kind and parameters and the same request: the pool prefers the
+        worker that compiled them before (a stored module's part is kept by its revision)."""
+        if source.key is None:
+            module = _module_affinity(spec)
+        else:
+            module = self._module_affinities.get_or_make(source.key, lambda: _module_affinity(spec))
+        return hash((module, request.model_dump_json()))
+
     def _remember(
         self, scopes: Sequence[tuple], key: KeyRecord
     ) -> tuple[KeyRecord | None, str | None]:
@@ -318,8 +331,7 @@ class RunClient:
         forget_engine(self.token)
 
 
-def _affinity(spec: Any, request: RunRequest | SweepRequest) -> int:
-    """The same module kind and parameters (seed aside: it changes no compiled program) and the
-    same request: the pool prefers the worker that compiled them before."""
+def _module_affinity(spec: Any) -> int:
+    """The module kind and parameters, seed aside (it changes no compiled program)."""
     params = {k: v for k, v in spec.model_dump(mode="json").items() if k != "seed"}
-    return hash((spec.kind, json.dumps(params, sort_keys=True), request.model_dump_json()))
+    return hash((spec.kind, json.dumps(params, sort_keys=True)))

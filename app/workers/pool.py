@@ -1,8 +1,10 @@
 """The worker pool: every computation runs in a worker process the web process supervises.
 
-Each worker is a ``pebble.ProcessPool`` of one process (pebble starts it, runs tasks in it,
-reports a death as ``ProcessExpired`` and starts a replacement). Keeping one pool per worker
-lets the dispatcher here choose *which* worker takes a task:
+Each worker is a ``pebble.ProcessPool`` of one process (pebble starts it, reports its death
+and starts a replacement); its tasks go over a :class:`~app.workers.channel.Channel`, a socket
+pair that the event loop (or a waiting thread) writes and reads itself, which is a fifth of the
+trip through pebble's own scheduling threads. Keeping one pool per worker lets the dispatcher
+here choose *which* worker takes a task:
 
 - **lanes** (:func:`lanes_of`): ``light`` tasks may use any worker; ``heavy`` and ``train``
   tasks never use the last worker (kept for light work) when there are two or more, so a slow
@@ -46,19 +48,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 import anyio.to_thread
 import pebble
-from pebble import ProcessExpired
 
 from app.workers import stage as stage_module
+from app.workers.channel import Channel, ChannelClosed
 from app.workers.errors import RunCancelled, RunLimitExceeded, WorkerLost, WorkersBusy
-from app.workers.process import initialize, ping, run_task
+from app.workers.process import initialize
 from app.workers.stage import CODES, STAGES
 
 logger = logging.getLogger("playground.workers")
@@ -127,8 +129,8 @@ class TaskHandle:
 
 @dataclass(eq=False)
 class _Slot:
-    """One worker: its pebble pool (None inline), what it shares with the web process, and
-    the task it runs."""
+    """One worker: its pebble pool (None inline), what it shares with the web process, the
+    channel its tasks go over, and the task it runs."""
 
     index: int
     lanes: frozenset[str]
@@ -147,6 +149,8 @@ class _Slot:
     """Why the supervisor or a cancel killed the worker: ``(reason, stage)``."""
     affinities: OrderedDict = field(default_factory=OrderedDict)
     dead_pid: int = 0
+    channel: Channel | None = None
+    """Its tasks' channel (None: opened with the next task, its worker having died)."""
 
     @property
     def ready(self) -> bool:
@@ -294,7 +298,7 @@ class WorkerPool:
         """Start every worker process now rather than at its first task."""
         for slot in self._slots:
             if slot.process is not None:
-                slot.process.schedule(ping)
+                self._channel(slot)
         return self
 
     def pids(self) -> list[int]:
@@ -389,14 +393,15 @@ class WorkerPool:
             )
         started = time.monotonic()
         try:
-            limit, future = self._schedule(slot, fn, args, timeout)
+            limit, channel = self._schedule(slot, timeout)
             try:
-                await asyncio.wait({asyncio.wrap_future(future)})
+                with self._answering(slot, limit):
+                    return await channel.call_async(fn, args)
             except asyncio.CancelledError:  # the request was cancelled: so is its task
-                if future.cancel():  # pebble stops its worker
-                    self._ended(slot, limit)
+                with self._cond:
+                    self._kill(slot, "cancelled")
+                self._ended(slot, limit)
                 raise
-            return self._result(slot, limit, future)
         finally:
             handle.done = True
             self._release(slot, affinity, client, started)
@@ -419,6 +424,8 @@ class WorkerPool:
         for slot in self._slots:
             if slot.process is not None:
                 slot.process.join(timeout)
+            if slot.channel is not None:
+                slot.channel.close()
         self._waiters.shutdown(wait=False, cancel_futures=True)
 
     # -- running
@@ -434,30 +441,45 @@ class WorkerPool:
             raise RunCancelled(STAGES[handle._stage_code])
         return result
 
-    def _schedule(
-        self, slot: _Slot, fn: Callable, args: tuple, timeout: float | None
-    ) -> tuple[float, Future]:
-        """Send ``fn(*args)`` to ``slot``'s worker: its time limit, and the future of its result."""
+    def _schedule(self, slot: _Slot, timeout: float | None) -> tuple[float, Channel]:
+        """Ready ``slot``'s worker for a task: the task's time limit, and the channel to send
+        it over."""
         limit = self.max_run_seconds if timeout is None else timeout
         with self._cond:
             slot.limit = limit
+        return limit, self._channel(slot)
+
+    def _channel(self, slot: _Slot) -> Channel:
+        """``slot``'s channel, opened anew when its worker died (pebble starts a replacement)."""
         if not slot.process.active:  # broken: its process died while idle, or could not start
             slot.process.stop()
             slot.process = self._new_process(slot.pid_value, slot.stage_value, slot.nice)
-        return limit, slot.process.schedule(run_task, args=(fn, args))
+            self._close_channel(slot)
+        if slot.channel is not None and slot.channel.served.done():  # it died while idle
+            self._close_channel(slot)
+        if slot.channel is None:
+            slot.channel = Channel.open(slot.process)
+        return slot.channel
+
+    def _close_channel(self, slot: _Slot) -> None:
+        if slot.channel is not None:
+            slot.channel.close()
+            slot.channel = None
 
     def _in_worker(
         self, slot: _Slot, handle: TaskHandle, fn: Callable, args: tuple, timeout: float | None
     ) -> Any:
-        limit, future = self._schedule(slot, fn, args, timeout)
-        return self._result(slot, limit, future)
+        limit, channel = self._schedule(slot, timeout)
+        with self._answering(slot, limit):
+            return channel.call(fn, args)
 
-    def _result(self, slot: _Slot, limit: float, future: Future) -> Any:
-        """The task's result (waiting for it), or what a task whose worker died answers."""
+    @contextmanager
+    def _answering(self, slot: _Slot, limit: float):
+        """Around waiting for a task's answer: a task whose worker died (its channel closed)
+        raises what :meth:`_ended` says instead."""
         try:
-            return future.result()
-        except (ProcessExpired, CancelledError, BrokenProcessPool) as error:
-            # a broken pool is renewed above, before its next task
+            yield
+        except ChannelClosed as error:
             raise self._ended(slot, limit) from error
         except Exception as error:
             if slot.kill is not None:  # killed while its error was on the way
@@ -465,11 +487,12 @@ class WorkerPool:
             raise
 
     def _ended(self, slot: _Slot, limit: float) -> Exception:
-        """What a task whose worker died answers. The dead worker's last stage is cleared (it
-        would start the next task's clock before the new worker starts it), and so is what
-        was warm there."""
+        """What a task whose worker died answers. Its channel is closed (the replacement gets
+        a new one); the dead worker's last stage is cleared (it would start the next task's
+        clock before the new worker starts it), and so is what was warm there."""
         kill = slot.kill
         lost_stage = STAGES[slot.stage_value.value]
+        self._close_channel(slot)
         with self._cond:
             slot.stage_value.value = CODES["idle"]
             slot.dead_pid = slot.pid_value.value  # not ready until its replacement says its pid
