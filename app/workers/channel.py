@@ -121,7 +121,9 @@ class Channel:
             filled += await _received(loop.sock_recv_into(self.sock, memoryview(buffer)[filled:]))
         total = HEADER.size + HEADER.unpack_from(buffer)[0]
         if total > len(buffer):
-            buffer.extend(bytes(total - len(buffer)))
+            larger = bytearray(total)
+            larger[:filled] = memoryview(buffer)[:filled]
+            buffer = larger
         while filled < total:
             view = memoryview(buffer)[filled:total]
             filled += await _received(loop.sock_recv_into(self.sock, view))
