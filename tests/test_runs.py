@@ -649,20 +649,38 @@ def test_the_worker_sends_only_what_the_answer_shows(tmp_path):
     lean = packed(frozenset({"warnings"}))
     assert lean.arrays == () and len(pickle.dumps(lean)) < 8_000
     from app import transfer
+    from app.runs.worker import outcome_of
 
-    outcome = transfer.unpack(lean)
+    outcome = outcome_of(lean)
     assert outcome.result == ResultDigest(single=False, arrays=4, warnings=())
-    unread = transfer.unpack(packed(frozenset()))  # no warnings asked: the values are not read
+    unread = outcome_of(packed(frozenset()))  # no warnings asked: the values are not read
     assert unread.result == ResultDigest(single=False, arrays=4, warnings=None)
     # with values shown, the leaves by path, not the module-shaped tree: the same numbers
-    leaves = transfer.unpack(packed(frozenset({"values"}))).result
-    tree = transfer.unpack(whole).result
+    leaves = outcome_of(packed(frozenset({"values"}))).result
+    tree = outcome_of(whole).result
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     assert leaves.single is False
     assert [path for path, _ in leaves.leaves] == [jax.tree_util.keystr(p) for p, _ in flat]
     for (_, array), (_, expected) in zip(leaves.leaves, flat, strict=True):
         np.testing.assert_array_equal(array, expected)
     assert outcome.output is None and outcome.entry.jaxpr == "" and outcome.entry.hlo == ""
+    # a warm run of the same entry sends the same shared parts: the web process unpacks them once
+    from app.cache import BoundedCache
+    from app.runs.worker import SplitOutcome
+
+    known = BoundedCache(8)
+    first, second = packed(frozenset({"output"})), packed(frozenset({"output"}))
+    split = [transfer.unpack(p) for p in (first, second)]
+    assert all(isinstance(s, SplitOutcome) for s in split)
+    assert split[0].shared.token == split[1].shared.token
+    assert split[1].outcome.entry is None and split[1].outcome.key is None
+    warm = [outcome_of(p, known) for p in (first, second)]
+    assert warm[0].entry is warm[1].entry and warm[0].key is warm[1].key
+    assert warm[0].output is not None and warm[0].output == warm[1].output
+    assert warm[0].entry.hlo == "" and warm[0].key is not None
+    # another set of parts shown: another template, with what it shows
+    shown = outcome_of(packed(frozenset({"hlo"})), known)
+    assert shown.entry.hlo and shown.output is None and len(known) == 2
 
 
 def test_a_light_run_whose_program_is_not_light_is_run_again_in_the_heavy_lane(tmp_path):

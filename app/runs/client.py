@@ -37,7 +37,14 @@ from app.runs.limits import NotLight, is_light
 from app.runs.scopes import CompileScopes
 from app.runs.spec import RunRequest, SweepRequest
 from app.runs.structure import StructureMemo
-from app.runs.worker import ModuleSource, RunJob, forget_engine, local_engine, run_task
+from app.runs.worker import (
+    ModuleSource,
+    RunJob,
+    forget_engine,
+    local_engine,
+    outcome_of,
+    run_task,
+)
 from app.serving import current_client
 from app.settings import Settings
 from app.store import ModuleRecord, ModuleStore, ShareRecord, tree_nbytes
@@ -49,6 +56,9 @@ on a fresh worker compiles a dozen small programs within the run's time limit. A
 is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
 MAX_SENT, SENT_BYTES = 1024, 32 * 1024 * 1024
 """Stored modules kept pickled for the workers: at most this many, and bytes."""
+MAX_SHARED = 1024
+"""Outcomes' shared parts (a compiled entry's info, key record and output tree) kept
+unpacked."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 STRIKE_SECONDS = 600.0
@@ -91,6 +101,8 @@ class RunClient:
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
         self._module_affinities: BoundedCache[tuple, int] = BoundedCache(MAX_SENT)
+        self._shared: BoundedCache[tuple, tuple] = BoundedCache(MAX_SHARED)
+        """The workers' shared parts of outcomes, unpacked, by token (``outcome_of``)."""
         """Stored modules' part of a run's affinity, by id and revision."""
         self._workers_have_settings = workers is not None and getattr(workers, "workers", 0) > 0
         """Worker processes are set up with the app's settings (``prepare_worker``), so its
@@ -162,7 +174,9 @@ class RunClient:
             packed = await anyio.to_thread.run_sync(run_task, job)
         else:
             packed = await self._call_async(job, lane, affinity, handle)
-        return self._finish(transfer.unpack(packed), request, expression, scopes, compile_scope)
+        return self._finish(
+            outcome_of(packed, self._shared), request, expression, scopes, compile_scope
+        )
 
     def _run(
         self,
@@ -180,7 +194,9 @@ class RunClient:
             spec, module, request, compile_scope, eager, with_input, shows
         )
         packed = run_task(job) if self.workers is None else self._call(job, lane, affinity, handle)
-        return self._finish(transfer.unpack(packed), request, expression, scopes, compile_scope)
+        return self._finish(
+            outcome_of(packed, self._shared), request, expression, scopes, compile_scope
+        )
 
     def _prepare(
         self,

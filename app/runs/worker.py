@@ -13,6 +13,8 @@ keeps it under ``key``) or, for trained parameters, the module itself.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +23,7 @@ import jax
 from app import transfer
 from app.cache import BoundedCache
 from app.catalog import parse_spec
-from app.runs.digest import digest, flat
+from app.runs.digest import ResultDigest, digest, flat
 from app.runs.engine import RunEngine, RunOutcome
 from app.runs.limits import light_lane
 from app.runs.spec import RunRequest, SweepRequest
@@ -125,7 +127,101 @@ def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
             eager=job.eager,
             with_input=job.with_input,
         )
-    return transfer.pack(trimmed(outcome, job.shows))
+    if job.shows is None:
+        return transfer.pack(trimmed(outcome, None))
+    return transfer.pack(_split(outcome, job.shows))
+
+
+TEMPLATES_KEPT = 256
+"""Outcome templates a worker keeps (:func:`_template`)."""
+PROCESS_TOKEN = secrets.token_hex(8)
+"""This process's part of its shared parts' tokens (a replacement worker's differ)."""
+_serials = itertools.count()
+
+
+@dataclass(frozen=True)
+class SharedParts:
+    """What a compiled entry and the parts shown fix in every outcome of it: the entry's info
+    as shown, its key record and its output tree, packed once. The web process unpacks them
+    once per token (:func:`outcome_of`), a warm run then carries only what changes."""
+
+    token: tuple[str, int]
+    packed: transfer.Packed
+
+
+@dataclass(frozen=True)
+class SplitOutcome:
+    """An outcome as a warm run sends it: its shared parts and the rest."""
+
+    shared: SharedParts
+    outcome: RunOutcome
+    """The outcome without ``entry``, ``key`` and ``output`` (in ``shared``)."""
+
+
+@dataclass(eq=False)
+class _Template:
+    entry: Any
+    key: Any
+    output: Any
+    shared: SharedParts
+    unchecked: ResultDigest | None = None
+    """The result's digest when its values are not read (fixed by the entry), once made."""
+
+
+def _template(outcome: RunOutcome, shows: frozenset[str]) -> _Template:
+    """The template of outcomes of this compiled entry showing ``shows`` (the engine hands
+    out the same entry info, key record and output tree for every run of an entry; a template
+    keeps them, so their ids stay theirs while it is kept)."""
+    templates = worker_state().setdefault("run-templates", BoundedCache(TEMPLATES_KEPT))
+    key = (id(outcome.entry), id(outcome.key), id(outcome.output), shows)
+    found = templates.get(key)
+    if (
+        found is None
+        or found.entry is not outcome.entry
+        or found.key is not outcome.key
+        or found.output is not outcome.output
+    ):
+        hidden = {part: "" for part in ("jaxpr", "hlo") if part not in shows}
+        parts = (
+            replace(outcome.entry, **hidden) if hidden else outcome.entry,
+            outcome.key,
+            outcome.output if "output" in shows else None,
+        )
+        shared = SharedParts((PROCESS_TOKEN, next(_serials)), transfer.pack(parts))
+        found = _Template(outcome.entry, outcome.key, outcome.output, shared)
+        templates.put(key, found)
+    return found
+
+
+def _split(outcome: RunOutcome, shows: frozenset[str]) -> SplitOutcome:
+    """:func:`trimmed`, with the parts its compiled entry fixes sent as a template."""
+    template = _template(outcome, shows)
+    if shows & {"values", "plot"}:
+        outcome.result = flat(outcome.result)
+    elif "warnings" in shows:
+        outcome.result = digest(outcome.result, check=True)
+    else:
+        if template.unchecked is None:
+            template.unchecked = digest(outcome.result, check=False)
+        outcome.result = template.unchecked
+    outcome.entry = outcome.key = outcome.output = None
+    return SplitOutcome(template.shared, outcome)
+
+
+def outcome_of(packed: transfer.Packed, known: BoundedCache | None = None) -> RunOutcome:
+    """The outcome :func:`run_task` packed, whole. Its shared parts are unpacked, or found in
+    ``known`` by their token (the web process keeps them: a warm run's are the same)."""
+    value = transfer.unpack(packed)
+    if not isinstance(value, SplitOutcome):
+        return value
+    shared = value.shared
+    if known is None:
+        parts = transfer.unpack(shared.packed)
+    else:
+        parts = known.get_or_make(shared.token, lambda: transfer.unpack(shared.packed))
+    outcome = value.outcome
+    outcome.entry, outcome.key, outcome.output = parts
+    return outcome
 
 
 def trimmed(outcome: RunOutcome, shows: frozenset[str] | None) -> RunOutcome:
