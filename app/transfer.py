@@ -144,6 +144,11 @@ def pack(value: Any) -> Packed:
         return Packed(buffer.getvalue(), tuple(arrays))
 
 
+def packed_bytes(packed: Packed) -> int:
+    """The bytes ``packed`` holds: its pickle and its arrays."""
+    return len(packed.data) + sum(array.nbytes for array in packed.arrays)
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, arrays: tuple[np.ndarray, ...]):
         super().__init__(file)

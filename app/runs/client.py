@@ -56,9 +56,9 @@ on a fresh worker compiles a dozen small programs within the run's time limit. A
 is built by the worker from its spec (once; it keeps it), rather than copied on every run."""
 MAX_SENT, SENT_BYTES = 1024, 32 * 1024 * 1024
 """Stored modules kept pickled for the workers: at most this many, and bytes."""
-MAX_SHARED = 1024
+MAX_SHARED, SHARED_BYTES = 1024, 64 * 1024 * 1024
 """Outcomes' shared parts (a compiled entry's info, key record and output tree) kept
-unpacked."""
+unpacked: at most this many, and bytes as packed."""
 MAX_PREVIOUS = 4096
 """Scopes whose last key is remembered, for "what changed"."""
 STRIKE_SECONDS = 600.0
@@ -101,7 +101,9 @@ class RunClient:
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
         self._module_affinities: BoundedCache[tuple, int] = BoundedCache(MAX_SENT)
-        self._shared: BoundedCache[tuple, tuple] = BoundedCache(MAX_SHARED)
+        self._shared: BoundedCache[tuple, tuple] = BoundedCache(
+            MAX_SHARED, max_bytes=SHARED_BYTES, cost=lambda kept: kept[1]
+        )
         """The workers' shared parts of outcomes, unpacked, by token (``outcome_of``)."""
         """Stored modules' part of a run's affinity, by id and revision."""
         self._workers_have_settings = workers is not None and getattr(workers, "workers", 0) > 0

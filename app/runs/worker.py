@@ -132,8 +132,8 @@ def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
     return transfer.pack(_split(outcome, job.shows))
 
 
-TEMPLATES_KEPT = 256
-"""Outcome templates a worker keeps (:func:`_template`)."""
+TEMPLATES_KEPT, TEMPLATE_BYTES = 256, 32 * 1024 * 1024
+"""Outcome templates a worker keeps (:func:`_template`): at most this many, and bytes packed."""
 PROCESS_TOKEN = secrets.token_hex(8)
 """This process's part of its shared parts' tokens (a replacement worker's differ)."""
 _serials = itertools.count()
@@ -172,7 +172,10 @@ def _template(outcome: RunOutcome, shows: frozenset[str]) -> _Template:
     """The template of outcomes of this compiled entry showing ``shows`` (the engine hands
     out the same entry info, key record and output tree for every run of an entry; a template
     keeps them, so their ids stay theirs while it is kept)."""
-    templates = worker_state().setdefault("run-templates", BoundedCache(TEMPLATES_KEPT))
+    templates = worker_state().setdefault(
+        "run-templates",
+        BoundedCache(TEMPLATES_KEPT, max_bytes=TEMPLATE_BYTES, cost=_template_bytes),
+    )
     key = (id(outcome.entry), id(outcome.key), id(outcome.output), shows)
     found = templates.get(key)
     if (
@@ -193,6 +196,10 @@ def _template(outcome: RunOutcome, shows: frozenset[str]) -> _Template:
     return found
 
 
+def _template_bytes(template: _Template) -> int:
+    return transfer.packed_bytes(template.shared.packed)
+
+
 def _split(outcome: RunOutcome, shows: frozenset[str]) -> SplitOutcome:
     """:func:`trimmed`, with the parts its compiled entry fixes sent as a template."""
     template = _template(outcome, shows)
@@ -210,7 +217,8 @@ def _split(outcome: RunOutcome, shows: frozenset[str]) -> SplitOutcome:
 
 def outcome_of(packed: transfer.Packed, known: BoundedCache | None = None) -> RunOutcome:
     """The outcome :func:`run_task` packed, whole. Its shared parts are unpacked, or found in
-    ``known`` by their token (the web process keeps them: a warm run's are the same)."""
+    ``known`` by their token, as ``(parts, packed bytes)`` (the web process keeps them: a
+    warm run's are the same)."""
     value = transfer.unpack(packed)
     if not isinstance(value, SplitOutcome):
         return value
@@ -218,7 +226,10 @@ def outcome_of(packed: transfer.Packed, known: BoundedCache | None = None) -> Ru
     if known is None:
         parts = transfer.unpack(shared.packed)
     else:
-        parts = known.get_or_make(shared.token, lambda: transfer.unpack(shared.packed))
+        parts, _ = known.get_or_make(
+            shared.token,
+            lambda: (transfer.unpack(shared.packed), transfer.packed_bytes(shared.packed)),
+        )
     outcome = value.outcome
     outcome.entry, outcome.key, outcome.output = parts
     return outcome
