@@ -475,10 +475,28 @@
         return;
       }
       div.setAttribute("data-figure", JSON.stringify(frame.figures[key]));
-      drawPlot(div);
+      drawFrameFigure(div);
     });
     element.setAttribute("data-frames", String(Number(element.getAttribute("data-frames") || 0) + 1));
     if (missing) refresh(element);
+  }
+
+  // Frames come every 0.15 s; a figure is redrawn at most every FIGURE_EVERY_MS (its latest
+  // frame then), so that Plotly never keeps a slow machine's page too busy for its controls.
+  var FIGURE_EVERY_MS = 500;
+
+  function drawFrameFigure(div) {
+    var wait = (div._drawnAt || 0) + FIGURE_EVERY_MS - Date.now();
+    if (wait <= 0) {
+      div._drawnAt = Date.now();
+      drawPlot(div);
+    } else if (!div._drawTimer) {
+      div._drawTimer = setTimeout(function () {
+        div._drawTimer = null;
+        div._drawnAt = Date.now();
+        if (document.body.contains(div)) drawPlot(div);
+      }, wait);
+    }
   }
 
   function followFrames(root) {
