@@ -101,11 +101,11 @@ class RunClient:
         self.compiles = 0
         """Compilations of this app's runs (every worker's) since it started."""
         self._module_affinities: BoundedCache[tuple, int] = BoundedCache(MAX_SENT)
+        """Stored modules' part of a run's affinity, by id and revision."""
         self._shared: BoundedCache[tuple, tuple] = BoundedCache(
             MAX_SHARED, max_bytes=SHARED_BYTES, cost=lambda kept: kept[1]
         )
         """The workers' shared parts of outcomes, unpacked, by token (``outcome_of``)."""
-        """Stored modules' part of a run's affinity, by id and revision."""
         self._workers_have_settings = workers is not None and getattr(workers, "workers", 0) > 0
         """Worker processes are set up with the app's settings (``prepare_worker``), so its
         runs go without them; inline runs carry them."""

@@ -74,7 +74,7 @@ class RunOutcome:
 
     result: Any
     """The result: JAX arrays as the engine computed them; NumPy arrays, or a digest, once
-    the worker sends it (``app.runs.worker.trimmed``)."""
+    the worker sends it (``app.runs.worker._split``)."""
     entry: CompiledInfo
     compiled: bool
     input: PreparedInput

@@ -72,7 +72,7 @@ class RunJob:
     (:func:`app.runs.limits.check_light`)."""
     shows: frozenset[str] | None = None
     """The parts of the answer that will be shown (``app.runs.results.FIELDS``; None: all):
-    the outcome sent back holds nothing else (:func:`trimmed`)."""
+    the outcome sent back holds nothing else (:func:`_split`)."""
 
 
 def engine_for(token: str, settings: Settings) -> RunEngine:
@@ -127,8 +127,9 @@ def _run(engine: RunEngine, model: Any, job: RunJob) -> transfer.Packed:
             eager=job.eager,
             with_input=job.with_input,
         )
-    if job.shows is None:
-        return transfer.pack(trimmed(outcome, None))
+    if job.shows is None:  # the result itself is used, as a tree: its arrays to the host
+        outcome.result = jax.device_get(outcome.result)
+        return transfer.pack(outcome)
     return transfer.pack(_split(outcome, job.shows))
 
 
@@ -201,7 +202,13 @@ def _template_bytes(template: _Template) -> int:
 
 
 def _split(outcome: RunOutcome, shows: frozenset[str]) -> SplitOutcome:
-    """:func:`trimmed`, with the parts its compiled entry fixes sent as a template."""
+    """``outcome`` as the web process needs it for an answer showing only ``shows``, the parts
+    its compiled entry fixes sent as a template (:func:`_template`: the output tree, jaxpr and
+    HLO text go when they are not shown). The result goes as its leaves by path
+    (:class:`~app.runs.digest.ResultLeaves`), or only as its
+    :class:`~app.runs.digest.ResultDigest` when neither values nor figure are shown (a 4 x 512
+    MLP's gradient is 4 MB to copy, then to send between processes; it is read for NaN and
+    infinity only when ``warnings`` are shown)."""
     template = _template(outcome, shows)
     if shows & {"values", "plot"}:
         outcome.result = flat(outcome.result)
@@ -232,27 +239,4 @@ def outcome_of(packed: transfer.Packed, known: BoundedCache | None = None) -> Ru
         )
     outcome = value.outcome
     outcome.entry, outcome.key, outcome.output = parts
-    return outcome
-
-
-def trimmed(outcome: RunOutcome, shows: frozenset[str] | None) -> RunOutcome:
-    """``outcome`` as the web process needs it for an answer showing only ``shows``: with
-    None (the result itself is used, as a tree) its arrays copied to the host (NumPy);
-    otherwise the result's leaves by path (:class:`~app.runs.digest.ResultLeaves`), or only
-    its :class:`~app.runs.digest.ResultDigest` when neither values nor figure are shown (a
-    4 x 512 MLP's gradient is 4 MB to copy, then to send between processes; it is read for
-    NaN and infinity only when ``warnings`` are shown), and the output tree, jaxpr and HLO
-    text go when they are not shown."""
-    if shows is None:
-        outcome.result = jax.device_get(outcome.result)
-        return outcome
-    if shows & {"values", "plot"}:
-        outcome.result = flat(outcome.result)
-    else:
-        outcome.result = digest(outcome.result, check="warnings" in shows)
-    if "output" not in shows:
-        outcome.output = None
-    hidden = {part: "" for part in ("jaxpr", "hlo") if part not in shows}
-    if hidden:
-        outcome.entry = replace(outcome.entry, **hidden)
     return outcome
